@@ -1,0 +1,103 @@
+//! The command tree. Each command is a module; `run` wires config, telemetry and a
+//! runtime around it.
+
+mod events;
+mod health;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shoal_settings::{ConfigArgs, Overrides};
+
+use crate::config::CliConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Docker Swarm mode, rebuilt as separate services",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Manager to talk to (HOST:PORT). Env: SHOAL_HOST.
+    #[arg(long, short = 'H', global = true, value_name = "HOST:PORT")]
+    pub host: Option<String>,
+    /// OTLP gRPC endpoint for the CLI's own spans. Env: SHOAL_OTLP_ENDPOINT.
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn overrides(&self) -> Overrides {
+        Overrides::new()
+            .set("host", self.host.as_ref())
+            .set("otlp_endpoint", self.otlp_endpoint.as_ref())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Get real time events from the cluster.
+    Events(events::EventsArgs),
+    /// Check a shoal process's gRPC health (exit 0 when SERVING).
+    Health(health::HealthArgs),
+    /// Show the shoal version information.
+    Version,
+}
+
+pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let telemetry = shoal_telemetry::init(&shoal_telemetry::TelemetryConfig {
+            service_name: "shoal-cli".into(),
+            otlp_endpoint: (!cfg.otlp_endpoint.is_empty()).then(|| cfg.otlp_endpoint.clone()),
+            log_format: shoal_telemetry::LogFormat::Text,
+            log_filter: cfg.log_filter.clone(),
+        });
+        let _telemetry = match telemetry {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("shoal: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = match cli.command {
+            Command::Events(args) => events::run(&cfg, args).await,
+            Command::Health(args) => health::run(args).await,
+            Command::Version => {
+                println!("shoal version {}", env!("CARGO_PKG_VERSION"));
+                Ok(ExitCode::SUCCESS)
+            }
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Turns a gRPC status into the one line a user reads.
+pub fn status_message(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unavailable => {
+            format!("the shoal manager is unavailable: {}", status.message())
+        }
+        _ => status.message().to_string(),
+    }
+}

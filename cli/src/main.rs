@@ -1,0 +1,15 @@
+//! `shoal`: Swarm's commands against a shoal control plane.
+
+mod commands;
+mod config;
+mod connect;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    let cfg: config::CliConfig = shoal_settings::load_or_exit(&cli.config, &cli.overrides());
+    commands::run(cli, cfg)
+}

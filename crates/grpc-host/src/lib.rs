@@ -1,0 +1,371 @@
+//! Hosts one shoal process the same way everywhere: its gRPC services with
+//! `grpc.health.v1`, server reflection for `shoal.v1`, W3C trace-context extraction on
+//! every request, and a graceful shutdown on SIGTERM/SIGINT that never hangs on
+//! long-lived streams; plus the connection to cluster state (etcd through the store,
+//! NATS through the event bus) that every control-plane service needs.
+//!
+//! Shutdown runs in three steps: health turns NOT_SERVING (load balancers and
+//! `shoal health` see it at once), the [`CancellationToken`] fires (streams such as
+//! worker sessions and watches end themselves), and the server drains in-flight calls
+//! for at most [`Host::drain`]; whatever is still open then is dropped.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+pub use tokio_util::sync::CancellationToken as ShutdownToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server on {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+}
+
+/// The gRPC host of one process.
+pub struct Host {
+    process: String,
+    listen: SocketAddr,
+    health: HealthReporter,
+    health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    shutdown: CancellationToken,
+    drain: Duration,
+}
+
+impl Host {
+    /// A host for `process` (e.g. "shoal-manager") that will listen on `listen`.
+    /// Health starts NOT_SERVING; the process calls [`Host::set_ready`] once its
+    /// dependencies answer.
+    pub fn new(process: impl Into<String>, listen: SocketAddr) -> Self {
+        let health = HealthReporter::new();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        Host {
+            process: process.into(),
+            listen,
+            health,
+            health_service,
+            shutdown: CancellationToken::new(),
+            drain: Duration::from_secs(3),
+        }
+    }
+
+    /// How long in-flight calls may take to finish after a shutdown signal.
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Fires when the process is shutting down. Long-lived streams select on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Marks the whole server ("") and each named gRPC service SERVING or NOT_SERVING.
+    pub async fn set_ready(health: &HealthReporter, services: &[&str], ready: bool) {
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        for s in services {
+            health.set_service_status(*s, status).await;
+        }
+    }
+
+    /// Binds the listener now, so a bad address fails before anything else starts.
+    /// Health reads NOT_SERVING from here until the process says it is ready.
+    pub async fn bind(self) -> Result<BoundHost, HostError> {
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let incoming = TcpIncoming::bind(self.listen)
+            .map_err(|source| HostError::Bind {
+                addr: self.listen,
+                source,
+            })?
+            .with_nodelay(Some(true));
+        Ok(BoundHost {
+            host: self,
+            incoming,
+        })
+    }
+}
+
+/// A host whose listener is bound.
+pub struct BoundHost {
+    host: Host,
+    incoming: TcpIncoming,
+}
+
+impl BoundHost {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.host.shutdown.clone()
+    }
+
+    pub fn health(&self) -> HealthReporter {
+        self.host.health.clone()
+    }
+
+    /// Serves `routes` plus health and reflection until SIGTERM/SIGINT or until the
+    /// shutdown token is cancelled, then drains.
+    pub async fn serve(self, routes: Routes) -> Result<(), HostError> {
+        let BoundHost { host, incoming } = self;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| HostError::Reflection(e.to_string()))?;
+        let routes = routes
+            .add_service(host.health_service.clone())
+            .add_service(reflection);
+
+        let token = host.shutdown.clone();
+        let signals = tokio::spawn(cancel_on_signal(token.clone()));
+        let health = host.health.clone();
+        let listen = host.listen;
+        let process = host.process.clone();
+        tracing::info!(%listen, process = %process, "gRPC server listening");
+
+        let stop = token.clone();
+        let server = Server::builder()
+            .layer(shoal_telemetry::GrpcTraceLayer::default())
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async move {
+                stop.cancelled().await;
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+            });
+        tokio::pin!(server);
+
+        let result = tokio::select! {
+            r = &mut server => r,
+            _ = token.cancelled() => {
+                match tokio::time::timeout(host.drain, &mut server).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(drain = ?host.drain, "calls still open after the drain period; closing them");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        signals.abort();
+        tracing::info!(process = %process, "gRPC server stopped");
+        result.map_err(|source| HostError::Serve {
+            addr: listen,
+            source,
+        })
+    }
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received");
+    token.cancel();
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers (should not happen on Unix) fall back to ctrl-c.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// What [`launch`] needs to know of a service's configuration.
+pub trait ServiceSettings: shoal_settings::Settings {
+    fn listen(&self) -> SocketAddr;
+    fn telemetry(&self) -> shoal_telemetry::TelemetryConfig;
+}
+
+/// Runs a service process: a multi-threaded runtime, telemetry, the bound gRPC host,
+/// then `run`. Returns the process exit code: 0 after a clean shutdown, 1 on failure
+/// (with one line on stderr saying why).
+pub fn launch<C, F, Fut>(cfg: C, run: F) -> std::process::ExitCode
+where
+    C: ServiceSettings,
+    F: FnOnce(C, BoundHost) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the runtime: {e}", C::PROCESS);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async move {
+        let telemetry = match shoal_telemetry::init(&cfg.telemetry()) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("{}: {e}", C::PROCESS);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let host = match Host::new(C::PROCESS, cfg.listen()).bind().await {
+            Ok(host) => host,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("{}: {e}", C::PROCESS);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let result = run(cfg, host).await;
+        let code = match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "exiting on error");
+                eprintln!("{}: {e}", C::PROCESS);
+                std::process::ExitCode::FAILURE
+            }
+        };
+        drop(telemetry);
+        code
+    });
+    // Background tasks (watches, reconnect loops) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+/// Calls `attempt` until it succeeds, backing off from 100 ms to 5 s between tries and
+/// logging each failure. Returns `None` when `shutdown` fires first.
+pub async fn retry_until_ready<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            result = attempt() => match result {
+                Ok(value) => return Some(value),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "{what} not reachable yet"),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A control-plane process's view of cluster state: etcd through the store (the truth)
+/// and NATS through the event bus (hints).
+#[derive(Clone, Debug)]
+pub struct ClusterState {
+    pub store: shoal_store::Store,
+    pub bus: shoal_events::EventBus,
+}
+
+/// Connects to etcd and NATS, retrying until both answer. `None` on shutdown first.
+pub async fn connect_cluster_state(
+    process: &str,
+    etcd_endpoints: &[String],
+    store_prefix: &str,
+    nats_url: &str,
+    shutdown: &CancellationToken,
+) -> Option<ClusterState> {
+    let store = retry_until_ready("etcd", shutdown, || async {
+        let store = shoal_store::Store::connect(etcd_endpoints, store_prefix).await?;
+        // A connection alone proves little; a read proves etcd answers.
+        store.revision().await?;
+        Ok::<_, shoal_store::Error>(store)
+    })
+    .await?;
+    let bus = retry_until_ready("NATS", shutdown, || {
+        shoal_events::EventBus::connect(nats_url, process)
+    })
+    .await?;
+    Some(ClusterState { store, bus })
+}
+
+/// Where a control-plane service finds cluster state.
+pub trait StateSettings: ServiceSettings {
+    fn etcd_endpoints(&self) -> &[String];
+    fn store_prefix(&self) -> &str;
+    fn nats_url(&self) -> &str;
+}
+
+/// The error a service's `run` returns.
+pub type RunError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The life of a control-plane service: serve `routes` at once (health NOT_SERVING),
+/// connect to etcd and NATS, hand the connection to `on_ready` and mark `services`
+/// SERVING, then serve until shutdown.
+pub async fn serve_with_cluster_state<C, F, Fut>(
+    cfg: &C,
+    host: BoundHost,
+    routes: Routes,
+    services: &[&str],
+    on_ready: F,
+) -> Result<(), RunError>
+where
+    C: StateSettings,
+    F: FnOnce(ClusterState) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RunError>>,
+{
+    let shutdown = host.shutdown_token();
+    let health = host.health();
+    let server = tokio::spawn(host.serve(routes));
+    let state = connect_cluster_state(
+        C::PROCESS,
+        cfg.etcd_endpoints(),
+        cfg.store_prefix(),
+        cfg.nats_url(),
+        &shutdown,
+    )
+    .await;
+    if let Some(state) = state {
+        on_ready(state).await?;
+        Host::set_ready(&health, services, true).await;
+        tracing::info!(process = C::PROCESS, "ready");
+    }
+    server.await??;
+    Ok(())
+}

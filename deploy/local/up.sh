@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# Start a whole shoal stack on this machine, every process on loopback:
+# etcd, nats-server, shoal-manager, shoal-scheduler, shoal-dispatcher, shoal-dns and
+# N shoal-worker processes (127.0.1.1, 127.0.1.2, ...). State, configs, logs and pid
+# files go to DIR (default <repo>/.shoal-local). Stop it with deploy/local/down.sh.
+#
+# Usage: deploy/local/up.sh [--dir DIR] [--workers N] [--release] [--no-build]
+#
+# Port overrides (environment; an explicitly set port must be free, a default one
+# that is taken is replaced by the next free port):
+#   SHOAL_LOCAL_ETCD_PORT (2379)  SHOAL_LOCAL_ETCD_PEER_PORT (2380)
+#   SHOAL_LOCAL_NATS_PORT (4222)  SHOAL_LOCAL_MANAGER_PORT (2377)
+#   SHOAL_LOCAL_DISPATCHER_PORT (4240)  SHOAL_LOCAL_SCHEDULER_PORT (4241)
+#   SHOAL_LOCAL_DNS_GRPC_PORT (4242)  SHOAL_LOCAL_DNS_PORT (5354)
+#   SHOAL_LOCAL_WORKER_PORT (4243)
+# Other knobs: SHOAL_LOCAL_OTLP_ENDPOINT (""), SHOAL_LOCAL_LOG_FILTER ("info"),
+#   SHOAL_LOCAL_LOG_FORMAT ("text"), SHOAL_LOCAL_HEALTH_TIMEOUT (60, seconds).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
+
+DIR="$REPO/.shoal-local"
+WORKERS=3
+PROFILE=debug
+BUILD=1
+
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+die() { echo "up.sh: error: $*" >&2; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
+        --dir=*) DIR="${1#--dir=}"; shift ;;
+        --workers) [[ $# -ge 2 ]] || die "--workers needs a value"; WORKERS="$2"; shift 2 ;;
+        --workers=*) WORKERS="${1#--workers=}"; shift ;;
+        --release) PROFILE=release; shift ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+[[ "$WORKERS" =~ ^[0-9]+$ ]] && (( WORKERS <= 254 )) || die "--workers must be a number from 0 to 254, got '$WORKERS'"
+[[ -n "$DIR" ]] || die "--dir must not be empty"
+mkdir -p "$DIR"
+DIR="$(cd "$DIR" && pwd)"
+BIN_DIR="$REPO/target/$PROFILE"
+
+# Read our knobs, then drop every SHOAL_* variable so that a user's environment (e.g.
+# a sourced DIR/env or SHOAL_LISTEN) cannot override the config files written below.
+env_or() { local v="${!1:-}"; if [[ -n "$v" ]]; then echo "$v"; else echo "$2"; fi; }
+OTLP_ENDPOINT="$(env_or SHOAL_LOCAL_OTLP_ENDPOINT "")"
+LOG_FILTER="$(env_or SHOAL_LOCAL_LOG_FILTER info)"
+LOG_FORMAT="$(env_or SHOAL_LOCAL_LOG_FORMAT text)"
+HEALTH_TIMEOUT="$(env_or SHOAL_LOCAL_HEALTH_TIMEOUT 60)"
+declare -A PORT_ENV=(
+    [etcd]=SHOAL_LOCAL_ETCD_PORT [etcd_peer]=SHOAL_LOCAL_ETCD_PEER_PORT
+    [nats]=SHOAL_LOCAL_NATS_PORT [manager]=SHOAL_LOCAL_MANAGER_PORT
+    [dispatcher]=SHOAL_LOCAL_DISPATCHER_PORT [scheduler]=SHOAL_LOCAL_SCHEDULER_PORT
+    [dns_grpc]=SHOAL_LOCAL_DNS_GRPC_PORT [dns]=SHOAL_LOCAL_DNS_PORT
+    [worker]=SHOAL_LOCAL_WORKER_PORT
+)
+declare -A PORT_DEFAULT=(
+    [etcd]=2379 [etcd_peer]=2380 [nats]=4222 [manager]=2377 [dispatcher]=4240
+    [scheduler]=4241 [dns_grpc]=4242 [dns]=5354 [worker]=4243
+)
+declare -A PORT_REQ=()
+for k in "${!PORT_ENV[@]}"; do PORT_REQ[$k]="${!PORT_ENV[$k]:-}"; done
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^SHOAL_' || true)
+
+# --------------------------------------------------------------------------- helpers
+
+# pid_alive PIDFILE: true when the pid in PIDFILE is a live process whose command line
+# names the binary recorded next to it (PIDFILE's .bin), guarding against pid reuse.
+pid_alive() {
+    local pidfile="$1" pid bin
+    [[ -f "$pidfile" ]] || return 1
+    pid="$(head -n1 "$pidfile" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    bin="$(cat "${pidfile%.pid}.bin" 2>/dev/null || true)"
+    [[ -z "$bin" ]] && return 0
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$bin"
+}
+
+# find_bin NAME: path of a system binary, also looking in sbin dirs not on a user's PATH.
+find_bin() {
+    local p
+    p="$(command -v "$1" 2>/dev/null || true)"
+    if [[ -n "$p" ]]; then echo "$p"; return 0; fi
+    for d in /usr/sbin /sbin /usr/local/sbin /usr/local/bin /usr/bin; do
+        if [[ -x "$d/$1" ]]; then echo "$d/$1"; return 0; fi
+    done
+    return 1
+}
+
+# Ports handed out by this run, so two services never get the same one.
+declare -A CLAIMED=()
+
+# port_in_use IP PORT [udp]: a listener exists on IP:PORT or on a wildcard address.
+port_in_use() {
+    local ip="$1" port="$2" proto="${3:-tcp}" flag=-Hltn
+    [[ "$proto" == udp ]] && flag=-Hlun
+    ss "$flag" 2>/dev/null | awk '{print $4}' | grep -qE "^(${ip//./\\.}|0\.0\.0\.0|\*|\[::\]|\[::ffff:${ip//./\\.}\]):${port}\$"
+}
+
+# pick_port KEY IP [udp]: the requested port (must be free), else the default or the
+# next free one after it. Sets PICKED and claims the port.
+pick_port() {
+    local key="$1" ip="$2" udp="${3:-}" port="${PORT_REQ[$1]}" explicit=1 tries=0
+    if [[ -z "$port" ]]; then port="${PORT_DEFAULT[$key]}"; explicit=0; fi
+    [[ "$port" =~ ^[0-9]+$ ]] || die "${PORT_ENV[$key]} must be a port number, got '$port'"
+    while [[ -n "${CLAIMED[$ip:$port]:-}" ]] || port_in_use "$ip" "$port" ||
+          { [[ -n "$udp" ]] && port_in_use "$ip" "$port" udp; }; do
+        if (( explicit )); then
+            die "port $ip:$port (${PORT_ENV[$key]}) is already in use"
+        fi
+        port=$((port + 1)); tries=$((tries + 1))
+        (( tries < 200 )) || die "no free port near ${PORT_DEFAULT[$key]} for $key"
+    done
+    CLAIMED[$ip:$port]=1
+    PICKED="$port"
+}
+
+# start NAME BIN ARGS...: run BIN detached (own session, stdin closed), output to
+# DIR/NAME.log, pid to DIR/NAME.pid (written by the process itself before exec).
+start() {
+    local name="$1" bin="$2"; shift 2
+    local log="$DIR/$name.log" pidfile="$DIR/$name.pid"
+    printf '\n===== %s: starting %s %s\n' "$(date -Is)" "$bin" "$*" >> "$log"
+    basename "$bin" > "$DIR/$name.bin"
+    rm -f "$pidfile"
+    setsid bash -c 'echo $$ > "$0"; exec "$@"' "$pidfile" "$bin" "$@" \
+        < /dev/null >> "$log" 2>&1 &
+    BGPID[$name]=$!
+    local i
+    for i in $(seq 1 100); do [[ -s "$pidfile" ]] && break; sleep 0.05; done
+    [[ -s "$pidfile" ]] || fail "$name" "did not start (no pid file)"
+    STARTED+=("$name")
+}
+
+# tail_log NAME: the last lines of NAME's log, indented.
+tail_log() {
+    echo "----- last 40 lines of $DIR/$1.log -----" >&2
+    tail -n 40 "$DIR/$1.log" 2>/dev/null | sed 's/^/  /' >&2 || true
+    echo "-----" >&2
+}
+
+# fail NAME MESSAGE: report, show NAME's log, stop whatever this run started, exit 1.
+fail() {
+    echo "up.sh: error: $1 $2" >&2
+    tail_log "$1"
+    if (( ${#STARTED[@]} > 0 )); then
+        echo "up.sh: stopping what was started (logs stay in $DIR)" >&2
+        "$SCRIPT_DIR/down.sh" --dir "$DIR" >&2 || true
+    fi
+    exit 1
+}
+
+# wait_until NAME SECONDS CMD...: poll CMD every 0.25 s until it succeeds; fail if
+# NAME's process dies or the deadline passes.
+wait_until() {
+    local name="$1" secs="$2"; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" > /dev/null 2>&1; do
+        if ! pid_alive "$DIR/$name.pid"; then
+            local status=0
+            wait "${BGPID[$name]:-0}" 2>/dev/null || status=$?
+            fail "$name" "exited during startup (exit status $status)"
+        fi
+        (( SECONDS < deadline )) || fail "$name" "not ready after ${secs}s (check: $*)"
+        sleep 0.25
+    done
+}
+
+etcd_healthy() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" &&
+        printf "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 &&
+        grep -q "\"health\":\"true\"" <&3' "$1"
+}
+
+nats_ready() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" && head -c 5 <&3 | grep -q "^INFO"' "$1"
+}
+
+shoal_healthy() { timeout 5 "$BIN_DIR/shoal" health --quiet "$1"; }
+
+toml_list() { # toml_list A B ... -> ["A", "B"]
+    local out="" x
+    for x in "$@"; do out+="${out:+, }\"$x\""; done
+    echo "[$out]"
+}
+
+# common_config LISTEN: the keys every service takes.
+common_config() {
+    cat <<EOF
+listen = "$1"
+otlp_endpoint = "$OTLP_ENDPOINT"
+log_format = "$LOG_FORMAT"
+log_filter = "$LOG_FILTER"
+EOF
+}
+
+# --------------------------------------------------------------------------- already up?
+
+STARTED=()
+declare -A BGPID=()
+shopt -s nullglob
+alive=() dead=()
+for pidfile in "$DIR"/*.pid; do
+    name="$(basename "$pidfile" .pid)"
+    if pid_alive "$pidfile"; then alive+=("$name"); else dead+=("$name"); rm -f "$pidfile"; fi
+done
+shopt -u nullglob
+if (( ${#alive[@]} > 0 )); then
+    if (( ${#dead[@]} == 0 )); then
+        echo "shoal local stack already running in $DIR (${alive[*]})"
+        if [[ -f "$DIR/summary.txt" ]]; then cat "$DIR/summary.txt"; fi
+        exit 0
+    fi
+    die "stack in $DIR is only partly running (running: ${alive[*]}; dead: ${dead[*]}).
+Run '$SCRIPT_DIR/down.sh --dir $DIR' and then this script again."
+fi
+(( ${#dead[@]} == 0 )) || echo "up.sh: removed stale pid files: ${dead[*]}"
+
+# --------------------------------------------------------------------------- prerequisites
+
+missing_pkgs=()
+find_bin etcd > /dev/null || missing_pkgs+=(etcd-server)
+find_bin nats-server > /dev/null || missing_pkgs+=(nats-server)
+find_bin protoc > /dev/null || missing_pkgs+=(protobuf-compiler)
+if (( ${#missing_pkgs[@]} > 0 )); then
+    command -v apt-get > /dev/null || die "missing ${missing_pkgs[*]} and no apt-get to install them"
+    SUDO=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        command -v sudo > /dev/null || die "missing ${missing_pkgs[*]}; not root and no sudo"
+        SUDO=(sudo)
+    fi
+    echo "up.sh: installing ${missing_pkgs[*]}"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing_pkgs[@]}"
+fi
+ETCD_BIN="$(find_bin etcd)" || die "etcd not found after install"
+NATS_BIN="$(find_bin nats-server)" || die "nats-server not found after install"
+
+if (( BUILD )); then
+    echo "up.sh: building shoal ($PROFILE)"
+    cargo_args=(build --bins)
+    [[ "$PROFILE" == release ]] && cargo_args+=(--release)
+    (cd "$REPO" && cargo "${cargo_args[@]}") || die "cargo ${cargo_args[*]} failed"
+fi
+for b in shoal shoal-manager shoal-scheduler shoal-dispatcher shoal-dns shoal-worker; do
+    [[ -x "$BIN_DIR/$b" ]] || die "$BIN_DIR/$b is missing (build it: cargo build --bins$([[ $PROFILE == release ]] && echo ' --release'))"
+done
+
+# --------------------------------------------------------------------------- ports
+
+LO=127.0.0.1
+PICKED=""
+pick_port etcd $LO; ETCD_PORT=$PICKED
+pick_port etcd_peer $LO; ETCD_PEER_PORT=$PICKED
+pick_port nats $LO; NATS_PORT=$PICKED
+pick_port manager $LO; MANAGER_PORT=$PICKED
+pick_port dispatcher $LO; DISPATCHER_PORT=$PICKED
+pick_port scheduler $LO; SCHEDULER_PORT=$PICKED
+pick_port dns_grpc $LO; DNS_GRPC_PORT=$PICKED
+pick_port dns $LO udp; DNS_PORT=$PICKED
+WORKER_IPS=() WORKER_PORTS=()
+for i in $(seq 1 "$WORKERS"); do
+    WORKER_IPS+=("127.0.1.$i")
+    pick_port worker "127.0.1.$i"; WORKER_PORTS+=("$PICKED")
+done
+
+ETCD_EP="http://$LO:$ETCD_PORT"
+NATS_URL="nats://$LO:$NATS_PORT"
+MANAGER_ADDR="$LO:$MANAGER_PORT"
+DISPATCHER_ADDR="$LO:$DISPATCHER_PORT"
+SCHEDULER_ADDR="$LO:$SCHEDULER_PORT"
+DNS_GRPC_ADDR="$LO:$DNS_GRPC_PORT"
+DNS_ADDR="$LO:$DNS_PORT"
+
+# --------------------------------------------------------------------------- infrastructure
+
+echo "up.sh: starting etcd on $ETCD_EP (data $DIR/etcd)"
+start etcd "$ETCD_BIN" \
+    --name shoal-local --data-dir "$DIR/etcd" \
+    --listen-client-urls "$ETCD_EP" --advertise-client-urls "$ETCD_EP" \
+    --listen-peer-urls "http://$LO:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://$LO:$ETCD_PEER_PORT" \
+    --initial-cluster "shoal-local=http://$LO:$ETCD_PEER_PORT" \
+    --logger zap --log-outputs stderr --log-level warn
+
+echo "up.sh: starting nats-server on $NATS_URL"
+start nats "$NATS_BIN" -a "$LO" -p "$NATS_PORT"
+
+wait_until etcd 20 etcd_healthy "$ETCD_PORT"
+wait_until nats 20 nats_ready "$NATS_PORT"
+
+# --------------------------------------------------------------------------- shoal services
+
+infra_config() {
+    cat <<EOF
+etcd_endpoints = $(toml_list "$ETCD_EP")
+nats_url = "$NATS_URL"
+EOF
+}
+
+{ common_config "$MANAGER_ADDR"; infra_config; } > "$DIR/manager.toml"
+{ common_config "$SCHEDULER_ADDR"; infra_config; } > "$DIR/scheduler.toml"
+{ common_config "$DISPATCHER_ADDR"; infra_config; } > "$DIR/dispatcher.toml"
+{ common_config "$DNS_GRPC_ADDR"; infra_config; echo "dns_listen = \"$DNS_ADDR\""; } > "$DIR/dns.toml"
+for i in $(seq 1 "$WORKERS"); do
+    ip="${WORKER_IPS[$((i - 1))]}" port="${WORKER_PORTS[$((i - 1))]}"
+    mkdir -p "$DIR/worker-$i"
+    {
+        common_config "$ip:$port"
+        echo "advertise_addr = \"$ip\""
+        echo "dispatcher_addrs = $(toml_list "$DISPATCHER_ADDR")"
+        echo "state_dir = \"$DIR/worker-$i\""
+        echo "hostname = \"worker-$i\""
+    } > "$DIR/worker-$i.toml"
+done
+
+SERVICES=(manager scheduler dispatcher dns)
+declare -A ADDR=(
+    [manager]="$MANAGER_ADDR" [scheduler]="$SCHEDULER_ADDR"
+    [dispatcher]="$DISPATCHER_ADDR" [dns]="$DNS_GRPC_ADDR"
+)
+for s in "${SERVICES[@]}"; do
+    echo "up.sh: starting shoal-$s on ${ADDR[$s]}"
+    start "$s" "$BIN_DIR/shoal-$s" --config "$DIR/$s.toml"
+done
+for i in $(seq 1 "$WORKERS"); do
+    SERVICES+=("worker-$i")
+    ADDR[worker-$i]="${WORKER_IPS[$((i - 1))]}:${WORKER_PORTS[$((i - 1))]}"
+    echo "up.sh: starting shoal-worker worker-$i on ${ADDR[worker-$i]}"
+    start "worker-$i" "$BIN_DIR/shoal-worker" --config "$DIR/worker-$i.toml"
+done
+
+echo "up.sh: waiting for grpc.health.v1 SERVING (up to ${HEALTH_TIMEOUT}s each)"
+for s in "${SERVICES[@]}"; do
+    wait_until "$s" "$HEALTH_TIMEOUT" shoal_healthy "${ADDR[$s]}"
+done
+
+# ============================================================================
+# LATER (swarm bootstrap): run `shoal swarm init` against the manager here,
+# read the worker join token (`shoal swarm join-token -q worker`) and join
+# every worker (worker-1 .. worker-$WORKERS) to the swarm. Not done yet: the
+# stack comes up with no swarm initialised and no node joined.
+# ============================================================================
+
+# --------------------------------------------------------------------------- env + summary
+
+cat > "$DIR/env" <<EOF
+export PATH="$BIN_DIR:\$PATH"
+export SHOAL_HOST=$MANAGER_ADDR
+export SHOAL_LOCAL_DIR=$DIR
+EOF
+
+{
+    printf '%-12s %-24s %s\n' PROCESS ADDRESS LOG
+    printf '%-12s %-24s %s\n' etcd "$ETCD_EP" "$DIR/etcd.log"
+    printf '%-12s %-24s %s\n' nats "$NATS_URL" "$DIR/nats.log"
+    for s in "${SERVICES[@]}"; do
+        a="${ADDR[$s]}"
+        if [[ "$s" == dns ]]; then a="$a (dns $DNS_ADDR)"; fi
+        printf '%-12s %-24s %s\n' "$s" "$a" "$DIR/$s.log"
+    done
+    echo
+    echo "Use the CLI:  source $DIR/env && shoal health \$SHOAL_HOST"
+    echo "Stop:         $SCRIPT_DIR/down.sh --dir $DIR"
+} > "$DIR/summary.txt"
+
+echo
+echo "shoal local stack is up in $DIR"
+cat "$DIR/summary.txt"

@@ -1,0 +1,89 @@
+//! The shoal-dns configuration.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use shoal_settings::{Invalid, Settings, check};
+use shoal_telemetry::{LogFormat, TelemetryConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsConfig {
+    /// Resolver API listen address.
+    pub listen: SocketAddr,
+    /// etcd client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of shoal's objects in etcd.
+    pub store_prefix: String,
+    /// NATS server URL.
+    pub nats_url: String,
+    /// Where the DNS server answers (UDP and TCP).
+    pub dns_listen: SocketAddr,
+    /// Resolvers for names outside the cluster (IP or IP:PORT); empty: from /etc/resolv.conf.
+    pub upstream: Vec<String>,
+    pub otlp_endpoint: String,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4242)),
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            store_prefix: shoal_store::DEFAULT_PREFIX.into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            dns_listen: SocketAddr::from(([127, 0, 0, 1], 5354)),
+            upstream: Vec::new(),
+            otlp_endpoint: String::new(),
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+impl Settings for DnsConfig {
+    const PROCESS: &'static str = "shoal-dns";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check::state(&self.etcd_endpoints, &self.store_prefix, &self.nats_url)?;
+        for u in &self.upstream {
+            if u.parse::<std::net::IpAddr>().is_err() && u.parse::<SocketAddr>().is_err() {
+                return Err(Invalid::new(
+                    "upstream",
+                    format!("\"{u}\" is not IP or IP:PORT"),
+                ));
+            }
+        }
+        check::telemetry(&self.otlp_endpoint, &self.log_filter)
+    }
+}
+
+impl shoal_grpc_host::ServiceSettings for DnsConfig {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name: Self::PROCESS.into(),
+            otlp_endpoint: Some(self.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
+            log_format: self.log_format,
+            log_filter: self.log_filter.clone(),
+        }
+    }
+}
+
+impl shoal_grpc_host::StateSettings for DnsConfig {
+    fn etcd_endpoints(&self) -> &[String] {
+        &self.etcd_endpoints
+    }
+
+    fn store_prefix(&self) -> &str {
+        &self.store_prefix
+    }
+
+    fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+}

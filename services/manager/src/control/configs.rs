@@ -1,0 +1,185 @@
+//! Configs: named, immutable blobs services mount as files. Swarm's rules: a valid
+//! name, data of 1 byte to 1000 KiB, only labels change after creation, and no removal
+//! while a service uses the config.
+
+use shoal_grpc_host::ClusterState;
+use shoal_proto::v1::{
+    Annotations, Config, ConfigSpec, CreateConfigRequest, Service, UpdateConfigRequest, task_spec,
+};
+use shoal_store::Object;
+use tonic::Status;
+
+use super::store_status;
+use crate::announce::announce;
+
+/// Swarm's limit on a config's data.
+pub const MAX_CONFIG_SIZE: usize = 1000 * 1024;
+
+pub async fn create(state: &ClusterState, req: CreateConfigRequest) -> Result<Config, Status> {
+    let spec = req
+        .spec
+        .ok_or_else(|| Status::invalid_argument("spec: a config spec is required"))?;
+    validate_spec(&spec)?;
+    let name = spec_name(&spec).to_string();
+    let config = Config {
+        meta: None,
+        spec: Some(spec),
+    };
+    let created = state.store.create(config).await.map_err(store_status)?;
+    tracing::info!(id = %created.id(), %name, "config created");
+    announce(&state.bus, "create", &created, &name).await;
+    Ok(created)
+}
+
+pub async fn update(
+    state: &ClusterState,
+    current: Config,
+    req: UpdateConfigRequest,
+) -> Result<Config, Status> {
+    let spec = req
+        .spec
+        .ok_or_else(|| Status::invalid_argument("spec: a config spec is required"))?;
+    let version = req
+        .config_version
+        .ok_or_else(|| Status::invalid_argument("config_version: the version read is required"))?
+        .index;
+    let old = current.spec.clone().unwrap_or_default();
+    if spec_name(&spec) != spec_name(&old) || spec.data != old.data {
+        return Err(Status::invalid_argument(
+            "only updates to Labels are allowed",
+        ));
+    }
+    let mut updated = current;
+    updated.set_version(version);
+    updated.spec = Some(spec);
+    let name = spec_name(updated.spec.as_ref().unwrap_or(&old)).to_string();
+    let stored = state.store.update(updated).await.map_err(store_status)?;
+    announce(&state.bus, "update", &stored, &name).await;
+    Ok(stored)
+}
+
+pub async fn remove(state: &ClusterState, current: Config) -> Result<(), Status> {
+    let name = current
+        .spec
+        .as_ref()
+        .map(|s| spec_name(s).to_string())
+        .unwrap_or_default();
+    let services = state
+        .store
+        .list::<Service>()
+        .await
+        .map_err(store_status)?
+        .objects;
+    let users: Vec<String> = services
+        .iter()
+        .filter(|s| uses_config(s, current.id()))
+        .map(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|sp| sp.annotations.as_ref())
+                .map(|a| a.name.clone())
+                .unwrap_or_else(|| s.id().to_string())
+        })
+        .collect();
+    if !users.is_empty() {
+        let plural = if users.len() > 1 { "s" } else { "" };
+        return Err(Status::failed_precondition(format!(
+            "config '{name}' is in use by the following service{plural}: {}",
+            users.join(", ")
+        )));
+    }
+    let removed = state
+        .store
+        .delete::<Config>(current.id(), Some(current.version()))
+        .await
+        .map_err(store_status)?;
+    announce(&state.bus, "remove", &removed, &name).await;
+    Ok(())
+}
+
+fn uses_config(service: &Service, config_id: &str) -> bool {
+    let runtime = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.runtime.as_ref());
+    let refs = match runtime {
+        Some(task_spec::Runtime::Container(c)) => &c.configs,
+        Some(task_spec::Runtime::Process(p)) => &p.configs,
+        None => return false,
+    };
+    refs.iter().any(|r| r.config_id == config_id)
+}
+
+fn spec_name(spec: &ConfigSpec) -> &str {
+    spec.annotations
+        .as_ref()
+        .map(|a| a.name.as_str())
+        .unwrap_or("")
+}
+
+fn validate_spec(spec: &ConfigSpec) -> Result<(), Status> {
+    validate_annotations(spec.annotations.as_ref())?;
+    if spec.data.is_empty() || spec.data.len() > MAX_CONFIG_SIZE {
+        return Err(Status::invalid_argument(format!(
+            "data: config data must be larger than 0 and less than {} bytes",
+            MAX_CONFIG_SIZE
+        )));
+    }
+    Ok(())
+}
+
+/// Swarm's object-name rule: 1-64 of `[a-zA-Z0-9-_.]`, starting and ending alphanumeric.
+pub fn validate_annotations(annotations: Option<&Annotations>) -> Result<(), Status> {
+    let name = annotations.map(|a| a.name.as_str()).unwrap_or("");
+    if name.is_empty() {
+        return Err(Status::invalid_argument(
+            "name: meta: name must be provided",
+        ));
+    }
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if name.len() > 64 || !valid_chars || !ends_ok {
+        return Err(Status::invalid_argument(format!(
+            "name: invalid name \"{name}\", only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str) -> Option<Annotations> {
+        Some(Annotations {
+            name: name.into(),
+            labels: Default::default(),
+        })
+    }
+
+    #[test]
+    fn names_follow_swarms_rule() {
+        for ok in ["a", "web-conf", "v1.2_x", &"x".repeat(64)] {
+            assert!(validate_annotations(named(ok).as_ref()).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a b", "é", &"x".repeat(65)] {
+            let err = validate_annotations(named(bad).as_ref()).expect_err(bad);
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn data_must_be_present_and_bounded() {
+        let spec = |len: usize| ConfigSpec {
+            annotations: named("c"),
+            data: vec![b'x'; len],
+        };
+        assert!(validate_spec(&spec(1)).is_ok());
+        assert!(validate_spec(&spec(0)).is_err());
+        assert!(validate_spec(&spec(MAX_CONFIG_SIZE + 1)).is_err());
+    }
+}

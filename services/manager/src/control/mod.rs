@@ -1,0 +1,419 @@
+//! The Control API. Reads go to etcd through the store; writes are compare-and-swap
+//! transactions, then a hint event. Errors carry gRPC codes a client can act on and
+//! messages in Swarm's words where Swarm has them.
+//!
+//! RPCs whose semantics belong to later parts of the system (service orchestration,
+//! networks and IPAM, the CA, secrets encryption) answer UNIMPLEMENTED until those
+//! parts exist, rather than storing objects nothing acts on.
+
+mod configs;
+mod filters;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use shoal_events::EventFilter;
+use shoal_grpc_host::{ClusterState, ShutdownToken};
+use shoal_proto::TaskStateExt;
+use shoal_proto::v1::control_server::Control;
+use shoal_proto::v1::*;
+use shoal_store::{Index, Object};
+use tokio::sync::OnceCell;
+use tonic::{Request, Response, Status};
+
+pub use filters::{Filterable, Lookup, lookup, matches};
+
+pub struct ControlService {
+    state: Arc<OnceCell<ClusterState>>,
+    shutdown: ShutdownToken,
+}
+
+impl ControlService {
+    pub fn new(state: Arc<OnceCell<ClusterState>>, shutdown: ShutdownToken) -> Self {
+        Self { state, shutdown }
+    }
+
+    fn state(&self) -> Result<&ClusterState, Status> {
+        self.state.get().ok_or_else(|| {
+            Status::unavailable("the manager is starting: etcd and NATS are not reachable yet")
+        })
+    }
+
+    /// One object by id, name or unique id prefix (Docker's rule).
+    async fn resolve<T: Filterable>(&self, reference: &str) -> Result<T, Status> {
+        let kind = T::KIND;
+        if reference.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{kind} id or name is required"
+            )));
+        }
+        let store = &self.state()?.store;
+        if let Some(obj) = store.try_get::<T>(reference).await.map_err(store_status)? {
+            return Ok(obj);
+        }
+        if kind.has_unique_names() {
+            match store.get_by_name::<T>(reference).await {
+                Ok(obj) => return Ok(obj),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(store_status(e)),
+            }
+        }
+        let all = store.list::<T>().await.map_err(store_status)?.objects;
+        match lookup(&all, reference) {
+            Lookup::Found(obj) => Ok(obj.clone()),
+            Lookup::NotFound => Err(Status::not_found(format!("{kind} {reference} not found"))),
+            Lookup::Ambiguous(n) => Err(Status::invalid_argument(format!(
+                "{kind} {reference} is ambiguous ({n} matches found)"
+            ))),
+        }
+    }
+
+    async fn list<T: Filterable>(&self, filters: Option<ListFilters>) -> Result<Vec<T>, Status> {
+        let filters = filters.unwrap_or_default();
+        let listed = self
+            .state()?
+            .store
+            .list::<T>()
+            .await
+            .map_err(store_status)?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter(|o| matches(o, &filters))
+            .collect())
+    }
+
+    /// Tasks, through the service or node index when the filter names them, so a
+    /// `service ps` never reads every task of the cluster.
+    async fn list_tasks(&self, filters: Option<ListFilters>) -> Result<Vec<Task>, Status> {
+        let filters = filters.unwrap_or_default();
+        let store = &self.state()?.store;
+        let (index, values) = if !filters.service_ids.is_empty() {
+            (Some(Index::TasksByService), &filters.service_ids)
+        } else if !filters.node_ids.is_empty() {
+            (Some(Index::TasksByNode), &filters.node_ids)
+        } else {
+            (None, &filters.service_ids)
+        };
+        let mut tasks = Vec::new();
+        match index {
+            Some(index) => {
+                for value in values {
+                    let listed = store
+                        .by_index::<Task>(index, value)
+                        .await
+                        .map_err(store_status)?;
+                    tasks.extend(listed.objects);
+                }
+            }
+            None => tasks = store.list::<Task>().await.map_err(store_status)?.objects,
+        }
+        tasks.retain(|t| matches(t, &filters));
+        Ok(tasks)
+    }
+}
+
+/// A store error as the status a client sees.
+pub fn store_status(e: shoal_store::Error) -> Status {
+    use shoal_store::Error as E;
+    match &e {
+        E::NotFound { .. } => Status::not_found(e.to_string()),
+        E::AlreadyExists { kind, name } => Status::already_exists(format!(
+            "{kind} name {name:?} conflicts with an existing object"
+        )),
+        E::IdExists { .. } => Status::already_exists(e.to_string()),
+        E::Conflict { .. } => Status::failed_precondition(format!(
+            "update out of sequence: {e}; read the object again and retry"
+        )),
+        E::Invalid(_) | E::TooManyOps { .. } => Status::invalid_argument(e.to_string()),
+        E::Fenced { .. } | E::LeaseLost(_) | E::Etcd(_) => {
+            Status::unavailable(format!("cluster state is unavailable: {e}"))
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// What the generated trait expects of a server stream.
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    // ------------------------------------------------------------------ nodes
+
+    async fn get_node(
+        &self,
+        req: Request<GetNodeRequest>,
+    ) -> Result<Response<GetNodeResponse>, Status> {
+        let node = self.resolve::<Node>(&req.into_inner().node_id).await?;
+        Ok(Response::new(GetNodeResponse { node: Some(node) }))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        let nodes = self.list::<Node>(req.into_inner().filters).await?;
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    // --------------------------------------------------------------- services
+
+    async fn get_service(
+        &self,
+        req: Request<GetServiceRequest>,
+    ) -> Result<Response<GetServiceResponse>, Status> {
+        let service = self
+            .resolve::<Service>(&req.into_inner().service_id)
+            .await?;
+        Ok(Response::new(GetServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let services = self.list::<Service>(req.into_inner().filters).await?;
+        Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn list_service_statuses(
+        &self,
+        req: Request<ListServiceStatusesRequest>,
+    ) -> Result<Response<ListServiceStatusesResponse>, Status> {
+        let store = &self.state()?.store;
+        let mut statuses = Vec::new();
+        for reference in req.into_inner().service_ids {
+            let service = self.resolve::<Service>(&reference).await?;
+            let tasks = store
+                .tasks_by_service(service.id())
+                .await
+                .map_err(store_status)?
+                .objects;
+            statuses.push(service_status(&service, &tasks));
+        }
+        Ok(Response::new(ListServiceStatusesResponse { statuses }))
+    }
+
+    // ------------------------------------------------------------------ tasks
+
+    async fn get_task(
+        &self,
+        req: Request<GetTaskRequest>,
+    ) -> Result<Response<GetTaskResponse>, Status> {
+        let task = self.resolve::<Task>(&req.into_inner().task_id).await?;
+        Ok(Response::new(GetTaskResponse { task: Some(task) }))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let tasks = self.list_tasks(req.into_inner().filters).await?;
+        Ok(Response::new(ListTasksResponse { tasks }))
+    }
+
+    // --------------------------------------------------------------- networks
+
+    async fn get_network(
+        &self,
+        req: Request<GetNetworkRequest>,
+    ) -> Result<Response<GetNetworkResponse>, Status> {
+        let network = self
+            .resolve::<Network>(&req.into_inner().network_id)
+            .await?;
+        Ok(Response::new(GetNetworkResponse {
+            network: Some(network),
+        }))
+    }
+
+    async fn list_networks(
+        &self,
+        req: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        let networks = self.list::<Network>(req.into_inner().filters).await?;
+        Ok(Response::new(ListNetworksResponse { networks }))
+    }
+
+    // ---------------------------------------------------------------- secrets
+
+    async fn get_secret(
+        &self,
+        req: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        let secret = self.resolve::<Secret>(&req.into_inner().secret_id).await?;
+        Ok(Response::new(GetSecretResponse {
+            secret: Some(without_data(secret)),
+        }))
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        let secrets = self
+            .list::<Secret>(req.into_inner().filters)
+            .await?
+            .into_iter()
+            .map(without_data)
+            .collect();
+        Ok(Response::new(ListSecretsResponse { secrets }))
+    }
+
+    // ---------------------------------------------------------------- configs
+
+    async fn get_config(
+        &self,
+        req: Request<GetConfigRequest>,
+    ) -> Result<Response<GetConfigResponse>, Status> {
+        let config = self.resolve::<Config>(&req.into_inner().config_id).await?;
+        Ok(Response::new(GetConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn list_configs(
+        &self,
+        req: Request<ListConfigsRequest>,
+    ) -> Result<Response<ListConfigsResponse>, Status> {
+        let configs = self.list::<Config>(req.into_inner().filters).await?;
+        Ok(Response::new(ListConfigsResponse { configs }))
+    }
+
+    async fn create_config(
+        &self,
+        req: Request<CreateConfigRequest>,
+    ) -> Result<Response<CreateConfigResponse>, Status> {
+        let config = configs::create(self.state()?, req.into_inner()).await?;
+        Ok(Response::new(CreateConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn update_config(
+        &self,
+        req: Request<UpdateConfigRequest>,
+    ) -> Result<Response<UpdateConfigResponse>, Status> {
+        let req = req.into_inner();
+        let current = self.resolve::<Config>(&req.config_id).await?;
+        let config = configs::update(self.state()?, current, req).await?;
+        Ok(Response::new(UpdateConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn remove_config(
+        &self,
+        req: Request<RemoveConfigRequest>,
+    ) -> Result<Response<RemoveConfigResponse>, Status> {
+        let current = self.resolve::<Config>(&req.into_inner().config_id).await?;
+        configs::remove(self.state()?, current).await?;
+        Ok(Response::new(RemoveConfigResponse {}))
+    }
+
+    // ---------------------------------------------------------------- cluster
+
+    async fn get_cluster(
+        &self,
+        req: Request<GetClusterRequest>,
+    ) -> Result<Response<GetClusterResponse>, Status> {
+        let cluster = self
+            .resolve::<Cluster>(&req.into_inner().cluster_id)
+            .await?;
+        Ok(Response::new(GetClusterResponse {
+            cluster: Some(without_ca_key(cluster)),
+        }))
+    }
+
+    async fn list_clusters(
+        &self,
+        req: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        let clusters = self
+            .list::<Cluster>(req.into_inner().filters)
+            .await?
+            .into_iter()
+            .map(without_ca_key)
+            .collect();
+        Ok(Response::new(ListClustersResponse { clusters }))
+    }
+
+    // ----------------------------------------------------------------- events
+
+    async fn watch_events(
+        &self,
+        req: Request<WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let want = req.into_inner();
+        let bus = &self.state()?.bus;
+        // One kind and one action narrow the NATS subscription itself; anything wider
+        // subscribes to all events and filters here.
+        let filter = match (want.kinds.as_slice(), want.actions.as_slice()) {
+            ([kind], [action]) => EventFilter::kind(kind.clone()).with_action(action.clone()),
+            ([kind], _) => EventFilter::kind(kind.clone()),
+            _ => EventFilter::all(),
+        };
+        let stream = bus
+            .subscribe(&filter)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let events = stream
+            .filter_map(move |received| {
+                let event = received.event;
+                let keep = (want.kinds.is_empty() || want.kinds.contains(&event.kind))
+                    && (want.actions.is_empty() || want.actions.contains(&event.action))
+                    && (want.ids.is_empty() || want.ids.contains(&event.id));
+                std::future::ready(keep.then_some(Ok(event)))
+            })
+            .take_until(shutdown);
+        Ok(Response::new(Box::pin(events)))
+    }
+}
+
+/// Running / desired counts as `service ls` shows them.
+fn service_status(service: &Service, tasks: &[Task]) -> ServiceStatus {
+    let running_desired = |t: &&Task| t.desired_state == TaskState::Running as i32;
+    let state_of = |t: &Task| {
+        t.status
+            .as_ref()
+            .map(|s| s.state())
+            .unwrap_or(TaskState::New)
+    };
+    let desired = match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
+        Some(service_spec::Mode::Replicated(r)) => r.replicas,
+        Some(service_spec::Mode::ReplicatedJob(j)) => j.total_completions,
+        _ => tasks.iter().filter(running_desired).count() as u64,
+    };
+    ServiceStatus {
+        service_id: service.id().to_string(),
+        desired_tasks: desired,
+        running_tasks: tasks
+            .iter()
+            .filter(|t| state_of(t) == TaskState::Running && !state_of(t).is_terminal())
+            .filter(running_desired)
+            .count() as u64,
+        completed_tasks: tasks
+            .iter()
+            .filter(|t| state_of(t) == TaskState::Complete)
+            .count() as u64,
+    }
+}
+
+/// Secret data never leaves the managers through the Control API.
+fn without_data(mut secret: Secret) -> Secret {
+    if let Some(spec) = secret.spec.as_mut() {
+        spec.data.clear();
+    }
+    secret
+}
+
+/// The CA key stays in etcd, encrypted; clients get the certificate only.
+fn without_ca_key(mut cluster: Cluster) -> Cluster {
+    if let Some(ca) = cluster.root_ca.as_mut() {
+        ca.ca_key_encrypted.clear();
+    }
+    cluster
+}

@@ -1,0 +1,75 @@
+//! The shoal-scheduler configuration.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use shoal_settings::{Invalid, Settings, check};
+use shoal_telemetry::{LogFormat, TelemetryConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    /// Health and reflection listen address.
+    pub listen: SocketAddr,
+    /// etcd client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of shoal's objects in etcd.
+    pub store_prefix: String,
+    /// NATS server URL.
+    pub nats_url: String,
+    pub otlp_endpoint: String,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4241)),
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            store_prefix: shoal_store::DEFAULT_PREFIX.into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            otlp_endpoint: String::new(),
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+impl Settings for SchedulerConfig {
+    const PROCESS: &'static str = "shoal-scheduler";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check::state(&self.etcd_endpoints, &self.store_prefix, &self.nats_url)?;
+        check::telemetry(&self.otlp_endpoint, &self.log_filter)
+    }
+}
+
+impl shoal_grpc_host::ServiceSettings for SchedulerConfig {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name: Self::PROCESS.into(),
+            otlp_endpoint: Some(self.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
+            log_format: self.log_format,
+            log_filter: self.log_filter.clone(),
+        }
+    }
+}
+
+impl shoal_grpc_host::StateSettings for SchedulerConfig {
+    fn etcd_endpoints(&self) -> &[String] {
+        &self.etcd_endpoints
+    }
+
+    fn store_prefix(&self) -> &str {
+        &self.store_prefix
+    }
+
+    fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+}

@@ -1,0 +1,107 @@
+//! The worker's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use shoal_settings::{Invalid, Settings, check};
+use shoal_telemetry::{LogFormat, TelemetryConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerConfig {
+    /// The worker's own gRPC address (health, reflection): its node address.
+    pub listen: SocketAddr,
+    /// The address the node advertises to the cluster; empty: the listen IP.
+    pub advertise_addr: String,
+    /// Dispatchers to attach to (HOST:PORT); the worker fails over between them.
+    pub dispatcher_addrs: Vec<String>,
+    /// Where the node keeps its identity (key, certificate) and task state.
+    pub state_dir: PathBuf,
+    /// The node's hostname as `node ls` shows it; empty: the system hostname.
+    pub hostname: String,
+    pub otlp_endpoint: String,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4243)),
+            advertise_addr: String::new(),
+            dispatcher_addrs: vec!["127.0.0.1:4240".into()],
+            state_dir: PathBuf::from(".shoal-worker"),
+            hostname: String::new(),
+            otlp_endpoint: String::new(),
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The hostname to register with: the configured one, else the system's.
+    pub fn effective_hostname(&self) -> String {
+        if !self.hostname.is_empty() {
+            return self.hostname.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// The address to advertise: the configured one, else the listen IP.
+    pub fn effective_advertise_addr(&self) -> String {
+        if self.advertise_addr.is_empty() {
+            self.listen.ip().to_string()
+        } else {
+            self.advertise_addr.clone()
+        }
+    }
+}
+
+impl Settings for WorkerConfig {
+    const PROCESS: &'static str = "shoal-worker";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.dispatcher_addrs.is_empty() {
+            return Err(Invalid::new(
+                "dispatcher_addrs",
+                "needs at least one HOST:PORT",
+            ));
+        }
+        for addr in &self.dispatcher_addrs {
+            check::host_port("dispatcher_addrs", addr)?;
+        }
+        if !self.advertise_addr.is_empty()
+            && self.advertise_addr.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(Invalid::new(
+                "advertise_addr",
+                format!("\"{}\" is not an IP address", self.advertise_addr),
+            ));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(Invalid::new("state_dir", "must not be empty"));
+        }
+        check::telemetry(&self.otlp_endpoint, &self.log_filter)
+    }
+}
+
+impl shoal_grpc_host::ServiceSettings for WorkerConfig {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name: Self::PROCESS.into(),
+            otlp_endpoint: Some(self.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
+            log_format: self.log_format,
+            log_filter: self.log_filter.clone(),
+        }
+    }
+}
