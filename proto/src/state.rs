@@ -4,29 +4,29 @@ use crate::v1::TaskState;
 
 pub trait TaskStateExt {
     /// Whether a task in `self` may move to `next`. Swarm's rule: never backwards.
-    fn can_move_to(self, next: TaskState) -> bool;
+    fn can_move_to(&self, next: TaskState) -> bool;
     /// RUNNING or earlier: the task has not finished.
-    fn is_live(self) -> bool;
+    fn is_live(&self) -> bool;
     /// Past RUNNING: the task has finished one way or another.
-    fn is_terminal(self) -> bool;
+    fn is_terminal(&self) -> bool;
     /// Swarm's display name, e.g. "Running".
-    fn display_name(self) -> &'static str;
+    fn display_name(&self) -> &'static str;
 }
 
 impl TaskStateExt for TaskState {
-    fn can_move_to(self, next: TaskState) -> bool {
-        (next as i32) >= (self as i32)
+    fn can_move_to(&self, next: TaskState) -> bool {
+        (next as i32) >= (*self as i32)
     }
 
-    fn is_live(self) -> bool {
-        (self as i32) <= (TaskState::Running as i32)
+    fn is_live(&self) -> bool {
+        (*self as i32) <= (TaskState::Running as i32)
     }
 
-    fn is_terminal(self) -> bool {
-        (self as i32) > (TaskState::Running as i32)
+    fn is_terminal(&self) -> bool {
+        (*self as i32) > (TaskState::Running as i32)
     }
 
-    fn display_name(self) -> &'static str {
+    fn display_name(&self) -> &'static str {
         match self {
             TaskState::New => "New",
             TaskState::Pending => "Pending",

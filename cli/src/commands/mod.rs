@@ -67,7 +67,7 @@ pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
             log_format: shoal_telemetry::LogFormat::Text,
             log_filter: cfg.log_filter.clone(),
         });
-        let _telemetry = match telemetry {
+        let telemetry = match telemetry {
             Ok(guard) => guard,
             Err(e) => {
                 eprintln!("shoal: {e}");
@@ -82,13 +82,18 @@ pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
         };
-        match result {
+        let code = match result {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("Error: {e:#}");
                 ExitCode::FAILURE
             }
+        };
+        // On this single-threaded runtime spans are only exported if we wait for them.
+        if let Err(e) = telemetry.shutdown().await {
+            eprintln!("shoal: {e}");
         }
+        code
     })
 }
 

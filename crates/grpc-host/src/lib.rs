@@ -258,7 +258,9 @@ where
                 std::process::ExitCode::FAILURE
             }
         };
-        drop(telemetry);
+        if let Err(e) = telemetry.shutdown().await {
+            eprintln!("{}: {e}", C::PROCESS);
+        }
         code
     });
     // Background tasks (watches, reconnect loops) must not hold the exit up.

@@ -70,7 +70,13 @@ impl Batch {
                     obj.id()
                 )));
             }
-            PlannedOp::update(self.store.keys(), self.ops.len(), &obj, version, Some(previous))
+            PlannedOp::update(
+                self.store.keys(),
+                self.ops.len(),
+                &obj,
+                version,
+                Some(previous),
+            )
         });
         self.push(obj.id().to_string(), op)
     }

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use shoal_proto::v1::Task;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 use crate::backoff::TaskGuard;
 use crate::error::{Error, Result};
@@ -50,7 +50,9 @@ pub enum CacheEvent<T> {
     Deleted(Arc<T>),
     /// The cache was rebuilt from a full list (start, or after compaction): anything may
     /// have changed.
-    Restarted { revision: u64 },
+    Restarted {
+        revision: u64,
+    },
 }
 
 impl<T> Clone for CacheEvent<T> {
@@ -84,7 +86,7 @@ struct Shared<T> {
     index_fns: Vec<IndexFn<T>>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<CacheEvent<T>>,
-    progress: Arc<Notify>,
+    store: Store,
 }
 
 impl<T: Object> Shared<T> {
@@ -165,13 +167,15 @@ impl<T: Object> Shared<T> {
                         }
                     }
                 }
-                self.status.send_modify(|s| s.revision = s.revision.max(revision));
+                self.status
+                    .send_modify(|s| s.revision = s.revision.max(revision));
                 for ev in events {
                     let _ = self.events.send(ev);
                 }
             }
             WatchBatch::Progress { revision } => {
-                self.status.send_modify(|s| s.revision = s.revision.max(revision));
+                self.status
+                    .send_modify(|s| s.revision = s.revision.max(revision));
             }
         }
     }
@@ -218,7 +222,7 @@ impl<T: Object> CacheBuilder<T> {
             index_fns: self.index_fns,
             status,
             events,
-            progress: watch.progress_handle(),
+            store: self.store.clone(),
         });
         let driver = {
             let shared = shared.clone();
@@ -378,22 +382,28 @@ impl<T: Object> CacheReader<T> {
     }
 
     /// Waits until the cache reflects every change up to `revision` (e.g. the version of a
-    /// write just made). An idle watch is asked for progress so this also returns when
-    /// `revision` touched other kinds.
+    /// write just made). If the cache is behind, the kind's progress marker is written
+    /// ([`Store::mark_progress`]) so this also returns when `revision` touched other kinds.
     pub async fn wait_for_revision(&self, revision: u64) -> Result<()> {
         let mut status = self.shared.status.subscribe();
+        let reached = |s: &Status| (s.synced && s.revision >= revision) || s.closed;
+        let mut marked = false;
         loop {
-            let reached = |s: &Status| (s.synced && s.revision >= revision) || s.closed;
             if reached(&status.borrow()) {
                 break;
             }
-            self.shared.progress.notify_one();
+            if !marked {
+                match self.shared.store.mark_progress::<T>().await {
+                    Ok(_) => marked = true,
+                    Err(e) => tracing::warn!(kind = %T::KIND, error = %e, "cannot mark progress"),
+                }
+            }
             tokio::select! {
                 r = status.wait_for(reached) => {
                     r.map_err(|_| Error::CacheClosed)?;
                     break;
                 }
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
         if status.borrow().closed {

@@ -167,7 +167,12 @@ impl Election {
     /// is lost; the caller re-checks.
     async fn wait_for_deletion(&self, revision: i64, lease: &KeptLease) {
         let opts = WatchOptions::new().with_start_revision(revision + 1);
-        let mut stream = match self.store.watch_client().watch(self.key.as_bytes(), Some(opts)).await {
+        let mut stream = match self
+            .store
+            .watch_client()
+            .watch(self.key.as_bytes(), Some(opts))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(election = %self.name, error = %e, "watch failed");
@@ -192,7 +197,7 @@ impl Election {
                         return;
                     }
                 },
-                _ = lost.wait_for(|l| *l) => return,
+                _ = until_lost(&mut lost) => return,
             }
         }
     }
@@ -242,7 +247,10 @@ async fn keep_alive(
             _ = tick.tick() => {}
         }
         if Instant::now() >= alive_until {
-            tracing::warn!(lease = id, "no keep-alive succeeded for a whole ttl; lease presumed lost");
+            tracing::warn!(
+                lease = id,
+                "no keep-alive succeeded for a whole ttl; lease presumed lost"
+            );
             break;
         }
         let sent = Instant::now();
@@ -258,7 +266,9 @@ async fn keep_alive(
             k.keep_alive().await?;
             match s.message().await? {
                 Some(resp) => Ok(resp.ttl()),
-                None => Err(etcd_client::Error::LeaseKeepAliveError("stream ended".into())),
+                None => Err(etcd_client::Error::LeaseKeepAliveError(
+                    "stream ended".into(),
+                )),
             }
         })
         .await;
@@ -416,7 +426,7 @@ async fn guard(
                 tracing::warn!(%key, error = %e, "cannot read leader key");
                 tokio::select! {
                     _ = backoff.wait() => continue 'watch,
-                    _ = lease_lost.wait_for(|l| *l) => break,
+                    _ = until_lost(&mut lease_lost) => break,
                 }
             }
         }
@@ -427,13 +437,13 @@ async fn guard(
                 tracing::warn!(%key, error = %e, "cannot watch leader key");
                 tokio::select! {
                     _ = backoff.wait() => continue 'watch,
-                    _ = lease_lost.wait_for(|l| *l) => break,
+                    _ = until_lost(&mut lease_lost) => break,
                 }
             }
         };
         loop {
             let broken = tokio::select! {
-                _ = lease_lost.wait_for(|l| *l) => break 'watch,
+                _ = until_lost(&mut lease_lost) => break 'watch,
                 msg = stream.message() => match msg {
                     Ok(Some(resp)) => {
                         if resp.created() {
@@ -459,7 +469,7 @@ async fn guard(
             if broken {
                 tokio::select! {
                     _ = backoff.wait() => continue 'watch,
-                    _ = lease_lost.wait_for(|l| *l) => break 'watch,
+                    _ = until_lost(&mut lease_lost) => break 'watch,
                 }
             }
         }
@@ -467,6 +477,11 @@ async fn guard(
     let _ = lost.send(true);
     // Dropping `lease` stops its keep-alive and revokes it.
     drop(lease);
+}
+
+/// Resolves when `lost` turns true (or its sender is gone, which only happens after).
+async fn until_lost(lost: &mut watch::Receiver<bool>) {
+    let _ = lost.wait_for(|l| *l).await;
 }
 
 impl Store {

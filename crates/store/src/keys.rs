@@ -6,6 +6,7 @@
 //! | key | value | written by |
 //! |---|---|---|
 //! | `<p>/objects/<kind>/<id>` | the object, protobuf-encoded (`meta.version` left empty: the version *is* the key's mod revision) | every create / update / delete |
+//! | `<p>/objects/<kind>/` (empty id) | empty: the kind's progress marker, never an object | caches waiting for a revision: a watch of the kind that sees it has delivered every change before it |
 //! | `<p>/names/<kind>/<name>` | the owning object's id (UTF-8) | create, rename, delete of kinds with unique names: `service`, `network`, `secret`, `config`, `cluster` (not `node`, not `task`) |
 //! | `<p>/index/tasks-by-service/<service_id>/<task_id>` | empty | every task create / delete / service change |
 //! | `<p>/index/tasks-by-node/<node_id>/<task_id>` | empty | every task create / delete / node assignment; an unassigned task sits under the empty node id, `<p>/index/tasks-by-node//<task_id>` |
@@ -59,6 +60,12 @@ impl Keys {
     /// `<p>/objects/<kind>/`: the range holding every object of `kind`.
     pub fn objects(&self, kind: Kind) -> String {
         format!("{}/objects/{}/", self.prefix, kind.as_str())
+    }
+
+    /// `<p>/objects/<kind>/`, the kind's progress marker: inside the kind's range, so its
+    /// watches see it in order, yet never an object (ids are not empty).
+    pub fn progress_marker(&self, kind: Kind) -> String {
+        self.objects(kind)
     }
 
     /// `<p>/objects/<kind>/<id>`
@@ -119,7 +126,10 @@ mod tests {
         let keys = Keys::new("/shoal/v1/");
         assert_eq!(keys.object(Kind::Task, "abc"), "/shoal/v1/objects/task/abc");
         assert_eq!(keys.objects(Kind::Service), "/shoal/v1/objects/service/");
-        assert_eq!(keys.name(Kind::Network, "web"), "/shoal/v1/names/network/web");
+        assert_eq!(
+            keys.name(Kind::Network, "web"),
+            "/shoal/v1/names/network/web"
+        );
         assert_eq!(
             keys.index(Index::TasksByService, "s1", "t1"),
             "/shoal/v1/index/tasks-by-service/s1/t1"
@@ -128,7 +138,10 @@ mod tests {
             keys.index(Index::TasksByNode, "", "t1"),
             "/shoal/v1/index/tasks-by-node//t1"
         );
-        assert_eq!(keys.election("orchestrator"), "/shoal/v1/election/orchestrator");
+        assert_eq!(
+            keys.election("orchestrator"),
+            "/shoal/v1/election/orchestrator"
+        );
         assert_eq!(Keys::new("x").prefix(), "/x");
     }
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use shoal_proto::v1::Task;
 
 use crate::error::{Error, Result};
-use crate::keys::{Keys, DEFAULT_PREFIX, prefix_end};
+use crate::keys::{DEFAULT_PREFIX, Keys, prefix_end};
 use crate::object::{Index, Object, new_id};
 use crate::txn::{self, Fence, Limits, PlannedOp, Verdict};
 
@@ -271,16 +271,18 @@ impl Store {
         let txns: Vec<_> = keys
             .chunks(per_txn)
             .map(|chunk| {
-                let gets: Vec<TxnOp> =
-                    chunk.iter().map(|k| TxnOp::get(k.as_bytes(), None)).collect();
+                let gets: Vec<TxnOp> = chunk
+                    .iter()
+                    .map(|k| TxnOp::get(k.as_bytes(), None))
+                    .collect();
                 let mut kv = self.kv();
                 async move { kv.txn(Txn::new().and_then(gets)).await }
             })
             .collect();
         let batches = futures::stream::iter(txns)
-        .buffered(self.inner.options.max_txns_in_flight.max(1))
-        .collect::<Vec<_>>()
-        .await;
+            .buffered(self.inner.options.max_txns_in_flight.max(1))
+            .collect::<Vec<_>>()
+            .await;
         let mut out = Vec::with_capacity(keys.len());
         for resp in batches {
             for r in resp?.op_responses() {
@@ -337,9 +339,12 @@ impl Store {
 
     /// Every object of kind `T`, read page by page at one revision.
     pub async fn list<T: Object>(&self) -> Result<Listed<T>> {
-        let (kvs, revision) = self.range_prefix(&self.keys().objects(T::KIND), false).await?;
+        let (kvs, revision) = self
+            .range_prefix(&self.keys().objects(T::KIND), false)
+            .await?;
         let objects = kvs
             .iter()
+            .filter(|kv| self.keys().object_id(T::KIND, kv.key()).is_some())
             .map(|kv| self.decode_kv(kv))
             .collect::<Result<Vec<T>>>()?;
         Ok(Listed { objects, revision })
@@ -360,7 +365,11 @@ impl Store {
         let (kvs, revision) = self.range_prefix(&prefix, true).await?;
         let ids: Vec<&str> = kvs
             .iter()
-            .filter_map(|kv| std::str::from_utf8(kv.key()).ok()?.strip_prefix(prefix.as_str()))
+            .filter_map(|kv| {
+                std::str::from_utf8(kv.key())
+                    .ok()?
+                    .strip_prefix(prefix.as_str())
+            })
             .collect();
         let objects = self.get_many::<T>(&ids).await?;
         Ok(Listed { objects, revision })
@@ -429,7 +438,8 @@ impl Store {
     }
 
     /// Deletes the object with its name and index keys, if it is at `expected_version`
-    /// (any version when `None`). Returns the object as it was.
+    /// (any version when `None`). Returns the object as it was, its version set to the
+    /// revision of the delete (as a watch reports a deletion).
     pub async fn delete<T: Object>(&self, id: &str, expected_version: Option<u64>) -> Result<T> {
         const ATTEMPTS: usize = 8;
         let mut attempt = 0;
@@ -460,8 +470,19 @@ impl Store {
             }
             let last = self.decode_kv::<T>(kv)?;
             let op = PlannedOp::delete_stored::<T>(self.keys(), 0, id, kv)?;
-            match single(self.run_many(vec![op]).await.into_iter().map(|(_, r)| r).collect()) {
-                Ok(_) => return Ok(last),
+            match single(
+                self.run_many(vec![op])
+                    .await
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .collect(),
+            ) {
+                Ok(revision) => {
+                    // Like a watch's delete event: the last state, at the delete's revision.
+                    let mut last = last;
+                    last.set_version(revision);
+                    return Ok(last);
+                }
                 Err(Error::Conflict { .. }) if expected_version.is_none() && attempt < ATTEMPTS => {
                     continue;
                 }
@@ -622,7 +643,9 @@ impl Store {
         while let Some(chunk) = pending.pop() {
             match self.commit(&chunk).await {
                 Err(e) => out.extend(chunk.iter().map(|op| (op.slot, Err(e.clone())))),
-                Ok(Outcome::Committed(rev)) => out.extend(chunk.iter().map(|op| (op.slot, Ok(rev)))),
+                Ok(Outcome::Committed(rev)) => {
+                    out.extend(chunk.iter().map(|op| (op.slot, Ok(rev))))
+                }
                 Ok(Outcome::Failed(verdicts)) => {
                     let mut retry = Vec::new();
                     let mut settled = 0;
@@ -638,9 +661,7 @@ impl Store {
                     }
                     if settled == 0 {
                         // etcd refused, yet every compare reads back as holding: do not spin.
-                        let e = Error::Invalid(
-                            "transaction failed with no failing compare".into(),
-                        );
+                        let e = Error::Invalid("transaction failed with no failing compare".into());
                         out.extend(retry.iter().map(|op| (op.slot, Err(e.clone()))));
                         continue;
                     }

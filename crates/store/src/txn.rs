@@ -341,7 +341,12 @@ impl PlannedOp {
     }
 
     /// Deleting the stored object read as `kv`: its derived keys are trusted.
-    pub fn delete_stored<T: Object>(keys: &Keys, slot: usize, id: &str, kv: &KeyValue) -> Result<Self> {
+    pub fn delete_stored<T: Object>(
+        keys: &Keys,
+        slot: usize,
+        id: &str,
+        kv: &KeyValue,
+    ) -> Result<Self> {
         let old = Derived::of_stored::<T>(keys, kv.key(), kv.value())?;
         Ok(Self::assemble(
             keys,
@@ -389,7 +394,10 @@ impl PlannedOp {
 fn checked_id<T: Object>(obj: &T) -> Result<String> {
     let id = obj.id();
     if id.is_empty() || id.contains('/') {
-        return Err(Error::Invalid(format!("{} id {id:?} is not valid", T::KIND)));
+        return Err(Error::Invalid(format!(
+            "{} id {id:?} is not valid",
+            T::KIND
+        )));
     }
     Ok(id.to_string())
 }
@@ -525,7 +533,11 @@ pub(crate) fn pack(
 /// Builds the transaction for `ops`.
 pub(crate) fn build(fence: Option<&Fence>, ops: &[PlannedOp]) -> Txn {
     let fence_check = fence.map(Fence::check);
-    let checks = || fence_check.iter().chain(ops.iter().flat_map(|o| o.checks.iter()));
+    let checks = || {
+        fence_check
+            .iter()
+            .chain(ops.iter().flat_map(|o| o.checks.iter()))
+    };
     let compares: Vec<Compare> = checks().map(Check::compare).collect();
     let reads: Vec<TxnOp> = checks().map(Check::read_back).collect();
     let mut writes = Vec::with_capacity(ops.iter().map(PlannedOp::writes).sum());

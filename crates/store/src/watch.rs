@@ -8,12 +8,11 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use etcd_client::{EventType, KeyValue, WatchOptions};
 use futures::Stream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::backoff::{Backoff, TaskGuard};
 use crate::object::Object;
@@ -63,16 +62,23 @@ pub(crate) enum Change<T> {
 /// What one etcd watch response carries: all changes of whole revisions.
 #[derive(Debug, Clone)]
 pub(crate) enum WatchBatch<T> {
-    Restarted { objects: Vec<T>, revision: u64 },
-    Changes { changes: Vec<Change<T>>, revision: u64 },
-    Progress { revision: u64 },
+    Restarted {
+        objects: Vec<T>,
+        revision: u64,
+    },
+    Changes {
+        changes: Vec<Change<T>>,
+        revision: u64,
+    },
+    Progress {
+        revision: u64,
+    },
 }
 
 /// The batches of a kind watch, one per etcd response, so that a consumer (the cache) can
 /// apply a multi-object transaction at once.
 pub(crate) struct BatchWatch<T> {
     rx: mpsc::Receiver<WatchBatch<T>>,
-    progress: Arc<Notify>,
     _driver: TaskGuard,
 }
 
@@ -80,24 +86,12 @@ impl<T> BatchWatch<T> {
     pub async fn next(&mut self) -> Option<WatchBatch<T>> {
         self.rx.recv().await
     }
-
-    pub fn progress_handle(&self) -> Arc<Notify> {
-        self.progress.clone()
-    }
 }
 
 /// The stream returned by [`Store::watch_kind`].
 pub struct ObjectWatch<T> {
     inner: BatchWatch<T>,
     buffered: VecDeque<WatchEvent<T>>,
-}
-
-impl<T> ObjectWatch<T> {
-    /// Asks etcd for a [`WatchEvent::Progress`] as soon as the watch is caught up: lets an
-    /// idle watcher learn the current revision.
-    pub fn request_progress(&self) {
-        self.inner.progress.notify_one();
-    }
 }
 
 // Nothing in an `ObjectWatch` is pinned: events are moved out of a queue.
@@ -154,13 +148,25 @@ impl Store {
 
     pub(crate) fn watch_batches<T: Object>(&self, resume_after: Option<u64>) -> BatchWatch<T> {
         let (tx, rx) = mpsc::channel(16);
-        let progress = Arc::new(Notify::new());
-        let driver = tokio::spawn(drive::<T>(self.clone(), resume_after, tx, progress.clone()));
+        let driver = tokio::spawn(drive::<T>(self.clone(), resume_after, tx));
         BatchWatch {
             rx,
-            progress,
             _driver: TaskGuard(driver),
         }
+    }
+
+    /// Writes the progress marker of kind `T` (see [`crate::keys`]) and returns its
+    /// revision: every watch of the kind reports [`WatchEvent::Progress`] at that revision
+    /// once it has delivered every change before it, even if the kind is idle.
+    ///
+    /// (etcd's own progress requests cannot serve here: etcd 3.4 before 3.4.25 answers them
+    /// ahead of events still queued for the watch.)
+    pub async fn mark_progress<T: Object>(&self) -> crate::Result<u64> {
+        let resp = self
+            .kv()
+            .put(self.keys().progress_marker(T::KIND), Vec::new(), None)
+            .await?;
+        Ok(resp.header().map(|h| h.revision() as u64).unwrap_or(0))
     }
 }
 
@@ -176,7 +182,6 @@ async fn drive<T: Object>(
     store: Store,
     resume_after: Option<u64>,
     tx: mpsc::Sender<WatchBatch<T>>,
-    progress: Arc<Notify>,
 ) {
     let prefix = store.keys().objects(T::KIND);
     let mut last = resume_after;
@@ -188,6 +193,7 @@ async fn drive<T: Object>(
                 Ok((kvs, revision)) => {
                     let objects = kvs
                         .iter()
+                        .filter(|kv| store.keys().object_id(T::KIND, kv.key()).is_some())
                         .filter_map(|kv| decode_logged::<T>(&store, kv))
                         .collect();
                     if tx
@@ -207,7 +213,7 @@ async fn drive<T: Object>(
             },
         };
         let mut seen = after;
-        let end = watch_from(&store, &prefix, &mut seen, &tx, &progress, &mut backoff).await;
+        let end = watch_from(&store, &prefix, &mut seen, &tx, &mut backoff).await;
         last = Some(seen);
         match end {
             WatchEnd::Closed => return,
@@ -229,7 +235,6 @@ async fn watch_from<T: Object>(
     prefix: &str,
     seen: &mut u64,
     tx: &mpsc::Sender<WatchBatch<T>>,
-    progress: &Notify,
     backoff: &mut Backoff,
 ) -> WatchEnd {
     let opts = WatchOptions::new()
@@ -241,20 +246,14 @@ async fn watch_from<T: Object>(
         Ok(s) => s,
         Err(e) => return WatchEnd::Broken(e.to_string()),
     };
-    let (mut requests, mut responses) = stream.split();
+    let mut stream = stream;
     loop {
         let resp = tokio::select! {
-            msg = responses.message() => match msg {
+            msg = stream.message() => match msg {
                 Ok(Some(resp)) => resp,
                 Ok(None) => return WatchEnd::Broken("stream ended".into()),
                 Err(e) => return WatchEnd::Broken(e.to_string()),
             },
-            _ = progress.notified() => {
-                if let Err(e) = requests.request_progress().await {
-                    return WatchEnd::Broken(e.to_string());
-                }
-                continue;
-            }
             _ = tx.closed() => return WatchEnd::Closed,
         };
         if resp.compact_revision() > 0 {
@@ -269,7 +268,13 @@ async fn watch_from<T: Object>(
         }
         let events = resp.events();
         if events.is_empty() {
-            // A progress notification: every change up to its revision has been sent.
+            // Answers to progress *requests* (watch id -1) may overtake queued events on
+            // etcd < 3.4.25; this store never sends such requests, and ignores answers.
+            if resp.watch_id() == -1 {
+                continue;
+            }
+            // A periodic progress notification, sent in order with the events: every
+            // change up to its revision has been sent.
             let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
             if revision > *seen {
                 *seen = revision;
@@ -288,6 +293,10 @@ async fn watch_from<T: Object>(
                 continue;
             }
             revision = revision.max(rev);
+            if store.keys().object_id(T::KIND, kv.key()).is_none() {
+                // The progress marker (or a stray key): no change, but a revision reached.
+                continue;
+            }
             match ev.event_type() {
                 EventType::Put => {
                     if let Some(object) = decode_logged::<T>(store, kv) {
@@ -312,11 +321,12 @@ async fn watch_from<T: Object>(
         }
         if revision > *seen {
             *seen = revision;
-            if tx
-                .send(WatchBatch::Changes { changes, revision })
-                .await
-                .is_err()
-            {
+            let batch = if changes.is_empty() {
+                WatchBatch::Progress { revision }
+            } else {
+                WatchBatch::Changes { changes, revision }
+            };
+            if tx.send(batch).await.is_err() {
                 return WatchEnd::Closed;
             }
         }

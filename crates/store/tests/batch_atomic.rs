@@ -36,7 +36,11 @@ async fn a_batch_with_one_stale_object_applies_nothing() -> anyhow::Result<()> {
         Err(Error::Conflict { id, .. }) => assert_eq!(id, t2.id()),
         other => anyhow::bail!("expected Conflict on t2, got {other:?}"),
     }
-    assert_eq!(store.revision().await?, before, "a failed batch wrote something");
+    assert_eq!(
+        store.revision().await?,
+        before,
+        "a failed batch wrote something"
+    );
     assert_eq!(store.get::<Service>(svc.id()).await?, svc);
     assert_eq!(store.get::<Task>(t1.id()).await?, t1);
     assert_eq!(store.get::<Task>(t2.id()).await?, t2_now);
@@ -48,11 +52,21 @@ async fn a_batch_with_one_stale_object_applies_nothing() -> anyhow::Result<()> {
     let mut t2_u = t2_now.clone();
     t2_u.desired_state = TaskState::Remove as i32;
     let mut batch = store.batch();
-    batch.update(svc_u).update(t2_u).create(task(svc.id(), 3)).delete(&t1);
+    batch
+        .update(svc_u)
+        .update(t2_u)
+        .create(task(svc.id(), 3))
+        .delete(&t1);
     let committed = batch.commit().await?;
     assert_eq!(committed.ids.len(), 4);
-    assert_eq!(store.get::<Service>(svc.id()).await?.version(), committed.revision);
-    assert_eq!(store.get::<Task>(&committed.ids[2]).await?.version(), committed.revision);
+    assert_eq!(
+        store.get::<Service>(svc.id()).await?.version(),
+        committed.revision
+    );
+    assert_eq!(
+        store.get::<Task>(&committed.ids[2]).await?.version(),
+        committed.revision
+    );
     assert!(store.try_get::<Task>(t1.id()).await?.is_none());
 
     // A batch larger than one transaction is refused before anything is sent.
@@ -124,7 +138,11 @@ async fn update_many_fails_only_the_stale_objects() -> anyhow::Result<()> {
     assert_eq!(store.tasks_by_node("").await?.objects.len(), stale.len());
     let mut total = 0;
     for n in 0..3 {
-        total += store.tasks_by_node(&format!("node-{n}")).await?.objects.len();
+        total += store
+            .tasks_by_node(&format!("node-{n}"))
+            .await?
+            .objects
+            .len();
     }
     assert_eq!(total, 300 - stale.len());
 

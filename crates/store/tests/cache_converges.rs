@@ -27,7 +27,11 @@ async fn cache_matches_the_store_after_a_burst() -> anyhow::Result<()> {
 
     // Burst: creates across services, assignments, status updates, deletes.
     let created: Vec<Task> = store
-        .create_many((0..400).map(|i| task(&format!("svc-{}", i % 5), i)).collect())
+        .create_many(
+            (0..400)
+                .map(|i| task(&format!("svc-{}", i % 5), i))
+                .collect(),
+        )
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
@@ -56,7 +60,14 @@ async fn cache_matches_the_store_after_a_burst() -> anyhow::Result<()> {
         .into_iter()
         .collect::<Result<_, _>>()?;
     let deleted = store
-        .delete_many(running.iter().take(30).cloned().chain(early.iter().take(20).cloned()).collect())
+        .delete_many(
+            running
+                .iter()
+                .take(30)
+                .cloned()
+                .chain(early.iter().take(20).cloned())
+                .collect(),
+        )
         .await;
     assert!(deleted.iter().all(Result::is_ok));
     let last = store.create(task("svc-9", 1)).await?;
@@ -81,15 +92,35 @@ async fn cache_matches_the_store_after_a_burst() -> anyhow::Result<()> {
     // Indexes agree with the store's own (etcd) indexes.
     for s in ["svc-0", "svc-1", "svc-2", "svc-3", "svc-4", "svc-9"] {
         let from_store = sorted(
-            store.tasks_by_service(s).await?.objects.iter().map(|t| t.id().to_string()).collect(),
+            store
+                .tasks_by_service(s)
+                .await?
+                .objects
+                .iter()
+                .map(|t| t.id().to_string())
+                .collect(),
         );
-        assert_eq!(sorted(cache.index_ids(TASKS_BY_SERVICE, s)), from_store, "service {s}");
+        assert_eq!(
+            sorted(cache.index_ids(TASKS_BY_SERVICE, s)),
+            from_store,
+            "service {s}"
+        );
     }
     for n in ["", "node-0", "node-1", "node-2", "node-3"] {
         let from_store = sorted(
-            store.tasks_by_node(n).await?.objects.iter().map(|t| t.id().to_string()).collect(),
+            store
+                .tasks_by_node(n)
+                .await?
+                .objects
+                .iter()
+                .map(|t| t.id().to_string())
+                .collect(),
         );
-        assert_eq!(sorted(cache.index_ids(TASKS_BY_NODE, n)), from_store, "node {n:?}");
+        assert_eq!(
+            sorted(cache.index_ids(TASKS_BY_NODE, n)),
+            from_store,
+            "node {n:?}"
+        );
         assert_eq!(cache.by_index(TASKS_BY_NODE, n).len(), from_store.len());
     }
 

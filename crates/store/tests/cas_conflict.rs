@@ -18,8 +18,12 @@ async fn concurrent_updates_of_one_version_have_one_winner() -> anyhow::Result<(
         let mut a = current.clone();
         let mut b = current.clone();
         a.pending_delete = round % 2 == 0;
-        a.spec_version = Some(shoal_proto::v1::Version { index: 1000 + round });
-        b.spec_version = Some(shoal_proto::v1::Version { index: 2000 + round });
+        a.spec_version = Some(shoal_proto::v1::Version {
+            index: 1000 + round,
+        });
+        b.spec_version = Some(shoal_proto::v1::Version {
+            index: 2000 + round,
+        });
 
         let (ra, rb) = tokio::join!(store.update(a), store.update(b));
         let (winner, loser) = match (ra, rb) {
@@ -37,13 +41,19 @@ async fn concurrent_updates_of_one_version_have_one_winner() -> anyhow::Result<(
             other => anyhow::bail!("round {round}: loser got {other}, not Conflict"),
         }
         let stored = store.get::<shoal_proto::v1::Service>(created.id()).await?;
-        assert_eq!(stored, winner, "round {round}: stored object is not the winner's");
+        assert_eq!(
+            stored, winner,
+            "round {round}: stored object is not the winner's"
+        );
         assert!(stored.version() > current.version());
     }
 
     // A stale version is refused even without a race.
     let mut stale = created.clone();
     stale.pending_delete = true;
-    assert!(matches!(store.update(stale).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        store.update(stale).await,
+        Err(Error::Conflict { .. })
+    ));
     Ok(())
 }

@@ -36,7 +36,10 @@ async fn leadership_moves_on_lease_loss_and_fences_the_old_leader() -> anyhow::R
         .await
         .err()
         .ok_or_else(|| anyhow::anyhow!("a lost leadership while its lease was kept"))?;
-    assert!(!contender.is_finished(), "b became leader while a held the key");
+    assert!(
+        !contender.is_finished(),
+        "b became leader while a held the key"
+    );
 
     // Revoke a's lease from outside, as an expiry would.
     let mut raw = raw_client(&etcd).await?;
@@ -65,7 +68,11 @@ async fn leadership_moves_on_lease_loss_and_fences_the_old_leader() -> anyhow::R
         Err(Error::Fenced { .. })
     ));
     let results = fenced_a.create_many(vec![service("x"), service("y")]).await;
-    assert!(results.iter().all(|r| matches!(r, Err(Error::Fenced { .. }))));
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(Error::Fenced { .. })))
+    );
     assert_eq!(store.revision().await?, before, "a fenced write landed");
     assert_eq!(store.get::<Service>(svc.id()).await?, svc);
     assert!(matches!(

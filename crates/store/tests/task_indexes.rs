@@ -9,12 +9,16 @@ use shoal_store::{Object, Store};
 
 async fn ids_by_service(store: &Store, service: &str) -> anyhow::Result<Vec<String>> {
     let listed = store.tasks_by_service(service).await?;
-    Ok(sorted(listed.objects.iter().map(|t| t.id().to_string()).collect()))
+    Ok(sorted(
+        listed.objects.iter().map(|t| t.id().to_string()).collect(),
+    ))
 }
 
 async fn ids_by_node(store: &Store, node: &str) -> anyhow::Result<Vec<String>> {
     let listed = store.tasks_by_node(node).await?;
-    Ok(sorted(listed.objects.iter().map(|t| t.id().to_string()).collect()))
+    Ok(sorted(
+        listed.objects.iter().map(|t| t.id().to_string()).collect(),
+    ))
 }
 
 #[tokio::test]
@@ -29,7 +33,10 @@ async fn indexes_follow_create_assign_and_delete() -> anyhow::Result<()> {
         ids_by_service(&store, "svc-a").await?,
         sorted(vec![a1.id().into(), a2.id().into()])
     );
-    assert_eq!(ids_by_service(&store, "svc-b").await?, vec![b1.id().to_string()]);
+    assert_eq!(
+        ids_by_service(&store, "svc-b").await?,
+        vec![b1.id().to_string()]
+    );
     // Unassigned tasks sit under the empty node id.
     assert_eq!(ids_by_node(&store, "").await?.len(), 3);
     assert!(ids_by_node(&store, "node-1").await?.is_empty());
@@ -47,8 +54,14 @@ async fn indexes_follow_create_assign_and_delete() -> anyhow::Result<()> {
     let mut a2n = a2.clone();
     a2n.node_id = "node-2".into();
     let a2n = store.update_from(&a2, a2n).await?;
-    assert_eq!(ids_by_node(&store, "node-1").await?, vec![a1.id().to_string()]);
-    assert_eq!(ids_by_node(&store, "node-2").await?, vec![a2.id().to_string()]);
+    assert_eq!(
+        ids_by_node(&store, "node-1").await?,
+        vec![a1.id().to_string()]
+    );
+    assert_eq!(
+        ids_by_node(&store, "node-2").await?,
+        vec![a2.id().to_string()]
+    );
     assert_eq!(ids_by_node(&store, "").await?, vec![b1.id().to_string()]);
     let node_key = format!("/shoal/test/index/tasks-by-node/node-1/{}", a1.id());
     let kv = raw.get(node_key, None).await?;
@@ -58,7 +71,10 @@ async fn indexes_follow_create_assign_and_delete() -> anyhow::Result<()> {
     let mut a1s = a1n.clone();
     a1s.status.get_or_insert_default().message = "started".into();
     store.update(a1s).await?;
-    assert_eq!(ids_by_node(&store, "node-1").await?, vec![a1.id().to_string()]);
+    assert_eq!(
+        ids_by_node(&store, "node-1").await?,
+        vec![a1.id().to_string()]
+    );
 
     // Deletes take the index keys along.
     store.delete::<Task>(a1.id(), None).await?;
@@ -70,7 +86,11 @@ async fn indexes_follow_create_assign_and_delete() -> anyhow::Result<()> {
     let left = raw
         .get(
             "/shoal/test/index/",
-            Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
         )
         .await?;
     let mut keys: Vec<String> = left

@@ -20,11 +20,19 @@ async fn names_are_unique_and_follow_renames_and_deletes() -> anyhow::Result<()>
     }
     let after = store.list::<Service>().await?;
     assert_eq!(after.objects, before.objects);
-    assert_eq!(after.revision, before.revision, "a refused create wrote something");
+    assert_eq!(
+        after.revision, before.revision,
+        "a refused create wrote something"
+    );
 
     // Rename web -> api: the old name is free again, the new one taken.
     let mut renamed = web.clone();
-    renamed.spec.get_or_insert_default().annotations.get_or_insert_default().name = "api".into();
+    renamed
+        .spec
+        .get_or_insert_default()
+        .annotations
+        .get_or_insert_default()
+        .name = "api".into();
     let renamed = store.update(renamed).await?;
     assert_eq!(store.get_by_name::<Service>("api").await?.id(), web.id());
     assert!(matches!(
@@ -36,15 +44,49 @@ async fn names_are_unique_and_follow_renames_and_deletes() -> anyhow::Result<()>
 
     // Renaming onto a taken name is refused and changes nothing.
     let mut clash = renamed.clone();
-    clash.spec.get_or_insert_default().annotations.get_or_insert_default().name = "web".into();
+    clash
+        .spec
+        .get_or_insert_default()
+        .annotations
+        .get_or_insert_default()
+        .name = "web".into();
     assert!(matches!(
         store.update(clash).await,
         Err(Error::AlreadyExists { .. })
     ));
+    {
+        use futures::StreamExt;
+        let mut raw = raw_client(&etcd).await?;
+        let mut w = raw
+            .watch(
+                "/",
+                Some(
+                    etcd_client::WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(1),
+                ),
+            )
+            .await?;
+        let _ = w.next().await;
+        if let Some(Ok(resp)) = w.next().await {
+            for e in resp.events() {
+                let kv = e.kv().unwrap();
+                eprintln!(
+                    "{:?} {} {} {:?}",
+                    e.event_type(),
+                    String::from_utf8_lossy(kv.key()),
+                    kv.mod_revision(),
+                    String::from_utf8_lossy(kv.value())
+                );
+            }
+        }
+    }
     assert_eq!(store.get::<Service>(web.id()).await?, renamed);
 
     // Delete frees the name; the raw keyspace holds no name key for it.
-    let gone = store.delete::<Service>(renamed.id(), Some(renamed.version())).await?;
+    let gone = store
+        .delete::<Service>(renamed.id(), Some(renamed.version()))
+        .await?;
     assert_eq!(gone, renamed);
     assert!(matches!(
         store.get::<Service>(web.id()).await,
@@ -66,7 +108,10 @@ async fn names_are_unique_and_follow_renames_and_deletes() -> anyhow::Result<()>
     keys.sort();
     assert_eq!(
         keys,
-        ["/shoal/test/names/service/api", "/shoal/test/names/service/web"]
+        [
+            "/shoal/test/names/service/api",
+            "/shoal/test/names/service/web"
+        ]
     );
 
     // Nodes have no unique names: two nodes may share a hostname-like name.

@@ -102,11 +102,19 @@ async fn watch_resumes_after_etcd_restart_without_gaps_or_duplicates() -> anyhow
     .await?;
     expected.push(("added", t6.id().into(), t6.version()));
 
-    shoal_testkit::wait_for("every change after the outage", DEADLINE, count(expected.len()))
-        .await?;
+    shoal_testkit::wait_for(
+        "every change after the outage",
+        DEADLINE,
+        count(expected.len()),
+    )
+    .await?;
     let got = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     collector.abort();
     assert_eq!(got, expected);
-    assert_eq!(*restarts.lock().unwrap_or_else(|e| e.into_inner()), 0, "the watch relisted");
+    assert_eq!(
+        *restarts.lock().unwrap_or_else(|e| e.into_inner()),
+        0,
+        "the watch relisted"
+    );
     Ok(())
 }

@@ -70,11 +70,15 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let parent = extract_context(&HttpHeadersRef(req.headers()));
+        let path = req.uri().path();
+        // Exported under the method's name (`shoal.v1.Control/CreateService`), the way
+        // Jaeger users look for it; `grpc.request` is only the local tracing name.
         let span = tracing::info_span!(
             "grpc.request",
+            otel.name = %path.trim_start_matches('/'),
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.method = %req.uri().path(),
+            rpc.method = %path,
         );
         // Must happen before the span is first entered.
         crate::set_parent(&span, parent);

@@ -91,7 +91,7 @@ pub enum Error {
     },
     #[error("a global tracing subscriber is already installed: {0}")]
     AlreadyInitialized(#[from] tracing_subscriber::util::TryInitError),
-    #[error("flushing spans on shutdown failed: {0}")]
+    #[error("flushing spans to the OTLP collector failed: {0}")]
     Shutdown(#[from] opentelemetry_sdk::error::OTelSdkError),
 }
 
@@ -111,6 +111,8 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
     let fmt_layer: BoxedLayer = match cfg.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours only for a person at a terminal, never into log files.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

@@ -136,7 +136,7 @@ async fn spans_reach_the_collector_and_cross_grpc() -> anyhow::Result<()> {
         let client = spans.iter().find(|s| s.span.name == "client.call").cloned();
         let server = spans
             .iter()
-            .find(|s| s.span.name == "grpc.request")
+            .find(|s| s.span.name.ends_with("/Export"))
             .cloned();
         if let (Some(c), Some(s)) = (client, server) {
             break (c, s);

@@ -17,6 +17,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod otlp;
+pub use otlp::{OtlpCollector, SeenSpan};
+
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
