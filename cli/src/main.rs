@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod connect;
+mod output;
 
 use std::process::ExitCode;
 

@@ -13,7 +13,7 @@ DIR="$REPO/.shoal-local"
 PURGE=0
 GRACE=10
 
-usage() { sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"; }
 die() { echo "down.sh: error: $*" >&2; exit 1; }
 
 while [[ $# -gt 0 ]]; do
@@ -33,6 +33,15 @@ if [[ ! -d "$DIR" ]]; then
 fi
 DIR="$(cd "$DIR" && pwd)"
 
+# running PID: the process exists and is not a zombie (an exited process whose parent,
+# often a slow init, has not reaped it yet).
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null || true)"
+    [[ "$state" != Z ]]
+}
+
 # pid_of NAME: the pid in DIR/NAME.pid if that process is alive and is still the
 # binary recorded in DIR/NAME.bin (guards against pid reuse); empty otherwise.
 pid_of() {
@@ -40,7 +49,7 @@ pid_of() {
     [[ -f "$pidfile" ]] || return 0
     pid="$(head -n1 "$pidfile" 2>/dev/null || true)"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     bin="$(cat "$DIR/$1.bin" 2>/dev/null || true)"
     if [[ -n "$bin" ]] && ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$bin"; then
         return 0
@@ -63,7 +72,7 @@ stop_group() {
     local deadline=$((SECONDS + GRACE))
     while (( ${#pids[@]} > 0 )); do
         for name in "${!pids[@]}"; do
-            kill -0 "${pids[$name]}" 2>/dev/null || unset "pids[$name]"
+            running "${pids[$name]}" || unset "pids[$name]"
         done
         (( ${#pids[@]} > 0 )) || break
         if (( SECONDS >= deadline )); then
@@ -91,7 +100,7 @@ done
 
 if (( ${#running[@]} == 0 )); then
     echo "nothing running in $DIR"
-    for n in "${names[@]}"; do rm -f "$DIR/$n.pid" "$DIR/$n.bin"; done
+    for n in "${names[@]}"; do rm -f "$DIR/$n.pid"; done
 else
     workers=() services=() infra=() other=()
     for n in "${names[@]}"; do
@@ -111,6 +120,11 @@ else
     done
     echo "down.sh: stopped ${#running[@]} process(es); data and logs kept in $DIR"
 fi
+
+# .bin files of processes no longer tracked.
+shopt -s nullglob
+for f in "$DIR"/*.bin; do [[ -f "${f%.bin}.pid" ]] || rm -f "$f"; done
+shopt -u nullglob
 
 if (( PURGE )); then
     rm -rf -- "$DIR"

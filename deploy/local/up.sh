@@ -25,7 +25,7 @@ WORKERS=3
 PROFILE=debug
 BUILD=1
 
-usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"; }
 die() { echo "up.sh: error: $*" >&2; exit 1; }
 
 while [[ $# -gt 0 ]]; do
@@ -70,6 +70,15 @@ while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^SHOAL_' || tru
 
 # --------------------------------------------------------------------------- helpers
 
+# running PID: the process exists and is not a zombie (an exited process whose parent,
+# often a slow init, has not reaped it yet).
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null || true)"
+    [[ "$state" != Z ]]
+}
+
 # pid_alive PIDFILE: true when the pid in PIDFILE is a live process whose command line
 # names the binary recorded next to it (PIDFILE's .bin), guarding against pid reuse.
 pid_alive() {
@@ -77,7 +86,7 @@ pid_alive() {
     [[ -f "$pidfile" ]] || return 1
     pid="$(head -n1 "$pidfile" 2>/dev/null || true)"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
+    running "$pid" || return 1
     bin="$(cat "${pidfile%.pid}.bin" 2>/dev/null || true)"
     [[ -z "$bin" ]] && return 0
     tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$bin"
@@ -139,10 +148,14 @@ start() {
     STARTED+=("$name")
 }
 
-# tail_log NAME: the last lines of NAME's log, indented.
+# tail_log NAME: the last lines of NAME's log from its latest start, indented.
 tail_log() {
-    echo "----- last 40 lines of $DIR/$1.log -----" >&2
-    tail -n 40 "$DIR/$1.log" 2>/dev/null | sed 's/^/  /' >&2 || true
+    local log="$DIR/$1.log"
+    echo "----- $log (latest run, last 40 lines) -----" >&2
+    if [[ -f "$log" ]]; then
+        awk '/^===== .*: starting /{n=0; delete a} {a[n++]=$0} END{for(i=0;i<n;i++) print a[i]}' "$log" |
+            tail -n 40 | sed 's/^/  /' >&2
+    fi
     echo "-----" >&2
 }
 
@@ -150,25 +163,37 @@ tail_log() {
 fail() {
     echo "up.sh: error: $1 $2" >&2
     tail_log "$1"
-    if (( ${#STARTED[@]} > 0 )); then
-        echo "up.sh: stopping what was started (logs stay in $DIR)" >&2
-        "$SCRIPT_DIR/down.sh" --dir "$DIR" >&2 || true
-    fi
+    stop_started
     exit 1
 }
 
-# wait_until NAME SECONDS CMD...: poll CMD every 0.25 s until it succeeds; fail if
-# NAME's process dies or the deadline passes.
+# stop_started: stop everything this run started (down.sh reads the pid files).
+stop_started() {
+    if (( ${#STARTED[@]} > 0 )); then
+        disown -a 2>/dev/null || true
+        echo "up.sh: stopping what was started (logs stay in $DIR)" >&2
+        "$SCRIPT_DIR/down.sh" --dir "$DIR" >&2 || true
+        STARTED=()
+    fi
+}
+
+# wait_until NAME WHAT SECONDS CMD...: poll CMD every 0.25 s until it succeeds; fail
+# if NAME's process dies or the deadline passes (showing CMD's last output).
 wait_until() {
-    local name="$1" secs="$2"; shift 2
-    local deadline=$((SECONDS + secs))
-    until "$@" > /dev/null 2>&1; do
+    local name="$1" what="$2" secs="$3"; shift 3
+    local deadline=$((SECONDS + secs)) out=""
+    until out="$("$@" 2>&1)"; do
         if ! pid_alive "$DIR/$name.pid"; then
-            local status=0
-            wait "${BGPID[$name]:-0}" 2>/dev/null || status=$?
+            local bg="${BGPID[$name]:-}" status="unknown"
+            if [[ -n "$bg" ]] && ! running "$bg"; then
+                status=0
+                wait "$bg" 2>/dev/null || status=$?
+            fi
             fail "$name" "exited during startup (exit status $status)"
         fi
-        (( SECONDS < deadline )) || fail "$name" "not ready after ${secs}s (check: $*)"
+        if (( SECONDS >= deadline )); then
+            fail "$name" "not $what after ${secs}s${out:+ (last check said: $(echo "$out" | tail -n 3 | tr '\n' ' '))}"
+        fi
         sleep 0.25
     done
 }
@@ -183,7 +208,7 @@ nats_ready() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" && head -c 5 <&3 | grep -q "^INFO"' "$1"
 }
 
-shoal_healthy() { timeout 5 "$BIN_DIR/shoal" health --quiet "$1"; }
+shoal_healthy() { timeout 5 "$BIN_DIR/shoal" health "$1"; }
 
 toml_list() { # toml_list A B ... -> ["A", "B"]
     local out="" x
@@ -205,11 +230,17 @@ EOF
 
 STARTED=()
 declare -A BGPID=()
+trap 'echo "up.sh: interrupted" >&2; stop_started; exit 130' INT TERM
 shopt -s nullglob
 alive=() dead=()
 for pidfile in "$DIR"/*.pid; do
     name="$(basename "$pidfile" .pid)"
-    if pid_alive "$pidfile"; then alive+=("$name"); else dead+=("$name"); rm -f "$pidfile"; fi
+    if pid_alive "$pidfile"; then
+        alive+=("$name")
+    else
+        dead+=("$name")
+        rm -f "$pidfile" "${pidfile%.pid}.bin"
+    fi
 done
 shopt -u nullglob
 if (( ${#alive[@]} > 0 )); then
@@ -293,8 +324,8 @@ start etcd "$ETCD_BIN" \
 echo "up.sh: starting nats-server on $NATS_URL"
 start nats "$NATS_BIN" -a "$LO" -p "$NATS_PORT"
 
-wait_until etcd 20 etcd_healthy "$ETCD_PORT"
-wait_until nats 20 nats_ready "$NATS_PORT"
+wait_until etcd "healthy (GET /health)" 20 etcd_healthy "$ETCD_PORT"
+wait_until nats "accepting clients" 20 nats_ready "$NATS_PORT"
 
 # --------------------------------------------------------------------------- shoal services
 
@@ -339,7 +370,7 @@ done
 
 echo "up.sh: waiting for grpc.health.v1 SERVING (up to ${HEALTH_TIMEOUT}s each)"
 for s in "${SERVICES[@]}"; do
-    wait_until "$s" "$HEALTH_TIMEOUT" shoal_healthy "${ADDR[$s]}"
+    wait_until "$s" "SERVING on ${ADDR[$s]} (shoal health)" "$HEALTH_TIMEOUT" shoal_healthy "${ADDR[$s]}"
 done
 
 # ============================================================================
@@ -362,9 +393,10 @@ EOF
     printf '%-12s %-24s %s\n' etcd "$ETCD_EP" "$DIR/etcd.log"
     printf '%-12s %-24s %s\n' nats "$NATS_URL" "$DIR/nats.log"
     for s in "${SERVICES[@]}"; do
-        a="${ADDR[$s]}"
-        if [[ "$s" == dns ]]; then a="$a (dns $DNS_ADDR)"; fi
-        printf '%-12s %-24s %s\n' "$s" "$a" "$DIR/$s.log"
+        printf '%-12s %-24s %s\n' "$s" "${ADDR[$s]}" "$DIR/$s.log"
+        if [[ "$s" == dns ]]; then
+            printf '%-12s %-24s %s\n' "  dns server" "$DNS_ADDR" "(served by dns)"
+        fi
     done
     echo
     echo "Use the CLI:  source $DIR/env && shoal health \$SHOAL_HOST"

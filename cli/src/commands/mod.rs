@@ -1,6 +1,7 @@
 //! The command tree. Each command is a module; `run` wires config, telemetry and a
 //! runtime around it.
 
+mod config;
 mod events;
 mod health;
 
@@ -41,6 +42,9 @@ impl Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Manage Swarm configs.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Get real time events from the cluster.
     Events(events::EventsArgs),
     /// Check a shoal process's gRPC health (exit 0 when SERVING).
@@ -75,6 +79,7 @@ pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
             }
         };
         let result = match cli.command {
+            Command::Config(cmd) => config::run(&cfg, cmd).await,
             Command::Events(args) => events::run(&cfg, args).await,
             Command::Health(args) => health::run(args).await,
             Command::Version => {
@@ -105,4 +110,29 @@ pub fn status_message(status: &tonic::Status) -> String {
         }
         _ => status.message().to_string(),
     }
+}
+
+/// A failed call as the error the user reads.
+pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(status_message(&status))
+}
+
+/// Docker-style `--filter key=value` flags as list filters.
+pub fn parse_filters(flags: &[String]) -> anyhow::Result<shoal_proto::v1::ListFilters> {
+    let mut f = shoal_proto::v1::ListFilters::default();
+    for flag in flags {
+        let Some((key, value)) = flag.split_once('=') else {
+            anyhow::bail!("bad format of filter (expected name=value)");
+        };
+        match key {
+            "name" => f.name_prefixes.push(value.to_string()),
+            "id" => f.id_prefixes.push(value.to_string()),
+            "label" => {
+                let (k, v) = value.split_once('=').unwrap_or((value, ""));
+                f.labels.insert(k.to_string(), v.to_string());
+            }
+            other => anyhow::bail!("invalid filter '{other}'"),
+        }
+    }
+    Ok(f)
 }

@@ -153,10 +153,10 @@ impl Election {
                 TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
                 _ => None,
             });
-            if let Some(kv) = &holder {
-                if kv.lease() == lease.id {
-                    return Ok(kv.create_revision() as u64);
-                }
+            if let Some(kv) = &holder
+                && kv.lease() == lease.id
+            {
+                return Ok(kv.create_revision() as u64);
             }
             // Someone else leads: wait for the key to go, then try again.
             self.wait_for_deletion(revision, lease).await;

@@ -211,10 +211,10 @@ impl Store {
 
     pub(crate) fn decode_kv<T: Object>(&self, kv: &KeyValue) -> Result<T> {
         let mut obj = txn::decode::<T>(kv.key(), kv.value())?;
-        if let Some(id) = self.keys().object_id(T::KIND, kv.key()) {
-            if obj.id() != id {
-                obj.meta_mut().id = id.to_string();
-            }
+        if let Some(id) = self.keys().object_id(T::KIND, kv.key())
+            && obj.id() != id
+        {
+            obj.meta_mut().id = id.to_string();
         }
         obj.set_version(kv.mod_revision() as u64);
         Ok(obj)
@@ -458,15 +458,15 @@ impl Store {
                 id: id.to_string(),
             })?;
             let actual = kv.mod_revision() as u64;
-            if let Some(expected) = expected_version {
-                if expected != actual {
-                    return Err(Error::Conflict {
-                        kind: T::KIND,
-                        id: id.to_string(),
-                        expected,
-                        actual,
-                    });
-                }
+            if let Some(expected) = expected_version
+                && expected != actual
+            {
+                return Err(Error::Conflict {
+                    kind: T::KIND,
+                    id: id.to_string(),
+                    expected,
+                    actual,
+                });
             }
             let last = self.decode_kv::<T>(kv)?;
             let op = PlannedOp::delete_stored::<T>(self.keys(), 0, id, kv)?;
@@ -536,14 +536,14 @@ impl Store {
         let mut objs = Vec::with_capacity(changes.len());
         for (slot, (previous, mut obj)) in changes.into_iter().enumerate() {
             let planned = Self::prepare_update(&mut obj).and_then(|version| {
-                if let Some(p) = previous {
-                    if p.id() != obj.id() || p.version() != version {
-                        return Err(Error::Invalid(format!(
-                            "previous copy of {} {} is not the one being updated",
-                            T::KIND,
-                            obj.id()
-                        )));
-                    }
+                if let Some(p) = previous
+                    && (p.id() != obj.id() || p.version() != version)
+                {
+                    return Err(Error::Invalid(format!(
+                        "previous copy of {} {} is not the one being updated",
+                        T::KIND,
+                        obj.id()
+                    )));
                 }
                 PlannedOp::update(self.keys(), slot, &obj, version, previous)
             });
@@ -559,7 +559,8 @@ impl Store {
     }
 
     /// Deletes many objects, each at its `meta.version`, with their name and index keys.
-    /// Batched like [`Store::update_many`]; returns each object as it was.
+    /// Batched like [`Store::update_many`]; returns each object as it was, its version set
+    /// to the revision of its delete (as [`Store::delete`] does).
     pub async fn delete_many<T: Object>(&self, objs: Vec<T>) -> Vec<Result<T>> {
         let mut early = Vec::new();
         let mut ops = Vec::with_capacity(objs.len());
@@ -571,15 +572,7 @@ impl Store {
         }
         let mut results = self.run_many(ops).await;
         results.extend(early.into_iter().map(|(slot, e)| (slot, Err(e))));
-        let mut out: Vec<Option<Result<T>>> = objs.into_iter().map(|o| Some(Ok(o))).collect();
-        for (slot, r) in results {
-            if let (Some(cell), Err(e)) = (out.get_mut(slot), r) {
-                *cell = Some(Err(e));
-            }
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Invalid("missing result".into()))))
-            .collect()
+        finish(objs, results)
     }
 
     /// A multi-object transaction; see [`crate::Batch`].

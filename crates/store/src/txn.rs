@@ -473,6 +473,9 @@ pub(crate) fn check_atomic(fence: bool, ops: &[PlannedOp], limits: Limits) -> Re
     Ok(())
 }
 
+/// Transactions that may commit concurrently: none writes a key another one writes.
+pub(crate) type Wave = Vec<Vec<PlannedOp>>;
+
 /// Packs ops into transactions within `limits`, in waves: no key is written twice in one
 /// wave, a later write of the same key goes to a later wave, so waves must commit one after
 /// the other (transactions within a wave may run concurrently) and the first write of a key
@@ -481,7 +484,7 @@ pub(crate) fn pack(
     fence: bool,
     ops: Vec<PlannedOp>,
     limits: Limits,
-) -> (Vec<Vec<Vec<PlannedOp>>>, Vec<(usize, Error)>) {
+) -> (Vec<Wave>, Vec<(usize, Error)>) {
     let mut waves = Vec::new();
     let mut rejected = Vec::new();
     let mut todo = ops;
@@ -710,9 +713,9 @@ mod tests {
     }
 
     #[test]
-    fn create_writes_object_name_and_indexes() {
+    fn create_writes_object_name_and_indexes() -> Result<()> {
         let keys = Keys::new("/p");
-        let op = PlannedOp::create(&keys, 0, &task("t1", "s1", "")).unwrap();
+        let op = PlannedOp::create(&keys, 0, &task("t1", "s1", ""))?;
         let put: Vec<_> = op.puts.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             put,
@@ -723,49 +726,53 @@ mod tests {
             ]
         );
         assert_eq!(op.checks.len(), 1);
-        let op = PlannedOp::create(&keys, 0, &service("s1", "web")).unwrap();
+        let op = PlannedOp::create(&keys, 0, &service("s1", "web"))?;
         assert_eq!(op.checks.len(), 2);
         assert!(matches!(&op.checks[1].role, Role::NameFree(n) if n == "web"));
         assert_eq!(op.puts[1], ("/p/names/service/web".into(), b"s1".to_vec()));
+        Ok(())
     }
 
     #[test]
-    fn plain_update_assumes_unchanged_keys_and_only_puts_the_object() {
+    fn plain_update_assumes_unchanged_keys_and_only_puts_the_object() -> Result<()> {
         let keys = Keys::new("/p");
-        let op = PlannedOp::update(&keys, 0, &task("t1", "s1", "n1"), 5, None).unwrap();
+        let op = PlannedOp::update(&keys, 0, &task("t1", "s1", "n1"), 5, None)?;
         assert_eq!(op.puts.len(), 1);
         assert!(op.deletes.is_empty());
         assert_eq!(op.checks.len(), 3);
         assert!(matches!(op.checks[0].cond, Cond::ModRevision(5)));
+        Ok(())
     }
 
     #[test]
-    fn update_from_previous_moves_the_changed_index_key() {
+    fn update_from_previous_moves_the_changed_index_key() -> Result<()> {
         let keys = Keys::new("/p");
         let prev = task("t1", "s1", "");
-        let op = PlannedOp::update(&keys, 0, &task("t1", "s1", "n1"), 5, Some(&prev)).unwrap();
+        let op = PlannedOp::update(&keys, 0, &task("t1", "s1", "n1"), 5, Some(&prev))?;
         assert_eq!(op.deletes, ["/p/index/tasks-by-node//t1"]);
         assert_eq!(op.puts[1].0, "/p/index/tasks-by-node/n1/t1");
+        Ok(())
     }
 
     #[test]
-    fn ids_and_index_values_with_slashes_are_refused() {
+    fn ids_and_index_values_with_slashes_are_refused() -> Result<()> {
         let keys = Keys::new("/p");
         assert!(PlannedOp::create(&keys, 0, &task("a/b", "s", "")).is_err());
         assert!(PlannedOp::create(&keys, 0, &task("a", "s/x", "")).is_err());
         assert!(PlannedOp::create(&keys, 0, &task("", "s", "")).is_err());
+        Ok(())
     }
 
     #[test]
-    fn packing_respects_ops_objects_and_duplicate_keys() {
+    fn packing_respects_ops_objects_and_duplicate_keys() -> Result<()> {
         let keys = Keys::new("/p");
         let limits = Limits {
             max_ops: 128,
             max_objects: 64,
         };
         let ops: Vec<_> = (0..100)
-            .map(|i| PlannedOp::create(&keys, i, &task(&format!("t{i}"), "s", "")).unwrap())
-            .collect();
+            .map(|i| PlannedOp::create(&keys, i, &task(&format!("t{i}"), "s", "")))
+            .collect::<Result<_>>()?;
         let (waves, rejected) = pack(true, ops, limits);
         assert!(rejected.is_empty());
         assert_eq!(waves.len(), 1);
@@ -776,12 +783,13 @@ mod tests {
         assert_eq!(chunks[0].len(), 42);
 
         let dup = vec![
-            PlannedOp::create(&keys, 0, &service("a", "web")).unwrap(),
-            PlannedOp::create(&keys, 1, &service("b", "web")).unwrap(),
+            PlannedOp::create(&keys, 0, &service("a", "web"))?,
+            PlannedOp::create(&keys, 1, &service("b", "web"))?,
         ];
         let (waves, _) = pack(false, dup.clone(), limits);
         assert_eq!(waves.len(), 2);
         assert_eq!(waves[0][0][0].slot, 0);
         assert!(check_atomic(false, &dup, limits).is_err());
+        Ok(())
     }
 }

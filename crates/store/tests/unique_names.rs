@@ -54,40 +54,17 @@ async fn names_are_unique_and_follow_renames_and_deletes() -> anyhow::Result<()>
         store.update(clash).await,
         Err(Error::AlreadyExists { .. })
     ));
-    {
-        use futures::StreamExt;
-        let mut raw = raw_client(&etcd).await?;
-        let mut w = raw
-            .watch(
-                "/",
-                Some(
-                    etcd_client::WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(1),
-                ),
-            )
-            .await?;
-        let _ = w.next().await;
-        if let Some(Ok(resp)) = w.next().await {
-            for e in resp.events() {
-                let kv = e.kv().unwrap();
-                eprintln!(
-                    "{:?} {} {} {:?}",
-                    e.event_type(),
-                    String::from_utf8_lossy(kv.key()),
-                    kv.mod_revision(),
-                    String::from_utf8_lossy(kv.value())
-                );
-            }
-        }
-    }
     assert_eq!(store.get::<Service>(web.id()).await?, renamed);
 
     // Delete frees the name; the raw keyspace holds no name key for it.
     let gone = store
         .delete::<Service>(renamed.id(), Some(renamed.version()))
         .await?;
-    assert_eq!(gone, renamed);
+    // The object as it was, at the revision of its deletion.
+    assert!(gone.version() > renamed.version());
+    let mut as_it_was = gone.clone();
+    as_it_was.set_version(renamed.version());
+    assert_eq!(as_it_was, renamed);
     assert!(matches!(
         store.get::<Service>(web.id()).await,
         Err(Error::NotFound { .. })

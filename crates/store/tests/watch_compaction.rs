@@ -30,7 +30,7 @@ async fn watch_from_a_compacted_revision_relists() -> anyhow::Result<()> {
         anyhow::bail!("expected Restarted, got {first:?}");
     };
     let mut objects = objects;
-    objects.sort_by(|x, y| x.slot.cmp(&y.slot));
+    objects.sort_by_key(|t| t.slot);
     assert_eq!(objects, vec![a.clone(), b2.clone()]);
     assert!(revision >= now);
 

@@ -532,6 +532,11 @@ impl Process {
         self.child.id()
     }
 
+    /// SIGKILL and reap: a crash, with no chance to clean up.
+    pub fn kill_now(&mut self) {
+        kill_child(&mut self.child);
+    }
+
     /// Sends SIGTERM.
     pub fn signal_term(&self) -> anyhow::Result<()> {
         let pid = i32::try_from(self.child.id()).context("pid out of range")?;

@@ -9,6 +9,7 @@
 mod announce;
 pub mod config;
 mod control;
+pub mod leadership;
 
 use std::sync::Arc;
 
@@ -27,12 +28,23 @@ pub async fn run(cfg: ManagerConfig, host: BoundHost) -> Result<(), RunError> {
     let state: Arc<OnceCell<ClusterState>> = Arc::new(OnceCell::new());
     let control = ControlService::new(state.clone(), host.shutdown_token());
     let routes = tonic::service::Routes::new(ControlServer::new(control));
+    let shutdown = host.shutdown_token();
+    let candidate_id = format!("{}/{}", cfg.listen, shoal_store::new_id());
+    let ttl = cfg.leader_lease_ttl;
+    let (is_leader, _leader_signal) = tokio::sync::watch::channel(false);
     shoal_grpc_host::serve_with_cluster_state(
         &cfg,
         host,
         routes,
         SERVICES,
         |connected| async move {
+            tokio::spawn(leadership::lead(
+                connected.clone(),
+                candidate_id,
+                ttl,
+                shutdown,
+                is_leader,
+            ));
             let _ = state.set(connected);
             Ok(())
         },

@@ -119,9 +119,10 @@ pub fn store_status(e: shoal_store::Error) -> Status {
     use shoal_store::Error as E;
     match &e {
         E::NotFound { .. } => Status::not_found(e.to_string()),
-        E::AlreadyExists { kind, name } => Status::already_exists(format!(
-            "{kind} name {name:?} conflicts with an existing object"
-        )),
+        // Swarm's wording.
+        E::AlreadyExists { kind, name } => {
+            Status::already_exists(format!("{kind} {name} already exists"))
+        }
         E::IdExists { .. } => Status::already_exists(e.to_string()),
         E::Conflict { .. } => Status::failed_precondition(format!(
             "update out of sequence: {e}; read the object again and retry"
