@@ -394,12 +394,11 @@ EOF
     printf '%-12s %-24s %s\n' nats "$NATS_URL" "$DIR/nats.log"
     for s in "${SERVICES[@]}"; do
         printf '%-12s %-24s %s\n' "$s" "${ADDR[$s]}" "$DIR/$s.log"
-        if [[ "$s" == dns ]]; then
-            printf '%-12s %-24s %s\n' "  dns server" "$DNS_ADDR" "(served by dns)"
-        fi
     done
     echo
     echo "Use the CLI:  source $DIR/env && shoal health \$SHOAL_HOST"
+    echo "              shoal events        # follow cluster events live"
+    echo "              shoal config ls     # configs (shoal config create NAME FILE)"
     echo "Stop:         $SCRIPT_DIR/down.sh --dir $DIR"
 } > "$DIR/summary.txt"
 

@@ -151,7 +151,7 @@ impl BoundHost {
 
         let stop = token.clone();
         let server = Server::builder()
-            .layer(shoal_telemetry::GrpcTraceLayer::default())
+            .layer(shoal_telemetry::GrpcTraceLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop.cancelled().await;
@@ -363,11 +363,14 @@ where
         &shutdown,
     )
     .await;
+    // The connections live as long as the server, whatever `on_ready` keeps of them.
+    let held = state.clone();
     if let Some(state) = state {
         on_ready(state).await?;
         Host::set_ready(&health, services, true).await;
         tracing::info!(process = C::PROCESS, "ready");
     }
     server.await??;
+    drop(held);
     Ok(())
 }
