@@ -1,13 +1,9 @@
 //! `shoal`: Swarm's commands against a shoal control plane.
 
-mod commands;
-mod config;
-mod connect;
-mod output;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use shoal_cli::{commands, config};
 
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();

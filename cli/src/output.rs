@@ -1,9 +1,15 @@
 //! Output the way the docker CLI prints it: tab-aligned tables, "2 minutes ago",
 //! JSON inspect arrays.
 
+use std::cmp::Ordering;
 use std::time::{Duration, SystemTime};
 
-/// Columns aligned like Go's tabwriter as docker configures it (min width, padding 3).
+/// docker's tabwriter: `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`.
+const MIN_WIDTH: usize = 10;
+const PADDING: usize = 3;
+
+/// Columns aligned like Go's tabwriter as docker configures it: a column is as wide as
+/// its widest cell plus 3 spaces, and at least 10; the last column is not padded.
 pub struct Table {
     rows: Vec<Vec<String>>,
 }
@@ -30,6 +36,7 @@ impl Table {
                     .max()
                     .unwrap_or(0)
             })
+            .map(|w| (w + PADDING).max(MIN_WIDTH))
             .collect();
         let mut out = String::new();
         for row in &self.rows {
@@ -37,7 +44,7 @@ impl Table {
             for (c, cell) in row.iter().enumerate() {
                 line.push_str(cell);
                 if c + 1 < row.len() {
-                    let pad = widths[c] - cell.chars().count() + 3;
+                    let pad = widths[c].saturating_sub(cell.chars().count());
                     line.push_str(&" ".repeat(pad));
                 }
             }
@@ -55,10 +62,25 @@ pub fn to_system_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime>
     Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
-/// RFC 3339 with nanoseconds, as docker's inspect prints times.
+/// RFC 3339 with nanoseconds, trailing zeros dropped, as docker's inspect prints times
+/// (Go's `time.RFC3339Nano`: "2020-06-20T05:57:17.57684293Z").
 pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
     to_system_time(ts)
-        .map(|t| humantime::format_rfc3339_nanos(t).to_string())
+        .map(|t| {
+            let full = humantime::format_rfc3339_nanos(t).to_string();
+            let body = full.trim_end_matches('Z');
+            match body.split_once('.') {
+                Some((secs, frac)) => {
+                    let frac = frac.trim_end_matches('0');
+                    if frac.is_empty() {
+                        format!("{secs}Z")
+                    } else {
+                        format!("{secs}.{frac}Z")
+                    }
+                }
+                None => full,
+            }
+        })
         .unwrap_or_default()
 }
 
@@ -114,6 +136,152 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// docker's `formatter.PrettyPrint` on a string: first letter upper case, the rest
+/// lower case ("READY" / "ready" → "Ready").
+pub fn pretty(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        None => String::new(),
+        Some(first) if s.chars().count() == 1 => first.to_lowercase().collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
+    }
+}
+
+/// The lower-case name of a protobuf enum value without its type prefix:
+/// `TASK_STATE_RUNNING` with prefix `TASK_STATE_` → `running`.
+pub fn enum_word(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
+}
+
+/// Natural order as docker sorts names (`sortorder.NaturalLess`): runs of digits
+/// compare by value, everything else byte by byte ("node2" < "node10").
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (da, db) = (a[i].is_ascii_digit(), b[j].is_ascii_digit());
+        if da != db {
+            // Digits before anything else.
+            return if da { Ordering::Less } else { Ordering::Greater };
+        }
+        if da {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = trim_zeros(&a[si..i]);
+            let nb = trim_zeros(&b[sj..j]);
+            let by_value = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if by_value != Ordering::Equal {
+                return by_value;
+            }
+            // Equal values: fewer leading zeros first.
+            let by_len = (i - si).cmp(&(j - sj));
+            if by_len != Ordering::Equal {
+                return by_len;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
+    &digits[first..]
+}
+
+/// docker's `units.BytesSize`: binary units with 4 significant digits ("3.686GiB",
+/// "20MiB").
+pub fn bytes_size(bytes: i64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{}{}", format_g4(size), UNITS[unit])
+}
+
+/// Go's `%.4g` for values the size units produce (0 ≤ v < 10000).
+fn format_g4(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return "0".into();
+    }
+    let exp = v.abs().log10().floor() as i32;
+    let decimals = usize::try_from((3 - exp).max(0)).unwrap_or(0);
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// A time as Go's `time.Time.String()` shows a UTC time, after docker's `PrettyPrint`
+/// ("2020-06-20 05:57:17.57684293 +0000 utc").
+pub fn go_time(ts: Option<&prost_types::Timestamp>) -> String {
+    let Some(t) = to_system_time(ts) else {
+        return "0001-01-01 00:00:00 +0000 utc".into();
+    };
+    // 2020-06-20T05:57:17.576842930Z
+    let rfc = humantime::format_rfc3339_nanos(t).to_string();
+    let rfc = rfc.trim_end_matches('Z');
+    let (date_time, frac) = rfc.split_once('.').unwrap_or((rfc, ""));
+    let frac = frac.trim_end_matches('0');
+    let mut out = date_time.replacen('T', " ", 1);
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    out.push_str(" +0000 utc");
+    out
+}
+
+/// docker's short ids: the first 12 characters.
+pub fn truncate_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// docker's `formatter.Ellipsis`: at most `max` characters, the last one `…` when cut.
+pub fn ellipsis(s: &str, max: usize) -> String {
+    let count = s.chars().count();
+    if count <= max || max == 0 {
+        return if max == 0 { String::new() } else { s.into() };
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// JSON indented with 4 spaces, as docker's inspect prints it.
+pub fn json_indented(value: &serde_json::Value) -> String {
+    use serde::Serialize;
+    let mut buf = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
+    if value.serialize(&mut ser).is_err() {
+        return "[]".into();
+    }
+    String::from_utf8(buf).unwrap_or_else(|_| "[]".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,9 +301,89 @@ mod tests {
 
     #[test]
     fn table_aligns_with_three_spaces() {
-        let mut t = Table::new(&["ID", "NAME"]);
-        t.row(vec!["abc".into(), "web".into()]);
-        assert_eq!(t.render(), "ID    NAME\nabc   web\n");
+        let mut t = Table::new(&["ID", "NAME", "X"]);
+        t.row(vec!["abc".into(), "web".into(), "1".into()]);
+        t.row(vec!["0123456789ab".into(), "".into(), "2".into()]);
+        assert_eq!(
+            t.render(),
+            "ID                NAME      X\nabc               web       1\n0123456789ab                2\n"
+        );
+    }
+
+    #[test]
+    fn pretty_prints_like_docker() {
+        assert_eq!(pretty("READY"), "Ready");
+        assert_eq!(pretty("reachable"), "Reachable");
+        assert_eq!(pretty("x"), "x");
+        assert_eq!(pretty(""), "");
+        assert_eq!(enum_word("TASK_STATE_RUNNING", "TASK_STATE_"), "running");
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut names = vec!["node10", "node2", "manager", "node1", "node02", "Node3"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            vec!["Node3", "manager", "node1", "node2", "node02", "node10"]
+        );
+        assert_eq!(natural_cmp("a", "a"), Ordering::Equal);
+        assert_eq!(natural_cmp("a", "ab"), Ordering::Less);
+    }
+
+    #[test]
+    fn sizes_like_go_units() {
+        assert_eq!(bytes_size(3958075392), "3.686GiB");
+        assert_eq!(bytes_size(20 * 1024 * 1024), "20MiB");
+        assert_eq!(bytes_size(512), "512B");
+        assert_eq!(bytes_size(0), "0B");
+        assert_eq!(bytes_size(1023 * 1024 + 1000), "1024KiB");
+        assert_eq!(bytes_size(1536), "1.5KiB");
+    }
+
+    #[test]
+    fn rfc3339_like_go() {
+        let ts = prost_types::Timestamp {
+            seconds: 1592632637,
+            nanos: 576842930,
+        };
+        assert_eq!(rfc3339(Some(&ts)), "2020-06-20T05:57:17.57684293Z");
+        let whole = prost_types::Timestamp {
+            seconds: 1592632637,
+            nanos: 0,
+        };
+        assert_eq!(rfc3339(Some(&whole)), "2020-06-20T05:57:17Z");
+        assert_eq!(rfc3339(None), "");
+    }
+
+    #[test]
+    fn go_time_strings() {
+        let ts = prost_types::Timestamp {
+            seconds: 1592632637,
+            nanos: 576842930,
+        };
+        assert_eq!(go_time(Some(&ts)), "2020-06-20 05:57:17.57684293 +0000 utc");
+        let whole = prost_types::Timestamp {
+            seconds: 1257894000,
+            nanos: 0,
+        };
+        assert_eq!(go_time(Some(&whole)), "2009-11-10 23:00:00 +0000 utc");
+    }
+
+    #[test]
+    fn ellipsis_and_ids() {
+        assert_eq!(ellipsis("short", 30), "short");
+        assert_eq!(ellipsis("abcdef", 4), "abc…");
+        assert_eq!(truncate_id("yf5uqm1kzx6dbt7n26e4akhsu"), "yf5uqm1kzx6d");
+    }
+
+    #[test]
+    fn json_uses_four_spaces() {
+        let v = serde_json::json!([{"ID": "x", "Labels": {}}]);
+        assert_eq!(
+            json_indented(&v),
+            "[\n    {\n        \"ID\": \"x\",\n        \"Labels\": {}\n    }\n]"
+        );
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! The scenario harness: a real etcd and nats-server (from `shoal-testkit`) plus shoal's
-//! own binaries as processes, configured the way `deploy/local/up.sh` configures them.
-//! The scenarios themselves are the files in `tests/`, each one walk-through.
+//! own binaries as processes, configured the way `deploy/local/up.sh` configures them,
+//! and clients that reach them the way the CLI does (the manager's local socket before
+//! `swarm init`, TLS with the admin certificate after). The scenarios themselves are the
+//! files in `tests/`, each one walk-through.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use shoal_pki::{NodeCredentials, NodeKey};
 use shoal_proto::v1::control_client::ControlClient;
+use shoal_proto::v1::{InitClusterRequest, InitClusterResponse};
 use shoal_testkit::{Infra, Process, binary, free_port, wait_for};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -25,54 +29,76 @@ pub const SERVICES: [&str; 5] = [
     "shoal-worker",
 ];
 
+/// The domain control-plane certificates are checked against.
+pub const MANAGER_NAME: &str = "swarm-manager";
+
 /// A shoal service running as a process.
 pub struct Service {
     pub name: String,
-    /// Its gRPC address, `127.0.0.1:PORT`.
+    /// Its gRPC address, `IP:PORT`.
     pub addr: String,
     pub config: PathBuf,
+    /// Its state dir (managers and workers).
+    pub state_dir: PathBuf,
     pub process: Process,
 }
 
-/// The TOML config that points `service` at `infra` and makes it listen on a free
-/// port, plus `extra` lines.
+/// The KEK every control-plane process of `infra`'s swarm shares.
+pub fn kek_file(infra: &Infra) -> PathBuf {
+    infra.dir.path().join("swarm-ca.kek")
+}
+
+/// The TOML config that points `service` at `infra`, listening on a free port of `ip`,
+/// plus `extra` lines. Returns (config text, listen address, state dir).
 pub fn service_config(
     infra: &Infra,
     service: &str,
+    ip: IpAddr,
     extra: &str,
-) -> anyhow::Result<(String, String)> {
-    let listen = format!("127.0.0.1:{}", free_port(LOCALHOST)?);
+) -> anyhow::Result<(String, String, PathBuf)> {
+    let listen = format!("{ip}:{}", free_port(ip)?);
+    let tag = listen.replace([':', '.'], "-");
+    let state_dir = infra.dir.path().join(format!("{service}-{tag}"));
     let mut text = format!("listen = \"{listen}\"\nlog_filter = \"info\"\n");
     if service == "shoal-worker" {
-        let state = infra
-            .dir
-            .path()
-            .join(format!("worker-state-{}", listen.replace([':', '.'], "-")));
         text.push_str(&format!(
-            "state_dir = \"{}\"\ndispatcher_addrs = [\"127.0.0.1:4240\"]\nhostname = \"w1\"\n",
-            state.display()
+            "state_dir = \"{}\"\nhostname = \"{tag}\"\n",
+            state_dir.display()
         ));
+        if !extra.contains("dispatcher_addrs") {
+            text.push_str("dispatcher_addrs = [\"127.0.0.1:4240\"]\n");
+        }
     } else {
         text.push_str(&format!(
-            "etcd_endpoints = [\"{}\"]\nnats_url = \"{}\"\n",
+            "etcd_endpoints = [\"{}\"]\nnats_url = \"{}\"\nkek_file = \"{}\"\n",
             infra.etcd.endpoint(),
-            infra.nats.url()
+            infra.nats.url(),
+            kek_file(infra).display()
         ));
+    }
+    if service == "shoal-manager" {
+        text.push_str(&format!("state_dir = \"{}\"\n", state_dir.display()));
     }
     if service == "shoal-dns" {
-        text.push_str(&format!(
-            "dns_listen = \"127.0.0.1:{}\"\n",
-            free_port(LOCALHOST)?
-        ));
+        text.push_str(&format!("dns_listen = \"{ip}:{}\"\n", free_port(ip)?));
     }
     text.push_str(extra);
-    Ok((text, listen))
+    Ok((text, listen, state_dir))
 }
 
-/// Starts `service` against `infra` (config written to the scratch dir) without
-/// waiting for it.
+/// Starts `service` against `infra` without waiting for it.
 pub fn spawn_service(infra: &Infra, service: &str, extra: &str) -> anyhow::Result<Service> {
-    let (text, addr) = service_config(infra, service, extra)?;
+    spawn_service_on(infra, service, LOCALHOST, extra)
+}
+
+/// Starts `service` listening on `ip` (each node of a multi-node test has its own).
+pub fn spawn_service_on(
+    infra: &Infra,
+    service: &str,
+    ip: IpAddr,
+    extra: &str,
+) -> anyhow::Result<Service> {
+    let (text, addr, state_dir) = service_config(infra, service, ip, extra)?;
     let tag = addr.replace([':', '.'], "-");
     let config = infra.dir.path().join(format!("{service}-{tag}.toml"));
     std::fs::write(&config, text)?;
@@ -87,55 +113,203 @@ pub fn spawn_service(infra: &Infra, service: &str, extra: &str) -> anyhow::Resul
         name: service.to_string(),
         addr,
         config,
+        state_dir,
         process,
     })
 }
 
-/// Starts `service` and waits until it reports SERVING.
-pub async fn start_service(infra: &Infra, service: &str, extra: &str) -> anyhow::Result<Service> {
-    let s = spawn_service(infra, service, extra)?;
-    s.wait_serving().await?;
-    Ok(s)
+/// Starts a manager and waits until its local socket serves the Control API.
+pub async fn start_manager(infra: &Infra, extra: &str) -> anyhow::Result<Service> {
+    let manager = spawn_service(infra, "shoal-manager", extra)?;
+    let socket = manager.socket();
+    wait_for(
+        &format!("{} to serve its local socket", manager.name),
+        Duration::from_secs(30),
+        || async {
+            let channel = unix_channel(&socket).await.ok()?;
+            health_on(channel, "shoal.v1.Control").await
+        },
+    )
+    .await
+    .with_context(|| manager.process.log_tail(30))?;
+    Ok(manager)
+}
+
+/// `swarm init` through the manager's socket, as the CLI does it. Returns the answer
+/// and the admin credentials.
+pub async fn init_swarm(
+    manager: &Service,
+    req: InitClusterRequest,
+) -> anyhow::Result<(InitClusterResponse, NodeCredentials)> {
+    let key = NodeKey::generate();
+    let mut req = req;
+    req.admin_csr = key.csr_pem()?.into_bytes();
+    let resp = ControlClient::new(unix_channel(&manager.socket()).await?)
+        .init_cluster(req)
+        .await?
+        .into_inner();
+    let admin = NodeCredentials {
+        cert_pem: String::from_utf8(resp.admin_certificate.clone())?,
+        key_pem: key.key_pem(),
+        ca_pem: String::from_utf8(resp.ca_certificate.clone())?,
+    };
+    Ok((resp, admin))
 }
 
 impl Service {
-    pub async fn wait_serving(&self) -> anyhow::Result<()> {
+    /// The manager's local control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
+
+    /// Waits until the process reports SERVING over TLS, checked against `ca` as a
+    /// client with `creds`.
+    pub async fn wait_serving(
+        &self,
+        creds: &NodeCredentials,
+        server_name: &str,
+    ) -> anyhow::Result<()> {
         wait_for(
             &format!("{} on {} to report SERVING", self.name, self.addr),
             Duration::from_secs(30),
-            || health(&self.addr),
+            || async {
+                let channel = tls_channel(&self.addr, creds, server_name).await.ok()?;
+                health_on(channel, "").await
+            },
         )
         .await
         .with_context(|| self.process.log_tail(30))
     }
 
-    pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Ok(
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))?
-                .connect()
-                .await?,
-        )
+    /// A TLS channel to this process as `creds`.
+    pub async fn channel(&self, creds: &NodeCredentials) -> anyhow::Result<Channel> {
+        tls_channel(&self.addr, creds, MANAGER_NAME).await
     }
 
-    pub async fn control(&self) -> anyhow::Result<ControlClient<Channel>> {
-        Ok(ControlClient::new(self.channel().await?))
+    pub async fn control(&self, creds: &NodeCredentials) -> anyhow::Result<ControlClient<Channel>> {
+        Ok(ControlClient::new(self.channel(creds).await?))
     }
 }
 
-/// `Some(())` when the process at `addr` reports SERVING.
-pub async fn health(addr: &str) -> Option<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
+/// A TLS channel to `addr` as `creds`, verifying the server against `creds`'s CA.
+pub async fn tls_channel(
+    addr: &str,
+    creds: &NodeCredentials,
+    server_name: &str,
+) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(creds.client_tls(server_name))?
+        .connect_timeout(Duration::from_secs(5))
         .connect()
-        .await
-        .ok()?;
+        .await?)
+}
+
+/// A channel over a Unix socket.
+pub async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
+    let path = path.to_path_buf();
+    Ok(Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await?)
+}
+
+/// `Some(())` when `service` reports SERVING on `channel`.
+pub async fn health_on(channel: Channel, service: &str) -> Option<()> {
     let status = HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: service.to_string(),
         })
         .await
         .ok()?
         .into_inner()
         .status();
     (status == ServingStatus::Serving).then_some(())
+}
+
+/// A swarm on `infra`: one manager, initialised, and the admin's credentials.
+pub struct Swarm {
+    pub manager: Service,
+    pub admin: NodeCredentials,
+    pub init: InitClusterResponse,
+}
+
+impl Swarm {
+    /// Starts a manager with `extra` config, inits the swarm with default settings and
+    /// waits for the manager's TLS listener.
+    pub async fn start(infra: &Infra, extra: &str) -> anyhow::Result<Swarm> {
+        let manager = start_manager(infra, extra).await?;
+        let (init, admin) = init_swarm(&manager, InitClusterRequest::default()).await?;
+        manager.wait_serving(&admin, MANAGER_NAME).await?;
+        Ok(Swarm {
+            manager,
+            admin,
+            init,
+        })
+    }
+
+    pub fn worker_token(&self) -> String {
+        self.tokens().0
+    }
+
+    pub fn manager_token(&self) -> String {
+        self.tokens().1
+    }
+
+    fn tokens(&self) -> (String, String) {
+        let t = self
+            .init
+            .cluster
+            .as_ref()
+            .and_then(|c| c.root_ca.as_ref())
+            .and_then(|r| r.join_tokens.clone())
+            .unwrap_or_default();
+        (t.worker, t.manager)
+    }
+}
+
+/// What `shoal swarm join` does for a node, through the manager's CA: a key, a CSR with
+/// the token, the signed certificate stored in `state_dir`. (The worker's own join,
+/// which also checks the CA against the token digest, is tested in its crate.)
+pub async fn issue_node_identity(
+    manager: &Service,
+    ca: &NodeCredentials,
+    token: &str,
+    state_dir: &Path,
+) -> anyhow::Result<String> {
+    use shoal_proto::v1::IssueNodeCertificateRequest;
+    use shoal_proto::v1::ca_client::CaClient;
+    let key = NodeKey::generate();
+    // No client certificate: a joining node has none yet.
+    let anonymous = NodeCredentials {
+        cert_pem: String::new(),
+        key_pem: String::new(),
+        ca_pem: ca.ca_pem.clone(),
+    };
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&anonymous.ca_pem))
+        .domain_name(MANAGER_NAME);
+    let channel = Endpoint::from_shared(format!("https://{}", manager.addr))?
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    let resp = CaClient::new(channel)
+        .issue_node_certificate(IssueNodeCertificateRequest {
+            csr: key.csr_pem()?.into_bytes(),
+            token: token.to_string(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let creds = NodeCredentials {
+        cert_pem: String::from_utf8(resp.certificate)?,
+        key_pem: key.key_pem(),
+        ca_pem: String::from_utf8(resp.ca_certificate)?,
+    };
+    creds.store(state_dir)?;
+    Ok(resp.node_id)
 }

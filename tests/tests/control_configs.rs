@@ -8,7 +8,7 @@ use shoal_proto::v1::{
     Annotations, ConfigSpec, CreateConfigRequest, GetConfigRequest, ListConfigsRequest,
     ListFilters, RemoveConfigRequest, UpdateConfigRequest, Version, WatchEventsRequest,
 };
-use shoal_scenarios::start_service;
+use shoal_scenarios::Swarm;
 use shoal_testkit::Infra;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -29,8 +29,8 @@ fn spec(name: &str, data: &str, labels: &[(&str, &str)]) -> ConfigSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_lifecycle_with_swarms_rules_and_events() -> anyhow::Result<()> {
     let infra = Infra::start().await?;
-    let manager = start_service(&infra, "shoal-manager", "").await?;
-    let mut control = manager.control().await?;
+    let swarm = Swarm::start(&infra, "").await?;
+    let mut control = swarm.manager.control(&swarm.admin).await?;
 
     // Subscribed before any write: the manager subscribes before answering.
     let mut events = control

@@ -3,22 +3,27 @@
 
 use std::time::Duration;
 
-use shoal_scenarios::start_service;
+use shoal_scenarios::{MANAGER_NAME, Swarm, start_manager};
 use shoal_store::Store;
 use shoal_testkit::{Infra, wait_for};
 
 async fn leader_addr(store: &Store) -> Option<String> {
     let leader = store.leader("manager").await.ok()??;
-    // Candidate ids are "<listen addr>/<random id>".
-    leader.candidate_id.split('/').next().map(str::to_string)
+    // Candidate ids are "<node id>@<advertise addr>".
+    leader
+        .candidate_id
+        .split_once('@')
+        .map(|(_, addr)| addr.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_when_the_leader_stops_or_dies() -> anyhow::Result<()> {
     let infra = Infra::start().await?;
     let ttl = "leader_lease_ttl = \"2s\"\n";
-    let mut a = start_service(&infra, "shoal-manager", ttl).await?;
-    let mut b = start_service(&infra, "shoal-manager", ttl).await?;
+    let swarm = Swarm::start(&infra, ttl).await?;
+    let mut a = swarm.manager;
+    let mut b = start_manager(&infra, ttl).await?;
+    b.wait_serving(&swarm.admin, MANAGER_NAME).await?;
     let store = Store::connect(&[infra.etcd.endpoint()], shoal_store::DEFAULT_PREFIX).await?;
 
     let first = wait_for("a manager leader", Duration::from_secs(10), || {
@@ -52,7 +57,7 @@ async fn leadership_moves_when_the_leader_stops_or_dies() -> anyhow::Result<()> 
 
     // SIGKILL of the new leader: no resignation; a fresh manager takes over once the
     // dead one's lease (2 s) expires.
-    let mut c = start_service(&infra, "shoal-manager", ttl).await?;
+    let mut c = start_manager(&infra, ttl).await?;
     follower.process.kill_now();
     let c_addr = c.addr.clone();
     wait_for(

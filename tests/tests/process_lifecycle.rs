@@ -7,19 +7,45 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_scenarios::{SERVICES, spawn_service};
+use shoal_scenarios::{MANAGER_NAME, SERVICES, Swarm, issue_node_identity, spawn_service};
+
 use shoal_testkit::{Infra, binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_starts_reports_healthy_and_exits_0_on_sigterm() -> anyhow::Result<()> {
     let infra = Infra::start().await?;
+    let swarm = Swarm::start(&infra, "").await?;
     let mut running = Vec::new();
-    for service in SERVICES {
+    for service in ["shoal-scheduler", "shoal-dispatcher", "shoal-dns"] {
         running.push(spawn_service(&infra, service, "")?);
     }
+    // The worker attaches to the dispatcher and renews through the manager.
+    let worker = spawn_service(
+        &infra,
+        "shoal-worker",
+        &format!(
+            "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\n",
+            running[1].addr, swarm.manager.addr
+        ),
+    )?;
+    // It serves once it has its node identity and a session.
+    issue_node_identity(
+        &swarm.manager,
+        &swarm.admin,
+        &swarm.worker_token(),
+        &worker.state_dir,
+    )
+    .await?;
+    running.push(worker);
     for service in &running {
-        service.wait_serving().await?;
+        let server_name = if service.name == "shoal-worker" {
+            "swarm-worker"
+        } else {
+            MANAGER_NAME
+        };
+        service.wait_serving(&swarm.admin, server_name).await?;
     }
+    running.push(swarm.manager);
     for service in &running {
         service.process.signal_term()?;
     }

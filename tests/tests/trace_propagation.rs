@@ -7,7 +7,7 @@ use std::time::Duration;
 use opentelemetry::trace::TraceContextExt;
 use shoal_events::{EventBus, EventFilter};
 use shoal_proto::v1::{Annotations, ConfigSpec, CreateConfigRequest};
-use shoal_scenarios::start_service;
+use shoal_scenarios::Swarm;
 use shoal_testkit::{Infra, OtlpCollector, wait_for};
 use tokio_stream::StreamExt;
 
@@ -20,9 +20,8 @@ async fn a_request_trace_crosses_grpc_and_nats() -> anyhow::Result<()> {
     shoal_telemetry::install_propagator();
     let infra = Infra::start().await?;
     let (collector, collector_addr) = OtlpCollector::start().await?;
-    let manager = start_service(
+    let swarm = Swarm::start(
         &infra,
-        "shoal-manager",
         &format!("otlp_endpoint = \"http://{collector_addr}\"\n"),
     )
     .await?;
@@ -43,7 +42,12 @@ async fn a_request_trace_crosses_grpc_and_nats() -> anyhow::Result<()> {
         "traceparent",
         format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01").parse()?,
     );
-    manager.control().await?.create_config(request).await?;
+    swarm
+        .manager
+        .control(&swarm.admin)
+        .await?
+        .create_config(request)
+        .await?;
 
     // NATS: the event carries the request's trace.
     let received = tokio::time::timeout(Duration::from_secs(10), events.next())

@@ -47,7 +47,7 @@ pub enum ConfigCommand {
 }
 
 pub async fn run(cfg: &CliConfig, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
-    let mut control = crate::connect::control(&cfg.host).await?;
+    let mut control = crate::connect::control(cfg).await?;
     match cmd {
         ConfigCommand::Create { label, name, file } => {
             let data = if file == "-" {

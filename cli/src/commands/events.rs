@@ -36,7 +36,7 @@ pub async fn run(cfg: &CliConfig, args: EventsArgs) -> anyhow::Result<ExitCode> 
         Some("json") | Some("{{json .}}") => true,
         Some(other) => anyhow::bail!("unsupported format \"{other}\" (use json)"),
     };
-    let mut client = crate::connect::control(&cfg.host).await?;
+    let mut client = crate::connect::control(cfg).await?;
     let mut stream = client
         .watch_events(req)
         .await

@@ -5,10 +5,16 @@ use std::process::ExitCode;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::config::CliConfig;
+
 #[derive(Debug, clap::Args)]
 pub struct HealthArgs {
-    /// Address of the process (HOST:PORT).
+    /// Address of the process: HOST:PORT or https://HOST:PORT (TLS, verified against
+    /// the cluster CA in cert_dir), http://HOST:PORT (plaintext) or unix:///path.
     pub addr: String,
+    /// The name the server's certificate must carry.
+    #[arg(long, default_value = crate::connect::MANAGER_SERVER_NAME)]
+    pub server_name: String,
     /// gRPC service to ask about; empty asks about the whole process.
     #[arg(long, default_value = "")]
     pub service: String,
@@ -17,8 +23,8 @@ pub struct HealthArgs {
     pub quiet: bool,
 }
 
-pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
-    let channel = crate::connect::channel(&args.addr).await?;
+pub async fn run(cfg: &CliConfig, args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let channel = crate::connect::health_channel(cfg, &args.addr, &args.server_name).await?;
     let mut client = HealthClient::new(channel);
     let status = client
         .check(HealthCheckRequest {

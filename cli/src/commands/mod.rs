@@ -1,9 +1,12 @@
 //! The command tree. Each command is a module; `run` wires config, telemetry and a
 //! runtime around it.
 
-mod config;
-mod events;
-mod health;
+pub mod config;
+pub mod events;
+pub mod health;
+pub mod node;
+pub mod swarm;
+pub mod task;
 
 use std::process::ExitCode;
 
@@ -22,9 +25,20 @@ use crate::config::CliConfig;
 pub struct Cli {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Manager to talk to (HOST:PORT). Env: SHOAL_HOST.
+    /// Manager to talk to: HOST:PORT (TLS), http://HOST:PORT or unix:///path. Env:
+    /// SHOAL_HOST.
     #[arg(long, short = 'H', global = true, value_name = "HOST:PORT")]
     pub host: Option<String>,
+    /// A local manager's control socket (<manager state_dir>/control.sock). Env:
+    /// SHOAL_SOCKET.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<String>,
+    /// Where the admin client credentials live. Env: SHOAL_CERT_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cert_dir: Option<String>,
+    /// This host's node state directory. Env: SHOAL_STATE_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<String>,
     /// OTLP gRPC endpoint for the CLI's own spans. Env: SHOAL_OTLP_ENDPOINT.
     #[arg(long, global = true, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
@@ -36,6 +50,9 @@ impl Cli {
     pub fn overrides(&self) -> Overrides {
         Overrides::new()
             .set("host", self.host.as_ref())
+            .set("socket", self.socket.as_ref())
+            .set("cert_dir", self.cert_dir.as_ref())
+            .set("state_dir", self.state_dir.as_ref())
             .set("otlp_endpoint", self.otlp_endpoint.as_ref())
     }
 }
@@ -49,6 +66,12 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Check a shoal process's gRPC health (exit 0 when SERVING).
     Health(health::HealthArgs),
+    /// Manage Swarm nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Manage Swarm.
+    #[command(subcommand)]
+    Swarm(swarm::SwarmCommand),
     /// Show the shoal version information.
     Version,
 }
@@ -81,7 +104,9 @@ pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
         let result = match cli.command {
             Command::Config(cmd) => config::run(&cfg, cmd).await,
             Command::Events(args) => events::run(&cfg, args).await,
-            Command::Health(args) => health::run(args).await,
+            Command::Health(args) => health::run(&cfg, args).await,
+            Command::Node(cmd) => node::run(&cfg, cmd).await,
+            Command::Swarm(cmd) => swarm::run(&cfg, cmd).await,
             Command::Version => {
                 println!("shoal version {}", env!("CARGO_PKG_VERSION"));
                 Ok(ExitCode::SUCCESS)

@@ -9,13 +9,17 @@
 //! worker sessions and watches end themselves), and the server drains in-flight calls
 //! for at most [`Host::drain`]; whatever is still open then is dropped.
 
+pub mod identity;
+pub mod tls;
+
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -35,6 +39,11 @@ pub enum HostError {
     },
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error("cannot listen on the local socket {path}: {source}")]
+    Unix {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The gRPC host of one process.
@@ -101,23 +110,26 @@ impl Host {
         self.health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-        let incoming = TcpIncoming::bind(self.listen)
+        let listener = std::net::TcpListener::bind(self.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| HostError::Bind {
                 addr: self.listen,
                 source,
-            })?
-            .with_nodelay(Some(true));
+            })?;
+        // From here on a SIGTERM ends the process cleanly, whatever it is waiting for.
+        tokio::spawn(cancel_on_signal(self.shutdown.clone()));
         Ok(BoundHost {
             host: self,
-            incoming,
+            listener,
         })
     }
 }
 
-/// A host whose listener is bound.
+/// A host whose listener is bound. Nothing is served on it until the process has a
+/// certificate: every TCP listener of shoal speaks TLS.
 pub struct BoundHost {
     host: Host,
-    incoming: TcpIncoming,
+    listener: std::net::TcpListener,
 }
 
 impl BoundHost {
@@ -129,57 +141,129 @@ impl BoundHost {
         self.host.health.clone()
     }
 
-    /// Serves `routes` plus health and reflection until SIGTERM/SIGINT or until the
-    /// shutdown token is cancelled, then drains.
-    pub async fn serve(self, routes: Routes) -> Result<(), HostError> {
-        let BoundHost { host, incoming } = self;
+    /// The address the listener is bound to (the configured one, with its real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.host.listen)
+    }
+
+    /// `routes` plus health and reflection, as every listener of this process serves them.
+    pub fn with_standard_services(&self, routes: Routes) -> Result<Routes, HostError> {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| HostError::Reflection(e.to_string()))?;
-        let routes = routes
-            .add_service(host.health_service.clone())
-            .add_service(reflection);
+        Ok(routes
+            .add_service(self.host.health_service.clone())
+            .add_service(reflection))
+    }
 
-        let token = host.shutdown.clone();
-        let signals = tokio::spawn(cancel_on_signal(token.clone()));
-        let health = host.health.clone();
-        let listen = host.listen;
-        let process = host.process.clone();
-        tracing::info!(%listen, process = %process, "gRPC server listening");
-
-        let stop = token.clone();
-        let server = Server::builder()
-            .layer(shoal_telemetry::GrpcTraceLayer)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async move {
-                stop.cancelled().await;
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-            });
-        tokio::pin!(server);
-
-        let result = tokio::select! {
-            r = &mut server => r,
-            _ = token.cancelled() => {
-                match tokio::time::timeout(host.drain, &mut server).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!(drain = ?host.drain, "calls still open after the drain period; closing them");
-                        Ok(())
-                    }
-                }
-            }
-        };
-        signals.abort();
-        tracing::info!(process = %process, "gRPC server stopped");
-        result.map_err(|source| HostError::Serve {
+    /// Serves `routes` plus health and reflection over TLS until SIGTERM/SIGINT or the
+    /// shutdown token, then drains.
+    pub async fn serve_tls(
+        self,
+        routes: Routes,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<(), HostError> {
+        let routes = self.with_standard_services(routes)?;
+        let listen = self.local_addr();
+        let listener =
+            tokio::net::TcpListener::from_std(self.listener).map_err(|source| HostError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let incoming = tls::incoming(listener, tls);
+        tracing::info!(%listen, process = %self.host.process, "gRPC server listening (TLS)");
+        run_server(
+            routes,
+            incoming,
+            self.host.shutdown.clone(),
+            self.host.drain,
+            self.host.health.clone(),
+        )
+        .await
+        .map_err(|source| HostError::Serve {
             addr: listen,
             source,
         })
     }
+}
+
+/// Serves `routes` on `incoming` until `token` fires, then drains for at most `drain`.
+pub async fn run_server<I, IO, IE>(
+    routes: Routes,
+    incoming: I,
+    token: CancellationToken,
+    drain: Duration,
+    health: HealthReporter,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stop = token.clone();
+    let server = Server::builder()
+        .layer(shoal_telemetry::GrpcTraceLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            stop.cancelled().await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = token.cancelled() => {
+            match tokio::time::timeout(drain, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(?drain, "calls still open after the drain period; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    tracing::info!("gRPC server stopped");
+    result
+}
+
+/// Serves `routes` on a Unix socket at `path` (mode 0600: only its owner may connect),
+/// for clients on the same host, like docker.sock. The socket needs no certificate;
+/// file permissions are its authentication.
+pub async fn serve_unix(
+    path: &Path,
+    routes: Routes,
+    token: CancellationToken,
+    health: HealthReporter,
+) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bind_error = |source| HostError::Unix {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(bind_error)?;
+    }
+    // A socket left by a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_error)?;
+    tracing::info!(socket = %path.display(), "gRPC server listening (local socket)");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let result = run_server(routes, incoming, token, Duration::from_secs(3), health).await;
+    let _ = std::fs::remove_file(path);
+    result.map_err(|source| HostError::Serve {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.
@@ -327,25 +411,33 @@ pub async fn connect_cluster_state(
     Some(ClusterState { store, bus })
 }
 
-/// Where a control-plane service finds cluster state.
+/// Where a control-plane service finds cluster state and its CA.
 pub trait StateSettings: ServiceSettings {
     fn etcd_endpoints(&self) -> &[String];
     fn store_prefix(&self) -> &str;
     fn nats_url(&self) -> &str;
+    /// The key-encryption key of the cluster CA (see [`identity`]).
+    fn kek_file(&self) -> &Path;
+    /// Extra names and addresses clients may use to reach this process.
+    fn advertise_sans(&self) -> Vec<shoal_pki::San> {
+        Vec::new()
+    }
 }
 
 /// The error a service's `run` returns.
 pub type RunError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The life of a control-plane service: serve `routes` at once (health NOT_SERVING),
-/// connect to etcd and NATS, hand the connection to `on_ready` and mark `services`
-/// SERVING, then serve until shutdown.
+/// The life of a control-plane service:
+/// 1. connect to etcd and NATS (retrying), then hand the connection to `on_connected`
+///    (the manager starts serving its local socket and campaigning here);
+/// 2. wait for the swarm to exist and issue this process's certificate from its CA;
+/// 3. serve `routes` over TLS, mark `services` SERVING, and serve until shutdown.
 pub async fn serve_with_cluster_state<C, F, Fut>(
     cfg: &C,
     host: BoundHost,
     routes: Routes,
     services: &[&str],
-    on_ready: F,
+    on_connected: F,
 ) -> Result<(), RunError>
 where
     C: StateSettings,
@@ -354,23 +446,37 @@ where
 {
     let shutdown = host.shutdown_token();
     let health = host.health();
-    let server = tokio::spawn(host.serve(routes));
-    let state = connect_cluster_state(
+    let Some(state) = connect_cluster_state(
         C::PROCESS,
         cfg.etcd_endpoints(),
         cfg.store_prefix(),
         cfg.nats_url(),
         &shutdown,
     )
-    .await;
-    // The connections live as long as the server, whatever `on_ready` keeps of them.
-    let held = state.clone();
-    if let Some(state) = state {
-        on_ready(state).await?;
-        Host::set_ready(&health, services, true).await;
-        tracing::info!(process = C::PROCESS, "ready");
+    .await
+    else {
+        return Ok(());
+    };
+    on_connected(state.clone()).await?;
+
+    let mut sans = cfg.advertise_sans();
+    let ip = host.local_addr().ip();
+    if !ip.is_unspecified() {
+        sans.push(shoal_pki::San::Ip(ip));
     }
+    let subject = format!("{}-{}", C::PROCESS, &shoal_store::new_id()[..10]);
+    let Some(identity) =
+        identity::control_plane_identity(&state.store, cfg.kek_file(), &subject, sans, &shutdown)
+            .await
+    else {
+        return Ok(());
+    };
+    let tls = tls::server_config(identity.resolver.clone(), &identity.ca_pem)?;
+    let server = tokio::spawn(host.serve_tls(routes, tls));
+    Host::set_ready(&health, services, true).await;
+    tracing::info!(process = C::PROCESS, cluster = %identity.cluster_id, "ready");
     server.await??;
-    drop(held);
+    // The connections live as long as the server.
+    drop(state);
     Ok(())
 }

@@ -507,6 +507,9 @@ pub struct StateFlags {
     /// NATS server URL.
     #[arg(long, value_name = "URL")]
     pub nats_url: Option<String>,
+    /// The cluster CA's key-encryption key file.
+    #[arg(long, value_name = "PATH")]
+    pub kek_file: Option<String>,
 }
 
 impl StateFlags {
@@ -514,6 +517,7 @@ impl StateFlags {
         o.set_list("etcd_endpoints", &self.etcd_endpoints)
             .set("store_prefix", self.store_prefix.as_ref())
             .set("nats_url", self.nats_url.as_ref())
+            .set("kek_file", self.kek_file.as_ref())
     }
 }
 

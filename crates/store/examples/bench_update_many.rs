@@ -1,7 +1,8 @@
 //! Throughput of the store's batched hot paths against a real etcd.
 //!
 //! ```text
-//! SHOAL_ETCD=http://127.0.0.1:2379 [SHOAL_BENCH_TASKS=20000] \
+//! SHOAL_ETCD=http://127.0.0.1:2379 [SHOAL_BENCH_TASKS=20000] [SHOAL_BENCH_IN_FLIGHT=8] \
+//!     [SHOAL_BENCH_PER_TXN=64] \
 //!     cargo run --release -p shoal-store --example bench_update_many
 //! ```
 //!
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use shoal_proto::v1::{Task, TaskState};
-use shoal_store::{Object, Store, StoreOptions};
+use shoal_store::{Store, StoreOptions};
 
 fn report(what: &str, n: usize, took: Duration, failed: usize) {
     let rate = n as f64 / took.as_secs_f64();
@@ -34,19 +35,26 @@ fn ok<T>(results: Vec<shoal_store::Result<T>>) -> (Vec<T>, usize) {
     (oks, failed)
 }
 
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Ok(endpoint) = std::env::var("SHOAL_ETCD") else {
         eprintln!("set SHOAL_ETCD to an etcd client URL, e.g. http://127.0.0.1:2379");
         std::process::exit(2);
     };
-    let n: usize = std::env::var("SHOAL_BENCH_TASKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let n = env_usize("SHOAL_BENCH_TASKS").unwrap_or(20_000);
     let prefix = format!("/shoal-bench/{}", shoal_store::new_id());
-    let store =
-        Store::connect_with(&[endpoint.clone()], StoreOptions::with_prefix(&prefix)).await?;
+    let mut options = StoreOptions::with_prefix(&prefix);
+    if let Some(v) = env_usize("SHOAL_BENCH_IN_FLIGHT") {
+        options.max_txns_in_flight = v;
+    }
+    if let Some(v) = env_usize("SHOAL_BENCH_PER_TXN") {
+        options.max_objects_per_txn = v;
+    }
+    let store = Store::connect_with(std::slice::from_ref(&endpoint), options).await?;
     let opts = store.options().clone();
     println!(
         "etcd {endpoint}, {n} tasks, <= {} objects / {} ops per txn, {} txns in flight",
@@ -132,6 +140,20 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed(),
         failed,
     );
+    let t = Instant::now();
+    let (running, failed) = ok(store
+        .update_many_from(running.iter().map(|t| {
+            let mut u = t.clone();
+            u.status.get_or_insert_default().message = "started".into();
+            (t, u)
+        }))
+        .await);
+    report(
+        "update_many_from: status report",
+        placed.len(),
+        t.elapsed(),
+        failed,
+    );
 
     // Baseline: the same kind of write one object per transaction, 8 in flight.
     let sample: Vec<Task> = running
@@ -171,6 +193,5 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     println!("tasks left before cleanup: {left}");
-    let _ = running.first().map(Object::version);
     Ok(())
 }

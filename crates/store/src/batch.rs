@@ -59,8 +59,8 @@ impl Batch {
         self.push(obj.id().to_string(), op)
     }
 
-    /// Adds an update of `obj`, with the copy it was made from (saves a round trip when
-    /// index or name keys move).
+    /// Adds an update of `obj`, with the unmodified copy it was made from (fewer compares,
+    /// and no re-plan when index or name keys move; see [`Store::update_many_from`]).
     pub fn update_from<T: Object>(&mut self, previous: &T, mut obj: T) -> &mut Self {
         let op = Store::prepare_update(&mut obj).and_then(|version| {
             if previous.id() != obj.id() || previous.version() != version {

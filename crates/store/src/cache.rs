@@ -37,9 +37,13 @@ pub fn task_service(t: &Task) -> Vec<String> {
     vec![t.service_id.clone()]
 }
 
-/// Index function: a task's node id (`""` while unassigned).
+/// Index function: a task's node id (unassigned tasks are not indexed).
 pub fn task_node(t: &Task) -> Vec<String> {
-    vec![t.node_id.clone()]
+    if t.node_id.is_empty() {
+        Vec::new()
+    } else {
+        vec![t.node_id.clone()]
+    }
 }
 
 /// What changed in a cache, sent to [`CacheReader::subscribe`]rs after it is applied.
@@ -387,9 +391,14 @@ impl<T: Object> CacheReader<T> {
     pub async fn wait_for_revision(&self, revision: u64) -> Result<()> {
         let mut status = self.shared.status.subscribe();
         let reached = |s: &Status| (s.synced && s.revision >= revision) || s.closed;
+        // Mostly the revision is a write of this very kind, whose event is on its way:
+        // give it a moment before writing the marker.
+        let arrived = tokio::time::timeout(Duration::from_millis(100), status.wait_for(reached))
+            .await
+            .is_ok();
         let mut marked = false;
         loop {
-            if reached(&status.borrow()) {
+            if arrived || reached(&status.borrow()) {
                 break;
             }
             if !marked {

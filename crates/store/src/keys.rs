@@ -9,7 +9,7 @@
 //! | `<p>/objects/<kind>/` (empty id) | empty: the kind's progress marker, never an object | caches waiting for a revision: a watch of the kind that sees it has delivered every change before it |
 //! | `<p>/names/<kind>/<name>` | the owning object's id (UTF-8) | create, rename, delete of kinds with unique names: `service`, `network`, `secret`, `config`, `cluster` (not `node`, not `task`) |
 //! | `<p>/index/tasks-by-service/<service_id>/<task_id>` | empty | every task create / delete / service change |
-//! | `<p>/index/tasks-by-node/<node_id>/<task_id>` | empty | every task create / delete / node assignment; an unassigned task sits under the empty node id, `<p>/index/tasks-by-node//<task_id>` |
+//! | `<p>/index/tasks-by-node/<node_id>/<task_id>` | empty | every task create / delete / node assignment (an unassigned task has no key here) |
 //! | `<p>/election/<name>` | the leader's candidate id, attached to its lease | leader election; the key's create revision is the fencing token |
 //!
 //! Kind strings: `node`, `service`, `task`, `network`, `secret`, `config`, `cluster`.
@@ -17,8 +17,13 @@
 //! Invariants, kept because every write that touches an object touches its name and index
 //! keys in the same etcd transaction:
 //! - a name key exists iff an object of that kind has that name, and holds that object's id;
-//! - every task has exactly one key in each index (an empty value is a bucket of its own),
-//!   and that key exists iff the stored task carries that value.
+//! - an index key exists iff the stored object carries that (non-empty) value.
+//!
+//! An index value is set at most once: empty until set, then never changed or cleared
+//! (Swarm's rule: a task never changes service and never moves to another node). The store
+//! relies on it only where it cannot see the previous object: a plain `update` of an object
+//! whose value is empty assumes it was empty before. Any other change is detected and its
+//! index keys moved; [`crate::Store::update_from`] handles every change.
 //!
 //! Ids are 25 lowercase base36 characters and index values are ids, so neither contains `/`;
 //! the store refuses ids and index values that do (a prefix range would otherwise match
@@ -135,8 +140,8 @@ mod tests {
             "/shoal/v1/index/tasks-by-service/s1/t1"
         );
         assert_eq!(
-            keys.index(Index::TasksByNode, "", "t1"),
-            "/shoal/v1/index/tasks-by-node//t1"
+            keys.index(Index::TasksByNode, "n1", "t1"),
+            "/shoal/v1/index/tasks-by-node/n1/t1"
         );
         assert_eq!(
             keys.election("orchestrator"),

@@ -41,3 +41,50 @@ pub use object::{Index, Kind, Object, new_id};
 pub use store::{Committed, Listed, Store, StoreOptions};
 pub use txn::Fence;
 pub use watch::{ObjectWatch, WatchEvent};
+
+/// Compile-time check: the futures callers spawn (gRPC handlers, controllers) are `Send`.
+#[cfg(test)]
+#[allow(dead_code)]
+fn store_futures_are_send(store: Store, election: Election) {
+    use shoal_proto::v1::{Service, Task};
+    fn spawned<F: std::future::Future + Send + 'static>(_: F) {}
+    let s = store.clone();
+    spawned(async move {
+        let t = s.get::<Task>("id").await;
+        let prev = Task::default();
+        let _ = s.create(Task::default()).await;
+        let _ = s.update(Task::default()).await;
+        let _ = s.update_from(&prev, Task::default()).await;
+        let _ = s.delete::<Service>("id", None).await;
+        let _ = s.create_many(vec![Task::default()]).await;
+        let _ = s.update_many(vec![Task::default()]).await;
+        let _ = s.update_many_from([(&prev, Task::default())]).await;
+        let _ = s.delete_many(vec![Task::default()]).await;
+        let _ = s.list::<Service>().await;
+        let _ = s.get_many::<Task>(&["a"]).await;
+        let _ = s.tasks_by_service("s").await;
+        let _ = s.tasks_by_node("n").await;
+        let _ = s.get_by_name::<Service>("web").await;
+        let _ = s.leader("x").await;
+        let _ = s.mark_progress::<Task>().await;
+        let mut batch = s.batch();
+        batch.create(Task::default());
+        let _ = batch.commit().await;
+        let cache = Cache::tasks(&s);
+        let _ = cache.wait_until_synced().await;
+        let _ = cache.wait_for_revision(1).await;
+        t
+    });
+    spawned(async move {
+        if let Ok(l) = election.campaign().await {
+            l.lost().await;
+            let _ = l.resign().await;
+        }
+    });
+    let watch = store.watch_kind::<Task>(None);
+    spawned(async move {
+        use futures::StreamExt;
+        let mut watch = watch;
+        watch.next().await
+    });
+}

@@ -81,8 +81,7 @@ impl fmt::Display for Index {
 /// A stored object type. Implemented for the seven `shoal.v1` object messages.
 pub trait Object: prost::Message + Default + Clone + Send + Sync + 'static {
     const KIND: Kind;
-    /// The indexes objects of this kind appear in. Every object has exactly one value in
-    /// each (possibly empty), see [`Object::index_value`].
+    /// The indexes objects of this kind appear in, see [`Object::index_value`].
     const INDEXES: &'static [Index] = &[];
 
     fn meta(&self) -> Option<&Meta>;
@@ -92,7 +91,9 @@ pub trait Object: prost::Message + Default + Clone + Send + Sync + 'static {
     /// for objects whose name is empty.
     fn name(&self) -> Option<&str>;
 
-    /// The object's value in `index`, one of [`Object::INDEXES`]. May be empty.
+    /// The object's value in `index`, one of [`Object::INDEXES`]; empty means not indexed.
+    /// Set at most once: empty until set, then never changed or cleared (see
+    /// [`crate::keys`]).
     fn index_value(&self, _index: Index) -> &str {
         ""
     }

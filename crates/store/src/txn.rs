@@ -113,7 +113,9 @@ impl Derived {
                     T::KIND
                 )));
             }
-            index_keys.push(keys.index(index, value, id));
+            if !value.is_empty() {
+                index_keys.push(keys.index(index, value, id));
+            }
         }
         Ok(Self {
             name,
@@ -162,8 +164,12 @@ pub(crate) enum Expect {
 pub(crate) enum OldKeys {
     /// Read from etcd at the expected version: trusted as long as the version holds.
     Stored,
-    /// Supplied or guessed: each one is verified by a compare.
+    /// Guessed: each one is verified by a compare.
     Assumed,
+    /// From the caller's copy of the object at the expected version: the keys the write
+    /// keeps are trusted like stored ones (the version compare proves the copy current),
+    /// the keys it moves or removes are verified.
+    Supplied,
 }
 
 type DeriveStored = fn(&Keys, &[u8], &[u8]) -> Result<Derived>;
@@ -216,8 +222,11 @@ impl PlannedOp {
                 role: Role::Version,
             },
         });
-        if old_keys == OldKeys::Assumed {
-            if let Some(k) = &old.name_key {
+        if old_keys != OldKeys::Stored {
+            let verify = |kept: bool| old_keys == OldKeys::Assumed || !kept;
+            if let Some(k) = &old.name_key
+                && verify(new.name_key.as_ref() == Some(k))
+            {
                 checks.push(Check {
                     key: k.clone(),
                     cond: Cond::ValueEq(id.as_bytes().to_vec()),
@@ -225,11 +234,13 @@ impl PlannedOp {
                 });
             }
             for k in &old.index_keys {
-                checks.push(Check {
-                    key: k.clone(),
-                    cond: Cond::Present,
-                    role: Role::Assumed,
-                });
+                if verify(new.index_keys.contains(k)) {
+                    checks.push(Check {
+                        key: k.clone(),
+                        cond: Cond::Present,
+                        role: Role::Assumed,
+                    });
+                }
             }
         }
         match &write {
@@ -293,8 +304,9 @@ impl PlannedOp {
     }
 
     /// Replacing the stored object at `version` with `obj` (version already cleared).
-    /// `previous`: the derived keys the stored object is believed to have; `None` assumes
-    /// they are `obj`'s own (no rename, no index change).
+    /// `previous`: the caller's copy of the stored object at `version`, whose derived keys
+    /// are trusted where the write keeps them; `None` assumes the derived keys are `obj`'s
+    /// own (no rename, no index change) and verifies each.
     pub fn update<T: Object>(
         keys: &Keys,
         slot: usize,
@@ -304,9 +316,9 @@ impl PlannedOp {
     ) -> Result<Self> {
         let id = checked_id::<T>(obj)?;
         let new = Derived::of(keys, obj)?;
-        let old = match previous {
-            Some(p) => Derived::of(keys, p)?,
-            None => new.clone(),
+        let (old, old_keys) = match previous {
+            Some(p) => (Derived::of(keys, p)?, OldKeys::Supplied),
+            None => (new.clone(), OldKeys::Assumed),
         };
         Ok(Self::assemble(
             keys,
@@ -316,7 +328,7 @@ impl PlannedOp {
             Expect::Version(version),
             ObjectWrite::Put(obj.encode_to_vec()),
             &old,
-            OldKeys::Assumed,
+            old_keys,
             new,
             Derived::of_stored::<T>,
         ))
@@ -719,12 +731,10 @@ mod tests {
         let put: Vec<_> = op.puts.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             put,
-            [
-                "/p/objects/task/t1",
-                "/p/index/tasks-by-service/s1/t1",
-                "/p/index/tasks-by-node//t1"
-            ]
+            ["/p/objects/task/t1", "/p/index/tasks-by-service/s1/t1"]
         );
+        let op = PlannedOp::create(&keys, 0, &task("t2", "s1", "n1"))?;
+        assert_eq!(op.puts[2].0, "/p/index/tasks-by-node/n1/t2");
         assert_eq!(op.checks.len(), 1);
         let op = PlannedOp::create(&keys, 0, &service("s1", "web"))?;
         assert_eq!(op.checks.len(), 2);
@@ -747,10 +757,33 @@ mod tests {
     #[test]
     fn update_from_previous_moves_the_changed_index_key() -> Result<()> {
         let keys = Keys::new("/p");
+        // Assignment: the node key appears; the kept service key is trusted.
         let prev = task("t1", "s1", "");
         let op = PlannedOp::update(&keys, 0, &task("t1", "s1", "n1"), 5, Some(&prev))?;
-        assert_eq!(op.deletes, ["/p/index/tasks-by-node//t1"]);
+        assert!(op.deletes.is_empty());
         assert_eq!(op.puts[1].0, "/p/index/tasks-by-node/n1/t1");
+        assert_eq!(op.checks.len(), 1);
+
+        // A move (not Swarm's, but handled): the old key goes, and is verified first.
+        let prev = task("t1", "s1", "n1");
+        let op = PlannedOp::update(&keys, 0, &task("t1", "s1", "n2"), 6, Some(&prev))?;
+        assert_eq!(op.deletes, ["/p/index/tasks-by-node/n1/t1"]);
+        let checked: Vec<_> = op.checks.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(
+            checked,
+            ["/p/objects/task/t1", "/p/index/tasks-by-node/n1/t1"]
+        );
+
+        // A status-only change from a copy: the version compare alone.
+        let running = PlannedOp::update(
+            &keys,
+            0,
+            &task("t1", "s1", "n1"),
+            6,
+            Some(&task("t1", "s1", "n1")),
+        )?;
+        assert_eq!(running.checks.len(), 1);
+        assert_eq!(running.puts.len(), 1);
         Ok(())
     }
 
@@ -777,10 +810,10 @@ mod tests {
         assert!(rejected.is_empty());
         assert_eq!(waves.len(), 1);
         let chunks = &waves[0];
-        // 3 writes per task: at most 42 per transaction.
+        // 2 writes per unassigned task: 64 objects per transaction.
         assert!(chunks.iter().all(|c| ops_needed(true, c) <= 128));
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
-        assert_eq!(chunks[0].len(), 42);
+        assert_eq!(chunks[0].len(), 64);
 
         let dup = vec![
             PlannedOp::create(&keys, 0, &service("a", "web"))?,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use futures::StreamExt;
 use shoal_proto::v1::Task;
-use shoal_store::{Object, WatchEvent};
+use shoal_store::{Error, Object, WatchEvent, new_id};
 
 /// (event, id, version) of a change event; progress events carry no change and are left out.
 type Seen = (&'static str, String, u64);
@@ -93,10 +93,20 @@ async fn watch_resumes_after_etcd_restart_without_gaps_or_duplicates() -> anyhow
         let t = r?;
         expected.push(("added", t.id().into(), t.version()));
     }
-    // And a last change through the original store, whose connection recovered.
+    // And a last change through the original store, whose connection recovers. A fixed
+    // id makes retrying safe: an attempt that failed yet landed shows up as IdExists.
+    let mut t6 = task("svc", 6);
+    t6.meta_mut().id = new_id();
     let t6 = shoal_testkit::wait_for("original store usable again", DEADLINE, || {
         let store = store.clone();
-        async move { store.create(task("svc", 6)).await.ok() }
+        let t6 = t6.clone();
+        async move {
+            match store.create(t6.clone()).await {
+                Ok(t) => Some(t),
+                Err(Error::IdExists { .. }) => store.get::<Task>(t6.id()).await.ok(),
+                Err(_) => None,
+            }
+        }
     })
     .await?;
     expected.push(("added", t6.id().into(), t6.version()));

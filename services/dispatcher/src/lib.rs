@@ -3,29 +3,64 @@
 //! (a COMPLETE set, then INCREMENTAL changes chained by sequence numbers) and batches
 //! the workers' task status reports into etcd.
 //!
-//! Today the process connects to cluster state and serves the `Dispatcher` API, whose
-//! RPCs answer UNIMPLEMENTED until the membership work fills them in.
+//! Today it implements the node lifecycle — `Session` and `Heartbeat`, with identity
+//! taken only from the client certificate; `Assignments` and `UpdateTaskStatus` answer
+//! UNIMPLEMENTED until the services work fills them in.
+//!
+//! Module map:
+//! - [`service`]: the gRPC API (`DispatcherService`) and the certificate checks;
+//! - [`dispatcher`]: the lifecycle rules (READY / DISCONNECTED / DOWN, failover grace,
+//!   several replicas), the caches and the background tasks — start reading here;
+//! - `table`: the sessions this dispatcher tracks and the re-registration limiter;
+//! - `expiry`: the single task that expires nodes off a timer wheel;
+//! - [`writer`]: the batched, conditional node status writer;
+//! - [`presence`]: dispatcher instances' presence keys and session-id ownership.
 
 pub mod config;
+pub mod dispatcher;
+mod expiry;
+pub mod presence;
+pub mod service;
+mod table;
+pub mod writer;
+
+use std::sync::Arc;
 
 pub use config::DispatcherConfig;
+pub use dispatcher::{Dispatcher, DispatcherOptions, StartError};
+pub use service::DispatcherService;
 use shoal_grpc_host::{BoundHost, RunError};
-use shoal_proto::v1::dispatcher_server::{Dispatcher, DispatcherServer};
+use shoal_proto::v1::dispatcher_server::DispatcherServer;
+pub use table::SessionCounts;
+use tokio::sync::OnceCell;
 
 /// gRPC services this process serves besides health and reflection.
 const SERVICES: &[&str] = &["shoal.v1.Dispatcher"];
 
-/// The Dispatcher API. Every RPC keeps its UNIMPLEMENTED default for now.
-#[derive(Debug, Default)]
-pub struct DispatcherService;
-
-impl Dispatcher for DispatcherService {}
+/// The dispatcher's behaviour for a process configured with `cfg`.
+pub fn options(cfg: &DispatcherConfig) -> DispatcherOptions {
+    DispatcherOptions {
+        advertise_addr: cfg.advertise(),
+        ..DispatcherOptions::default()
+    }
+}
 
 /// Runs the dispatcher until SIGTERM/SIGINT.
 pub async fn run(cfg: DispatcherConfig, host: BoundHost) -> Result<(), RunError> {
-    let routes = tonic::service::Routes::new(DispatcherServer::new(DispatcherService));
-    shoal_grpc_host::serve_with_cluster_state(&cfg, host, routes, SERVICES, |_state| async {
-        Ok(())
+    let cell: Arc<OnceCell<Dispatcher>> = Arc::new(OnceCell::new());
+    let routes =
+        tonic::service::Routes::new(DispatcherServer::new(DispatcherService::starting(cell.clone())));
+    let shutdown = host.shutdown_token();
+    let options = options(&cfg);
+    shoal_grpc_host::serve_with_cluster_state(&cfg, host, routes, SERVICES, |state| async move {
+        match Dispatcher::start(state, options, shutdown).await {
+            Ok(dispatcher) => {
+                let _ = cell.set(dispatcher);
+                Ok(())
+            }
+            Err(StartError::Shutdown) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     })
     .await
 }

@@ -17,6 +17,9 @@ pub struct DnsConfig {
     pub store_prefix: String,
     /// NATS server URL.
     pub nats_url: String,
+    /// The cluster CA's key-encryption key (written by `shoal swarm init` on the first
+    /// manager; every control-plane host needs the same file, mode 0600).
+    pub kek_file: std::path::PathBuf,
     /// Where the DNS server answers (UDP and TCP).
     pub dns_listen: SocketAddr,
     /// Resolvers for names outside the cluster (IP or IP:PORT); empty: from /etc/resolv.conf.
@@ -33,6 +36,7 @@ impl Default for DnsConfig {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             store_prefix: shoal_store::DEFAULT_PREFIX.into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            kek_file: std::path::PathBuf::from(shoal_grpc_host::identity::DEFAULT_KEK_FILE),
             dns_listen: SocketAddr::from(([127, 0, 0, 1], 5354)),
             upstream: Vec::new(),
             otlp_endpoint: String::new(),
@@ -85,5 +89,9 @@ impl shoal_grpc_host::StateSettings for DnsConfig {
 
     fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+
+    fn kek_file(&self) -> &std::path::Path {
+        &self.kek_file
     }
 }

@@ -17,6 +17,20 @@ pub struct ManagerConfig {
     pub store_prefix: String,
     /// NATS server URL.
     pub nats_url: String,
+    /// The cluster CA's key-encryption key (written by `shoal swarm init` on the first
+    /// manager; every control-plane host needs the same file, mode 0600).
+    pub kek_file: std::path::PathBuf,
+    /// The manager's own state: its node id and its local control socket.
+    pub state_dir: std::path::PathBuf,
+    /// The address other nodes reach this manager at (IP or IP:PORT), printed in
+    /// `swarm join` commands; empty: the listen address.
+    pub advertise_addr: String,
+    /// The manager node's hostname in `node ls`; empty: the system hostname.
+    pub hostname: String,
+    /// The shortest node certificate lifetime `swarm init --cert-expiry` accepts
+    /// (Swarm's 1h; tests lower it to exercise renewal).
+    #[serde(with = "shoal_settings::duration")]
+    pub min_cert_expiry: std::time::Duration,
     /// How long a manager's leadership outlives its last lease renewal.
     #[serde(with = "shoal_settings::duration")]
     pub leader_lease_ttl: std::time::Duration,
@@ -32,6 +46,11 @@ impl Default for ManagerConfig {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             store_prefix: shoal_store::DEFAULT_PREFIX.into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            kek_file: std::path::PathBuf::from(shoal_grpc_host::identity::DEFAULT_KEK_FILE),
+            state_dir: std::path::PathBuf::from(".shoal-manager"),
+            advertise_addr: String::new(),
+            hostname: String::new(),
+            min_cert_expiry: std::time::Duration::from_secs(3600),
             leader_lease_ttl: std::time::Duration::from_secs(10),
             otlp_endpoint: String::new(),
             log_format: LogFormat::Text,
@@ -45,6 +64,15 @@ impl Settings for ManagerConfig {
 
     fn validate(&self) -> Result<(), Invalid> {
         check::state(&self.etcd_endpoints, &self.store_prefix, &self.nats_url)?;
+        if !self.advertise_addr.is_empty() && self.advertise_endpoint().is_none() {
+            return Err(Invalid::new(
+                "advertise_addr",
+                format!("\"{}\" is not IP or IP:PORT", self.advertise_addr),
+            ));
+        }
+        if self.min_cert_expiry.is_zero() {
+            return Err(Invalid::new("min_cert_expiry", "must be greater than 0"));
+        }
         if self.leader_lease_ttl < std::time::Duration::from_secs(2) {
             return Err(Invalid::new("leader_lease_ttl", "must be at least 2s"));
         }
@@ -78,5 +106,52 @@ impl shoal_grpc_host::StateSettings for ManagerConfig {
 
     fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+
+    fn kek_file(&self) -> &std::path::Path {
+        &self.kek_file
+    }
+
+    fn advertise_sans(&self) -> Vec<shoal_pki::San> {
+        self.advertise_endpoint()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .map(shoal_pki::San::Ip)
+            .into_iter()
+            .collect()
+    }
+}
+
+impl ManagerConfig {
+    /// `IP:PORT` nodes use to reach this manager: advertise_addr (its port defaults to
+    /// the listen port), else the listen address.
+    pub fn advertise_endpoint(&self) -> Option<SocketAddr> {
+        if self.advertise_addr.is_empty() {
+            return Some(self.listen);
+        }
+        if let Ok(addr) = self.advertise_addr.parse::<SocketAddr>() {
+            return Some(addr);
+        }
+        self.advertise_addr
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.listen.port()))
+    }
+
+    /// The local control socket (like docker.sock): `<state_dir>/control.sock`.
+    pub fn control_socket(&self) -> std::path::PathBuf {
+        self.state_dir.join("control.sock")
+    }
+
+    /// The hostname the manager node registers with.
+    pub fn effective_hostname(&self) -> String {
+        if !self.hostname.is_empty() {
+            return self.hostname.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
     }
 }

@@ -17,6 +17,9 @@ pub struct SchedulerConfig {
     pub store_prefix: String,
     /// NATS server URL.
     pub nats_url: String,
+    /// The cluster CA's key-encryption key (written by `shoal swarm init` on the first
+    /// manager; every control-plane host needs the same file, mode 0600).
+    pub kek_file: std::path::PathBuf,
     pub otlp_endpoint: String,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -29,6 +32,7 @@ impl Default for SchedulerConfig {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             store_prefix: shoal_store::DEFAULT_PREFIX.into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            kek_file: std::path::PathBuf::from(shoal_grpc_host::identity::DEFAULT_KEK_FILE),
             otlp_endpoint: String::new(),
             log_format: LogFormat::Text,
             log_filter: "info".into(),
@@ -71,5 +75,9 @@ impl shoal_grpc_host::StateSettings for SchedulerConfig {
 
     fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+
+    fn kek_file(&self) -> &std::path::Path {
+        &self.kek_file
     }
 }

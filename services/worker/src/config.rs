@@ -16,6 +16,9 @@ pub struct WorkerConfig {
     pub advertise_addr: String,
     /// Dispatchers to attach to (HOST:PORT); the worker fails over between them.
     pub dispatcher_addrs: Vec<String>,
+    /// Managers (HOST:PORT) whose CA renews the node certificate, besides the one
+    /// `shoal swarm join` went through (recorded in the state dir).
+    pub manager_addrs: Vec<String>,
     /// Where the node keeps its identity (key, certificate) and task state.
     pub state_dir: PathBuf,
     /// The node's hostname as `node ls` shows it; empty: the system hostname.
@@ -31,6 +34,7 @@ impl Default for WorkerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4243)),
             advertise_addr: String::new(),
             dispatcher_addrs: vec!["127.0.0.1:4240".into()],
+            manager_addrs: Vec::new(),
             state_dir: PathBuf::from(".shoal-worker"),
             hostname: String::new(),
             otlp_endpoint: String::new(),
@@ -75,6 +79,9 @@ impl Settings for WorkerConfig {
         }
         for addr in &self.dispatcher_addrs {
             check::host_port("dispatcher_addrs", addr)?;
+        }
+        for addr in &self.manager_addrs {
+            check::host_port("manager_addrs", addr)?;
         }
         if !self.advertise_addr.is_empty()
             && self.advertise_addr.parse::<std::net::IpAddr>().is_err()

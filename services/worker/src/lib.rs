@@ -1,34 +1,81 @@
 //! shoal-worker: runs a node's tasks (Docker Engine or plain processes) and the
-//! node-local data plane. It talks to the control plane only through a dispatcher,
-//! never to etcd or NATS directly.
+//! node-local data plane. It talks to the control plane only through dispatchers
+//! (and a manager's CA for its certificate), never to etcd or NATS directly.
 //!
-//! Today the worker prepares its state directory and serves health; the dispatcher
-//! session, executors and data plane are added by the membership, services and
-//! networking work on top of this entry point.
+//! Modules:
+//! - [`join`]: `shoal swarm join`, fetching the root CA pinned by the token and the
+//!   node certificate;
+//! - [`session`]: the agent: the dispatcher session, heartbeats, failover, leave;
+//! - [`renew`]: automatic certificate renewal;
+//! - [`describe`]: the node description sent when a session opens;
+//! - [`identity`]: the node identity in the state dir and in use;
+//! - [`tls`]: the worker's TLS, server and client side.
+//!
+//! The executors and data plane are added by the services and networking work on top
+//! of this entry point.
 
+pub mod backoff;
 pub mod config;
+pub mod describe;
+pub mod identity;
+pub mod join;
+pub mod renew;
+pub mod session;
+pub mod tls;
 
-use std::error::Error;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::WorkerConfig;
-use shoal_grpc_host::{BoundHost, Host};
+pub use join::{JoinError, JoinOutcome, join};
+use shoal_grpc_host::tls::ServerCertResolver;
+use shoal_grpc_host::{BoundHost, RunError};
 
-/// gRPC services this process serves besides health and reflection.
-const SERVICES: &[&str] = &[];
+use crate::identity::wait_for_identity;
+use crate::session::{Agent, AgentConfig};
+use crate::tls::ClientVerifier;
 
-/// Runs the worker until SIGTERM/SIGINT.
-pub async fn run(cfg: WorkerConfig, host: BoundHost) -> Result<(), Box<dyn Error + Send + Sync>> {
+/// How long the agent may take to close its session after the shutdown signal.
+const AGENT_STOP: Duration = Duration::from_secs(1);
+
+/// Runs the worker until SIGTERM/SIGINT: waits for the node identity (`shoal swarm
+/// join`), serves its listener over TLS with the node certificate, and keeps the node
+/// attached to a dispatcher. Health is SERVING exactly while a session is up.
+pub async fn run(cfg: WorkerConfig, host: BoundHost) -> Result<(), RunError> {
     prepare_state_dir(&cfg.state_dir)?;
+    let shutdown = host.shutdown_token();
     let health = host.health();
-    let server = tokio::spawn(host.serve(tonic::service::Routes::default()));
-    tracing::info!(
-        hostname = %cfg.effective_hostname(),
-        advertise = %cfg.effective_advertise_addr(),
-        dispatchers = ?cfg.dispatcher_addrs,
-        "worker started"
+    let Some(creds) = wait_for_identity(&cfg.state_dir, &shutdown).await else {
+        return Ok(());
+    };
+    let resolver = Arc::new(ServerCertResolver::new(&creds)?);
+    let verifier = Arc::new(ClientVerifier::new(&creds.ca_pem)?);
+    let server_tls = tls::server_config(resolver.clone(), verifier.clone())?;
+    let mut server = tokio::spawn(host.serve_tls(tonic::service::Routes::default(), server_tls));
+
+    let agent = Agent::new(
+        AgentConfig::from_config(&cfg),
+        resolver,
+        verifier,
+        health,
+        shutdown.clone(),
     );
-    Host::set_ready(&health, SERVICES, true).await;
-    server.await??;
+    let mut agent = tokio::spawn(agent.run(creds));
+    tokio::select! {
+        served = &mut server => {
+            // The server only stops on shutdown (or on an error): the agent follows.
+            shutdown.cancel();
+            let _ = tokio::time::timeout(AGENT_STOP, &mut agent).await;
+            served??;
+        }
+        attached = &mut agent => {
+            // The agent only stops on shutdown, or on an error that ends the worker.
+            shutdown.cancel();
+            let served = server.await;
+            attached??;
+            served??;
+        }
+    }
     Ok(())
 }
 

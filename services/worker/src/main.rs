@@ -16,6 +16,9 @@ struct Args {
     /// Dispatcher addresses (HOST:PORT), comma separated or repeated.
     #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
     dispatcher_addrs: Vec<String>,
+    /// Manager addresses (HOST:PORT) for certificate renewal, comma separated or repeated.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    manager_addrs: Vec<String>,
     /// Directory of the node's identity and task state.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<String>,
@@ -31,6 +34,7 @@ fn main() -> std::process::ExitCode {
         .apply(Overrides::new())
         .set("advertise_addr", args.advertise_addr.as_ref())
         .set_list("dispatcher_addrs", &args.dispatcher_addrs)
+        .set_list("manager_addrs", &args.manager_addrs)
         .set("state_dir", args.state_dir.as_ref())
         .set("hostname", args.hostname.as_ref());
     let cfg: WorkerConfig = shoal_settings::load_or_exit(&args.config, &flags);

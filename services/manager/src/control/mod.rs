@@ -8,6 +8,7 @@
 
 mod configs;
 mod filters;
+pub mod nodes;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,16 +23,27 @@ use shoal_store::{Index, Object};
 use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status};
 
+use crate::ManagerConfig;
+
 pub use filters::{Filterable, Lookup, lookup, matches};
 
 pub struct ControlService {
     state: Arc<OnceCell<ClusterState>>,
     shutdown: ShutdownToken,
+    cfg: Arc<ManagerConfig>,
 }
 
 impl ControlService {
-    pub fn new(state: Arc<OnceCell<ClusterState>>, shutdown: ShutdownToken) -> Self {
-        Self { state, shutdown }
+    pub fn new(
+        state: Arc<OnceCell<ClusterState>>,
+        shutdown: ShutdownToken,
+        cfg: Arc<ManagerConfig>,
+    ) -> Self {
+        Self {
+            state,
+            shutdown,
+            cfg,
+        }
     }
 
     fn state(&self) -> Result<&ClusterState, Status> {
@@ -147,6 +159,9 @@ impl Control for ControlService {
         req: Request<GetNodeRequest>,
     ) -> Result<Response<GetNodeResponse>, Status> {
         let node = self.resolve::<Node>(&req.into_inner().node_id).await?;
+        let mut nodes = [node];
+        nodes::decorate(&self.state()?.store, &mut nodes).await?;
+        let [node] = nodes;
         Ok(Response::new(GetNodeResponse { node: Some(node) }))
     }
 
@@ -154,8 +169,36 @@ impl Control for ControlService {
         &self,
         req: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
-        let nodes = self.list::<Node>(req.into_inner().filters).await?;
+        let mut nodes = self.list::<Node>(req.into_inner().filters).await?;
+        nodes::decorate(&self.state()?.store, &mut nodes).await?;
         Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn update_node(
+        &self,
+        req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<UpdateNodeResponse>, Status> {
+        let req = req.into_inner();
+        let current = self.resolve::<Node>(&req.node_id).await?;
+        let version = req
+            .node_version
+            .ok_or_else(|| Status::invalid_argument("node_version: the version read is required"))?
+            .index;
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: a node spec is required"))?;
+        let node = nodes::update(self.state()?, current, version, spec).await?;
+        Ok(Response::new(UpdateNodeResponse { node: Some(node) }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let req = req.into_inner();
+        let node = self.resolve::<Node>(&req.node_id).await?;
+        nodes::remove(self.state()?, node, req.force).await?;
+        Ok(Response::new(RemoveNodeResponse {}))
     }
 
     // --------------------------------------------------------------- services
@@ -339,6 +382,49 @@ impl Control for ControlService {
             .map(without_ca_key)
             .collect();
         Ok(Response::new(ListClustersResponse { clusters }))
+    }
+
+    async fn init_cluster(
+        &self,
+        req: Request<InitClusterRequest>,
+    ) -> Result<Response<InitClusterResponse>, Status> {
+        let resp = crate::swarm::init(self.state()?, &self.cfg, req.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn update_cluster(
+        &self,
+        req: Request<UpdateClusterRequest>,
+    ) -> Result<Response<UpdateClusterResponse>, Status> {
+        let req = req.into_inner();
+        let current = self.resolve::<Cluster>(&req.cluster_id).await?;
+        let version = req
+            .cluster_version
+            .ok_or_else(|| {
+                Status::invalid_argument("cluster_version: the version read is required")
+            })?
+            .index;
+        let rotation = req.rotation.unwrap_or_default();
+        let mut next = crate::swarm::apply_cluster_update(
+            &current,
+            req.spec,
+            rotation.worker_join_token,
+            rotation.manager_join_token,
+            self.cfg.min_cert_expiry,
+        )?;
+        next.set_version(version);
+        let state = self.state()?;
+        let stored = state.store.update(next).await.map_err(store_status)?;
+        crate::announce::announce(
+            &state.bus,
+            "update",
+            &stored,
+            shoal_grpc_host::identity::CLUSTER_NAME,
+        )
+        .await;
+        Ok(Response::new(UpdateClusterResponse {
+            cluster: Some(without_ca_key(stored)),
+        }))
     }
 
     // ----------------------------------------------------------------- events

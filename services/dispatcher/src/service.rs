@@ -1,0 +1,305 @@
+//! The `shoal.v1.Dispatcher` gRPC API over a [`Dispatcher`].
+//!
+//! Identity comes only from the client certificate (mTLS; `shoal_pki::peer_info`): its
+//! CN is the node id, its OU the role, its O the cluster id. A request without a
+//! certificate is UNAUTHENTICATED; an admin certificate, a certificate of another swarm,
+//! or one whose node is not (or no longer) in the store is PERMISSION_DENIED. No request
+//! body ever names the node.
+
+use std::sync::Arc;
+
+use shoal_grpc_host::ShutdownToken;
+use shoal_pki::{CertInfo, Role};
+use shoal_proto::v1::dispatcher_server::Dispatcher as DispatcherApi;
+use shoal_proto::v1::node_spec::Membership;
+use shoal_proto::v1::{
+    Cluster, HeartbeatRequest, HeartbeatResponse, Node, SessionMessage, SessionRequest,
+    WeightedPeer,
+};
+use shoal_store::Object;
+use tokio::sync::{OnceCell, oneshot};
+use tokio::time::Instant;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+
+use crate::dispatcher::{Dispatcher, Shared};
+use crate::presence;
+use crate::writer::{Change, RegisterError};
+
+/// The Dispatcher API. Answers UNAVAILABLE until its [`Dispatcher`] is set (the server
+/// starts before etcd and NATS are connected).
+#[derive(Debug, Clone)]
+pub struct DispatcherService {
+    dispatcher: Arc<OnceCell<Dispatcher>>,
+}
+
+impl DispatcherService {
+    /// A service over a running dispatcher.
+    pub fn new(dispatcher: Dispatcher) -> Self {
+        Self {
+            dispatcher: Arc::new(OnceCell::new_with(Some(dispatcher))),
+        }
+    }
+
+    /// A service whose dispatcher is set into `cell` once it has started.
+    pub fn starting(cell: Arc<OnceCell<Dispatcher>>) -> Self {
+        Self { dispatcher: cell }
+    }
+
+    fn shared(&self) -> Result<&Arc<Shared>, Status> {
+        self.dispatcher.get().map(|d| &d.shared).ok_or_else(|| {
+            Status::unavailable("the dispatcher is starting: cluster state is not reachable yet")
+        })
+    }
+}
+
+/// The identity the request's client certificate proves, if it may talk to a dispatcher.
+pub fn peer_identity<T>(request: &Request<T>) -> Result<CertInfo, Status> {
+    let info = shoal_pki::peer_info(request).ok_or_else(|| {
+        Status::unauthenticated(
+            "a node certificate is required: connect over mTLS with the certificate the node \
+             received when it joined the swarm",
+        )
+    })?;
+    if info.role == Role::Admin {
+        return Err(Status::permission_denied(format!(
+            "{} presents an admin certificate; dispatcher sessions are for nodes \
+             (swarm-worker or swarm-manager certificates)",
+            info.node_id
+        )));
+    }
+    Ok(info)
+}
+
+fn duration_to_proto(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+impl Shared {
+    /// The cluster, if the certificate belongs to it.
+    fn check_cluster(&self, info: &CertInfo) -> Result<Arc<Cluster>, Status> {
+        let cluster = self.cluster().ok_or_else(|| {
+            Status::unavailable("the swarm's cluster object is not available yet; retry")
+        })?;
+        if cluster.id() != info.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "the certificate of node {} belongs to swarm {}, not to this swarm ({})",
+                info.node_id,
+                info.cluster_id,
+                cluster.id()
+            )));
+        }
+        Ok(cluster)
+    }
+
+    /// The node, if it is an accepted member of the swarm (read from etcd, not the cache:
+    /// a node removed a moment ago must not get in).
+    async fn member(&self, node_id: &str) -> Result<Node, Status> {
+        let node = self
+            .store
+            .try_get::<Node>(node_id)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read node {node_id}: {e}")))?
+            .ok_or_else(|| {
+                Status::permission_denied(format!("node {node_id} is not a member of this swarm"))
+            })?;
+        let accepted = node
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.membership() == Membership::Accepted);
+        if !accepted {
+            return Err(Status::permission_denied(format!(
+                "node {node_id} is not accepted into this swarm yet (membership pending)"
+            )));
+        }
+        Ok(node)
+    }
+
+    fn managers(&self) -> Vec<WeightedPeer> {
+        if self.options.advertise_addr.is_empty() {
+            return Vec::new();
+        }
+        vec![WeightedPeer {
+            node_id: self.instance.clone(),
+            addr: self.options.advertise_addr.clone(),
+            weight: 1,
+        }]
+    }
+
+    async fn open_session(
+        self: Arc<Self>,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<BoxStream<SessionMessage>>, Status> {
+        let info = peer_identity(&request)?;
+        let cluster = self.check_cluster(&info)?;
+        let node_id = info.node_id;
+        self.member(&node_id).await?;
+        let now = Instant::now();
+        if let Err(wait) = self.limiter.check(&node_id, now) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(Status::resource_exhausted(format!(
+                "node {node_id} re-registered too often; try again in {}s",
+                secs.max(1)
+            )));
+        }
+        let addr = request
+            .remote_addr()
+            .map(|a| a.ip().to_canonical().to_string());
+        let description = request.into_inner().description;
+
+        let session_id = presence::new_session_id(&self.instance);
+        let (end_tx, end_rx) = oneshot::channel();
+        let deadline = now + self.grace();
+        if let Some(mut old) = self.table.open(&node_id, &session_id, deadline, end_tx) {
+            old.end(Status::aborted(format!(
+                "session {} of node {node_id} was replaced by a new session",
+                old.session_id
+            )));
+        }
+        self.deadlines.watch(&node_id, deadline);
+
+        let written = tokio::time::timeout(
+            self.options.register_timeout,
+            self.writer
+                .register(&node_id, &session_id, description, addr),
+        )
+        .await;
+        let node = match written {
+            Ok(Ok(node)) => node,
+            Ok(Err(e)) => {
+                self.table.remove_session(&node_id, &session_id);
+                return Err(match e {
+                    RegisterError::Removed(_) => Status::permission_denied(e.to_string()),
+                    RegisterError::Unavailable(_) => Status::unavailable(e.to_string()),
+                });
+            }
+            Err(_) => {
+                self.table.remove_session(&node_id, &session_id);
+                return Err(Status::unavailable(format!(
+                    "the session of node {node_id} could not be recorded within {:?}; retry",
+                    self.options.register_timeout
+                )));
+            }
+        };
+        if !self.table.is_live(&node_id, &session_id) {
+            return Err(Status::aborted(format!(
+                "session {session_id} of node {node_id} ended while it was being opened"
+            )));
+        }
+        tracing::info!(node = %node_id, session = %session_id, "node registered");
+
+        let first = SessionMessage {
+            session_id: session_id.clone(),
+            node: Some(node),
+            managers: self.managers(),
+            root_ca: cluster
+                .root_ca
+                .as_ref()
+                .map(|r| r.ca_cert.clone())
+                .unwrap_or_default(),
+        };
+        let state = SessionStream {
+            first: Some(first),
+            end: end_rx,
+            shutdown: self.shutdown.clone(),
+            done: false,
+            _guard: SessionGuard {
+                shared: self.clone(),
+                node_id,
+                session_id,
+            },
+        };
+        let stream = futures::stream::unfold(state, |mut st| async move {
+            if let Some(first) = st.first.take() {
+                return Some((Ok(first), st));
+            }
+            if st.done {
+                return None;
+            }
+            let status = tokio::select! {
+                _ = st.shutdown.cancelled() => Status::unavailable(
+                    "the dispatcher is shutting down; open a session with another manager",
+                ),
+                ended = &mut st.end => ended.unwrap_or_else(|_| Status::aborted("session ended")),
+            };
+            st.done = true;
+            Some((Err(status), st))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+struct SessionStream {
+    first: Option<SessionMessage>,
+    end: oneshot::Receiver<Status>,
+    shutdown: ShutdownToken,
+    done: bool,
+    _guard: SessionGuard,
+}
+
+/// Dropped with the session's response stream. If the stream went away while the
+/// session was still the node's live one here (the client left; not a shutdown, not an
+/// expiry or replacement, which change the table first), the node is DISCONNECTED.
+struct SessionGuard {
+    shared: Arc<Shared>,
+    node_id: String,
+    session_id: String,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        if s.shutdown.is_cancelled() {
+            return;
+        }
+        let deadline = Instant::now() + s.grace();
+        if s.table
+            .stream_closed(&self.node_id, &self.session_id, deadline)
+        {
+            tracing::info!(node = %self.node_id, session = %self.session_id, "session stream closed; node disconnected");
+            s.deadlines.watch(&self.node_id, deadline);
+            s.writer.send(
+                &self.node_id,
+                Change::Disconnected {
+                    session_id: std::mem::take(&mut self.session_id),
+                },
+            );
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl DispatcherApi for DispatcherService {
+    async fn session(
+        &self,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<BoxStream<SessionMessage>>, Status> {
+        self.shared()?.clone().open_session(request).await
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let shared = self.shared()?;
+        let info = peer_identity(&request)?;
+        shared.check_cluster(&info)?;
+        let period = shared.period();
+        let session_id = &request.get_ref().session_id;
+        let deadline = Instant::now() + period * crate::dispatcher::MISSED_HEARTBEATS;
+        if shared.table.heartbeat(&info.node_id, session_id, deadline) {
+            Ok(Response::new(HeartbeatResponse {
+                period: Some(duration_to_proto(period)),
+            }))
+        } else {
+            Err(Status::not_found(format!(
+                "session invalid: {session_id:?} is not a live session of node {} on this \
+                 dispatcher; open a new session",
+                info.node_id
+            )))
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! Shared set-up for the dispatcher's tests: real etcd and NATS, a swarm as the CA would
+//! leave it (cluster object, root CA, node objects, certificates), in-process dispatchers
+//! behind real mTLS, and simulated workers.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use shoal_dispatcher::{Dispatcher, DispatcherOptions, DispatcherService};
+use shoal_events::EventBus;
+use shoal_grpc_host::{ClusterState, ShutdownToken};
+use shoal_pki::{DEFAULT_CA_VALIDITY, NodeCredentials, NodeKey, Role, RootCa, San};
+use shoal_proto::v1::dispatcher_client::DispatcherClient;
+use shoal_proto::v1::dispatcher_server::DispatcherServer;
+use shoal_proto::v1::node_spec::Membership;
+use shoal_proto::v1::node_status::State as NodeState;
+use shoal_proto::v1::{
+    Annotations, Cluster, ClusterSpec, DispatcherConfig, HeartbeatRequest, Meta, Node,
+    NodeDescription, NodeRole, NodeSpec, Platform, Resources, RootCa as RootCaObject,
+    SessionMessage, SessionRequest,
+};
+use shoal_store::{Store, WatchEvent};
+use shoal_testkit::Infra;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Server};
+use tonic::{Status, Streaming};
+
+/// The heartbeat period every test swarm uses.
+pub const PERIOD: Duration = Duration::from_millis(500);
+/// How long any awaited condition may take.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// The name every manager certificate carries and clients verify.
+pub const SERVER_NAME: &str = "swarm-manager";
+
+pub fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A swarm as `swarm init` and `swarm join` leave it, without any shoal process.
+pub struct Swarm {
+    pub infra: Infra,
+    pub state: ClusterState,
+    pub ca: RootCa,
+    pub cluster_id: String,
+    server: NodeCredentials,
+}
+
+impl Swarm {
+    pub async fn start(period: Duration) -> anyhow::Result<Swarm> {
+        let infra = Infra::start().await?;
+        let store = Store::connect(&[infra.etcd.endpoint()], "/shoal/test").await?;
+        let bus = EventBus::connect(&infra.nats.url(), "dispatcher-test").await?;
+        let ca = RootCa::generate(DEFAULT_CA_VALIDITY)?;
+        let cluster_id = shoal_store::new_id();
+        store
+            .create(Cluster {
+                meta: Some(Meta {
+                    id: cluster_id.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(ClusterSpec {
+                    annotations: Some(Annotations {
+                        name: "default".into(),
+                        ..Default::default()
+                    }),
+                    dispatcher: Some(DispatcherConfig {
+                        heartbeat_period: Some(proto_duration(period)),
+                    }),
+                    ..Default::default()
+                }),
+                root_ca: Some(RootCaObject {
+                    ca_cert: ca.cert_pem().as_bytes().to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        let server = issue(
+            &ca,
+            "dispatcher-under-test",
+            Role::Manager,
+            &cluster_id,
+            &[
+                San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                San::Dns(SERVER_NAME.into()),
+            ],
+        )?;
+        Ok(Swarm {
+            infra,
+            state: ClusterState { store, bus },
+            ca,
+            cluster_id,
+            server,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// A certificate from this swarm's CA.
+    pub fn credentials(
+        &self,
+        node_id: &str,
+        role: Role,
+        cluster_id: &str,
+    ) -> anyhow::Result<NodeCredentials> {
+        issue(&self.ca, node_id, role, cluster_id, &[])
+    }
+
+    /// What the CA does when a node joins: a Node object (accepted) and its certificate.
+    pub async fn join(&self, role: Role) -> anyhow::Result<(String, NodeCredentials)> {
+        let id = shoal_store::new_id();
+        let node_role = match role {
+            Role::Manager => NodeRole::Manager,
+            _ => NodeRole::Worker,
+        };
+        self.store()
+            .create(Node {
+                meta: Some(Meta {
+                    id: id.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(NodeSpec {
+                    desired_role: node_role as i32,
+                    membership: Membership::Accepted as i32,
+                    ..Default::default()
+                }),
+                role: node_role as i32,
+                ..Default::default()
+            })
+            .await?;
+        let creds = self.credentials(&id, role, &self.cluster_id)?;
+        Ok((id, creds))
+    }
+
+    /// A dispatcher serving on 127.0.0.1 behind mTLS, client certificates optional at
+    /// the TLS layer (as the host serves every control-plane API) and enforced per RPC.
+    pub async fn start_dispatcher(&self) -> anyhow::Result<RunningDispatcher> {
+        self.start_dispatcher_with(DispatcherOptions::default())
+            .await
+    }
+
+    pub async fn start_dispatcher_with(
+        &self,
+        options: DispatcherOptions,
+    ) -> anyhow::Result<RunningDispatcher> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let token = ShutdownToken::new();
+        let dispatcher = Dispatcher::start(
+            self.state.clone(),
+            DispatcherOptions {
+                advertise_addr: addr.to_string(),
+                ..options
+            },
+            token.clone(),
+        )
+        .await?;
+        let tls = self.server.server_tls().client_auth_optional(true);
+        let server = Server::builder()
+            .tls_config(tls)?
+            .add_service(DispatcherServer::new(DispatcherService::new(
+                dispatcher.clone(),
+            )))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), token.clone().cancelled_owned());
+        Ok(RunningDispatcher {
+            addr,
+            dispatcher,
+            token,
+            server: Some(tokio::spawn(server)),
+        })
+    }
+}
+
+pub fn issue(
+    ca: &RootCa,
+    node_id: &str,
+    role: Role,
+    cluster_id: &str,
+    sans: &[San],
+) -> anyhow::Result<NodeCredentials> {
+    let key = NodeKey::generate();
+    let cert_pem = ca.issue(
+        &key.csr_pem()?,
+        node_id,
+        role,
+        cluster_id,
+        Duration::from_secs(3600),
+        sans,
+    )?;
+    Ok(NodeCredentials {
+        cert_pem,
+        key_pem: key.key_pem(),
+        ca_pem: ca.cert_pem().to_string(),
+    })
+}
+
+/// An in-process dispatcher and its gRPC server.
+pub struct RunningDispatcher {
+    pub addr: SocketAddr,
+    pub dispatcher: Dispatcher,
+    token: ShutdownToken,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl RunningDispatcher {
+    /// Shuts down as the process does on SIGTERM: streams end, nothing is written,
+    /// the presence key is revoked.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.token.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(DEADLINE, server)
+                .await
+                .context("dispatcher server did not stop")???;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningDispatcher {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+pub async fn connect(
+    addr: SocketAddr,
+    tls: ClientTlsConfig,
+) -> anyhow::Result<DispatcherClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(DispatcherClient::new(channel))
+}
+
+pub async fn connect_as(
+    addr: SocketAddr,
+    creds: &NodeCredentials,
+) -> anyhow::Result<DispatcherClient<Channel>> {
+    connect(addr, creds.client_tls(SERVER_NAME)).await
+}
+
+/// TLS that verifies the server but presents no certificate.
+pub fn anonymous_tls(ca_pem: &str) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(SERVER_NAME)
+}
+
+pub fn description(hostname: &str) -> NodeDescription {
+    NodeDescription {
+        hostname: hostname.into(),
+        platform: Some(Platform {
+            architecture: "x86_64".into(),
+            os: "linux".into(),
+        }),
+        resources: Some(Resources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 4 << 30,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Opens a session and reads its first message.
+pub async fn open_session(
+    client: &mut DispatcherClient<Channel>,
+    hostname: &str,
+) -> Result<(SessionMessage, Streaming<SessionMessage>), Status> {
+    let mut stream = client
+        .session(SessionRequest {
+            description: Some(description(hostname)),
+            session_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("session stream ended before its first message"))?;
+    Ok((first, stream))
+}
+
+pub async fn heartbeat(
+    client: &mut DispatcherClient<Channel>,
+    session_id: &str,
+) -> Result<Duration, Status> {
+    let resp = client
+        .heartbeat(HeartbeatRequest {
+            session_id: session_id.into(),
+        })
+        .await?
+        .into_inner();
+    let period = resp
+        .period
+        .ok_or_else(|| Status::internal("heartbeat response without a period"))?;
+    Ok(Duration::new(period.seconds as u64, period.nanos as u32))
+}
+
+pub fn state_of(node: &Node) -> NodeState {
+    node.status
+        .as_ref()
+        .map(|s| s.state())
+        .unwrap_or(NodeState::Unknown)
+}
+
+/// Waits until node `id` is stored in `state`; returns it.
+pub async fn wait_for_state(
+    store: &Store,
+    id: &str,
+    state: NodeState,
+    deadline: Duration,
+) -> anyhow::Result<Node> {
+    shoal_testkit::wait_for(&format!("node {id} {state:?}"), deadline, || async {
+        store
+            .try_get::<Node>(id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|n| state_of(n) == state)
+    })
+    .await
+}
+
+/// One stored node status, as a watch saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub node_id: String,
+    pub state: NodeState,
+    pub message: String,
+    pub session_id: String,
+}
+
+/// Every node status the store goes through, from now on.
+pub struct StatusLog {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl StatusLog {
+    pub fn start(store: &Store) -> StatusLog {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut watch = store.watch_kind::<Node>(None);
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(ev) = watch.next().await {
+                let nodes = match ev {
+                    WatchEvent::Added(n) | WatchEvent::Modified(n) => vec![n],
+                    WatchEvent::Restarted { objects, .. } => objects,
+                    _ => continue,
+                };
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                for n in nodes {
+                    log.push(Seen {
+                        node_id: n.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
+                        state: state_of(&n),
+                        message: n.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+                        session_id: n.session_id.clone(),
+                    });
+                }
+            }
+        });
+        StatusLog { seen, task }
+    }
+
+    pub fn all(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn states_of(&self, node_id: &str) -> Vec<NodeState> {
+        self.all()
+            .into_iter()
+            .filter(|s| s.node_id == node_id)
+            .map(|s| s.state)
+            .collect()
+    }
+}
+
+impl Drop for StatusLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A worker that keeps a session with whatever dispatcher `target` names: opens a
+/// session, heartbeats every period the dispatcher returns, and opens a new session
+/// whenever the stream or a heartbeat fails.
+pub struct SimWorker {
+    pub node_id: String,
+    pub sessions: Arc<AtomicUsize>,
+    pub heartbeats: Arc<AtomicUsize>,
+    stop: ShutdownToken,
+    task: JoinHandle<()>,
+}
+
+impl SimWorker {
+    pub fn spawn(
+        node_id: String,
+        creds: NodeCredentials,
+        target: watch::Receiver<SocketAddr>,
+    ) -> SimWorker {
+        let stop = ShutdownToken::new();
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let heartbeats = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(run_worker(
+            node_id.clone(),
+            creds,
+            target,
+            stop.clone(),
+            sessions.clone(),
+            heartbeats.clone(),
+        ));
+        SimWorker {
+            node_id,
+            sessions,
+            heartbeats,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops like a killed worker: its connection goes away.
+    pub async fn kill(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+impl Drop for SimWorker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn run_worker(
+    node_id: String,
+    creds: NodeCredentials,
+    target: watch::Receiver<SocketAddr>,
+    stop: ShutdownToken,
+    sessions: Arc<AtomicUsize>,
+    heartbeats: Arc<AtomicUsize>,
+) {
+    let retry = Duration::from_millis(50);
+    while !stop.is_cancelled() {
+        let addr = *target.borrow();
+        let mut client = match connect_as(addr, &creds).await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(retry) => continue,
+                }
+            }
+        };
+        let (first, mut stream) = match open_session(&mut client, &node_id).await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(retry) => continue,
+                }
+            }
+        };
+        sessions.fetch_add(1, Ordering::SeqCst);
+        let mut period = PERIOD;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                msg = stream.message() => match msg {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                },
+                _ = tokio::time::sleep(period * 9 / 10) => {
+                    match heartbeat(&mut client, &first.session_id).await {
+                        Ok(p) => {
+                            period = p;
+                            heartbeats.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+}
