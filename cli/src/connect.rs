@@ -186,12 +186,7 @@ pub async fn control_channel(cfg: &CliConfig) -> anyhow::Result<Channel> {
         Target::Plain { uri } => tcp_channel(&uri, None, &cfg.host).await,
         Target::Tls { uri } => {
             let creds = admin_credentials(cfg)?;
-            tcp_channel(
-                &uri,
-                Some(creds.client_tls(MANAGER_SERVER_NAME)),
-                &cfg.host,
-            )
-            .await
+            tcp_channel(&uri, Some(creds.client_tls(MANAGER_SERVER_NAME)), &cfg.host).await
         }
     }
 }

@@ -153,7 +153,9 @@ pub fn pretty(s: &str) -> String {
 /// The lower-case name of a protobuf enum value without its type prefix:
 /// `TASK_STATE_RUNNING` with prefix `TASK_STATE_` → `running`.
 pub fn enum_word(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }
 
 /// Natural order as docker sorts names (`sortorder.NaturalLess`): runs of digits
@@ -165,7 +167,11 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
         let (da, db) = (a[i].is_ascii_digit(), b[j].is_ascii_digit());
         if da != db {
             // Digits before anything else.
-            return if da { Ordering::Less } else { Ordering::Greater };
+            return if da {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
         }
         if da {
             let si = i;
@@ -306,7 +312,7 @@ mod tests {
         t.row(vec!["0123456789ab".into(), "".into(), "2".into()]);
         assert_eq!(
             t.render(),
-            "ID                NAME      X\nabc               web       1\n0123456789ab                2\n"
+            "ID             NAME      X\nabc            web       1\n0123456789ab             2\n"
         );
     }
 

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use shoal_proto::v1::{
     GetNodeRequest, ListFilters, ListNodesRequest, ListServicesRequest, ListTasksRequest, Node,
-    NodeRole, NodeSpec, RemoveNodeRequest, TaskState, UpdateNodeRequest, manager_status,
-    node_spec, node_status,
+    NodeRole, NodeSpec, RemoveNodeRequest, TaskState, UpdateNodeRequest, manager_status, node_spec,
+    node_status,
 };
 
 use super::task;
@@ -187,7 +187,9 @@ pub async fn run(cfg: &CliConfig, cmd: NodeCommand) -> anyhow::Result<ExitCode> 
                 names.services = service_names(&mut control).await.unwrap_or_default();
             } else if no_resolve {
                 for t in &tasks {
-                    names.services.insert(t.service_id.clone(), t.service_id.clone());
+                    names
+                        .services
+                        .insert(t.service_id.clone(), t.service_id.clone());
                 }
             }
             if errors.is_empty() || !tasks.is_empty() {
@@ -548,7 +550,11 @@ pub fn state_word(node: &Node) -> String {
 
 /// `active`, `pause`, `drain`.
 pub fn availability_word(node: &Node) -> String {
-    let a = node.spec.as_ref().map(|s| s.availability).unwrap_or_default();
+    let a = node
+        .spec
+        .as_ref()
+        .map(|s| s.availability)
+        .unwrap_or_default();
     node_spec::Availability::try_from(a)
         .map(|a| enum_word(a.as_str_name(), "AVAILABILITY_"))
         .unwrap_or_else(|_| "unknown".into())
@@ -780,7 +786,10 @@ pub fn render_pretty(node: &Node) -> String {
     line("Status:".into());
     line(format!(" State:\t\t\t{}", pretty(&state_word(node))));
     if !status.message.is_empty() {
-        line(format!(" Message:              \t{}", pretty(&status.message)));
+        line(format!(
+            " Message:              \t{}",
+            pretty(&status.message)
+        ));
     }
     line(format!(
         " Availability:         \t{}",
@@ -792,8 +801,14 @@ pub fn render_pretty(node: &Node) -> String {
     if let Some(ms) = node.manager_status.as_ref() {
         line("Manager Status:".into());
         line(format!(" Address:\t\t{}", ms.addr));
-        line(format!(" Raft Status:\t\t{}", pretty(&reachability_word(ms))));
-        line(format!(" Leader:\t\t{}", if ms.leader { "Yes" } else { "No" }));
+        line(format!(
+            " Raft Status:\t\t{}",
+            pretty(&reachability_word(ms))
+        ));
+        line(format!(
+            " Leader:\t\t{}",
+            if ms.leader { "Yes" } else { "No" }
+        ));
     }
     let platform = desc.platform.clone().unwrap_or_default();
     line("Platform:".into());
@@ -801,7 +816,10 @@ pub fn render_pretty(node: &Node) -> String {
     line(format!(" Architecture:\t\t{}", platform.architecture));
     let resources = desc.resources.unwrap_or_default();
     line("Resources:".into());
-    line(format!(" CPUs:\t\t\t{}", resources.nano_cpus / 1_000_000_000));
+    line(format!(
+        " CPUs:\t\t\t{}",
+        resources.nano_cpus / 1_000_000_000
+    ));
     line(format!(
         " Memory:\t\t{}",
         if resources.memory_bytes == 0 {
@@ -838,7 +856,10 @@ pub fn render_pretty(node: &Node) -> String {
         line("TLS Info:".into());
         line(" TrustRoot:".into());
         line(String::from_utf8_lossy(&tls.trust_root).into_owned());
-        line(format!(" Issuer Subject:\t{}", base64(&tls.cert_issuer_subject)));
+        line(format!(
+            " Issuer Subject:\t{}",
+            base64(&tls.cert_issuer_subject)
+        ));
         line(format!(
             " Issuer Public Key:\t{}",
             base64(&tls.cert_issuer_public_key)
@@ -860,13 +881,18 @@ fn label_line(k: &str, v: &str) -> String {
 mod tests {
     use clap::Parser;
     use shoal_proto::v1::{
-        Annotations, EngineDescription, ManagerStatus, Meta, NodeDescription, NodeStatus,
-        Platform, PluginDescription, Resources, Version,
+        Annotations, EngineDescription, ManagerStatus, Meta, NodeDescription, NodeStatus, Platform,
+        PluginDescription, Resources, Version,
     };
 
     use super::*;
 
-    fn node(id: &str, host: &str, state: node_status::State, manager: Option<(bool, bool)>) -> Node {
+    fn node(
+        id: &str,
+        host: &str,
+        state: node_status::State,
+        manager: Option<(bool, bool)>,
+    ) -> Node {
         Node {
             meta: Some(Meta {
                 id: id.into(),
@@ -991,7 +1017,12 @@ mod tests {
     fn ls_states_and_sort() {
         let mut nodes = vec![
             node("b", "node10", node_status::State::Down, None),
-            node("c", "node2", node_status::State::Disconnected, Some((false, false))),
+            node(
+                "c",
+                "node2",
+                node_status::State::Disconnected,
+                Some((false, false)),
+            ),
             node("a", "node2", node_status::State::Unknown, None),
         ];
         if let Some(s) = nodes[0].spec.as_mut() {
@@ -1002,7 +1033,10 @@ mod tests {
         assert!(lines[1].starts_with(&format!("{:<10}node2 ", "a")), "{out}");
         assert!(lines[1].contains("Unknown"), "{out}");
         assert!(lines[2].starts_with(&format!("{:<10}node2 ", "c")), "{out}");
-        assert!(lines[2].contains("Disconnected   Active         Unreachable"), "{out}");
+        assert!(
+            lines[2].contains("Disconnected   Active         Unreachable"),
+            "{out}"
+        );
         assert!(lines[3].starts_with(&format!("{:<10}node10", "b")), "{out}");
         assert!(lines[3].contains("Down           Drain"), "{out}");
         assert!(!out.contains('*'));

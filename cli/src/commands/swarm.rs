@@ -103,11 +103,9 @@ pub fn init_spec(args: &InitArgs) -> anyhow::Result<ClusterSpec> {
         anyhow::bail!("invalid task history limit {n}: must not be negative");
     }
     Ok(ClusterSpec {
-        orchestration: args
-            .task_history_limit
-            .map(|n| OrchestrationConfig {
-                task_history_retention_limit: n,
-            }),
+        orchestration: args.task_history_limit.map(|n| OrchestrationConfig {
+            task_history_retention_limit: n,
+        }),
         dispatcher: args.dispatcher_heartbeat.map(|d| DispatcherConfig {
             heartbeat_period: Some(proto_duration(d)),
         }),
@@ -136,8 +134,9 @@ async fn init(cfg: &CliConfig, args: InitArgs) -> anyhow::Result<ExitCode> {
         .into_inner();
     let cluster = resp.cluster.unwrap_or_default();
     let creds = NodeCredentials {
-        cert_pem: String::from_utf8(resp.admin_certificate)
-            .map_err(|_| anyhow::anyhow!("the manager sent an admin certificate that is not PEM"))?,
+        cert_pem: String::from_utf8(resp.admin_certificate).map_err(|_| {
+            anyhow::anyhow!("the manager sent an admin certificate that is not PEM")
+        })?,
         key_pem: key.key_pem(),
         ca_pem: String::from_utf8(resp.ca_certificate)
             .map_err(|_| anyhow::anyhow!("the manager sent a CA certificate that is not PEM"))?,
@@ -154,7 +153,11 @@ async fn init(cfg: &CliConfig, args: InitArgs) -> anyhow::Result<ExitCode> {
         render_init(
             &resp.node_id,
             worker_token(&cluster),
-            cluster.manager_addrs.first().map(String::as_str).unwrap_or(""),
+            cluster
+                .manager_addrs
+                .first()
+                .map(String::as_str)
+                .unwrap_or(""),
         )
     );
     if let Err(e) = stored {
@@ -207,7 +210,13 @@ pub fn render_join_command(role: Role, token: &str, addr: &str) -> String {
 }
 
 /// What `swarm join-token` prints.
-pub fn render_join_token(role: Role, rotated: bool, quiet: bool, token: &str, addr: &str) -> String {
+pub fn render_join_token(
+    role: Role,
+    rotated: bool,
+    quiet: bool,
+    token: &str,
+    addr: &str,
+) -> String {
     if quiet {
         return format!("{token}\n");
     }
@@ -342,8 +351,9 @@ pub struct ManagerStats {
 /// Swarm's refusal to let a manager leave without `--force`. `None`: the managers'
 /// state could not be read.
 pub fn leave_refusal(stats: Option<ManagerStats>) -> String {
-    let mut msg =
-        String::from("You are attempting to leave the swarm on a node that is participating as a manager. ");
+    let mut msg = String::from(
+        "You are attempting to leave the swarm on a node that is participating as a manager. ",
+    );
     match stats {
         Some(s) => {
             let loses_quorum = s.reachable.saturating_sub(2) <= s.unreachable;
@@ -391,9 +401,10 @@ async fn manager_stats(cfg: &CliConfig, node: &LocalNode) -> anyhow::Result<Mana
         unreachable: 0,
     };
     for m in &managers {
-        let reachable = m.manager_status.as_ref().is_some_and(|ms| {
-            ms.reachability == manager_status::Reachability::Reachable as i32
-        });
+        let reachable = m
+            .manager_status
+            .as_ref()
+            .is_some_and(|ms| ms.reachability == manager_status::Reachability::Reachable as i32);
         if reachable {
             stats.reachable += 1;
         } else {
@@ -429,7 +440,8 @@ mod tests {
 
     use super::*;
 
-    const TOKEN: &str = "SWMTKN-1-33ci17l1n34fh6v4r1qq8qmocjo347saeuer2xrxflrn25jgjx-7vphgu8a0gsa4anof6ffrgwqb";
+    const TOKEN: &str =
+        "SWMTKN-1-33ci17l1n34fh6v4r1qq8qmocjo347saeuer2xrxflrn25jgjx-7vphgu8a0gsa4anof6ffrgwqb";
 
     #[test]
     fn init_text_is_swarms() {
@@ -465,8 +477,14 @@ mod tests {
 
     #[test]
     fn joined_texts() {
-        assert_eq!(joined_message(Role::Worker), "This node joined a swarm as a worker.");
-        assert_eq!(joined_message(Role::Manager), "This node joined a swarm as a manager.");
+        assert_eq!(
+            joined_message(Role::Worker),
+            "This node joined a swarm as a worker."
+        );
+        assert_eq!(
+            joined_message(Role::Manager),
+            "This node joined a swarm as a manager."
+        );
     }
 
     #[test]
@@ -515,15 +533,20 @@ mod tests {
             spec.ca_config.unwrap().node_cert_expiry.unwrap().seconds,
             2160 * 3600
         );
-        assert_eq!(spec.dispatcher.unwrap().heartbeat_period.unwrap().seconds, 5);
+        assert_eq!(
+            spec.dispatcher.unwrap().heartbeat_period.unwrap().seconds,
+            5
+        );
         assert_eq!(spec.orchestration.unwrap().task_history_retention_limit, 5);
         let empty = init_spec(&InitArgs::default()).unwrap();
         assert!(empty.ca_config.is_none() && empty.dispatcher.is_none());
-        assert!(init_spec(&InitArgs {
-            task_history_limit: Some(-1),
-            ..Default::default()
-        })
-        .is_err());
+        assert!(
+            init_spec(&InitArgs {
+                task_history_limit: Some(-1),
+                ..Default::default()
+            })
+            .is_err()
+        );
         assert_eq!(
             parse_duration("2160h0m0s").unwrap(),
             Duration::from_secs(2160 * 3600)

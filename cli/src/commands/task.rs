@@ -7,7 +7,9 @@ use std::time::SystemTime;
 
 use shoal_proto::v1::{Task, TaskState, port_config, task_spec};
 
-use crate::output::{Table, ellipsis, enum_word, human_duration, natural_cmp, pretty, to_system_time, truncate_id};
+use crate::output::{
+    Table, ellipsis, enum_word, human_duration, natural_cmp, pretty, to_system_time, truncate_id,
+};
 
 /// docker cuts task errors to this many characters unless `--no-trunc`.
 const MAX_ERR_LENGTH: usize = 30;
@@ -45,7 +47,10 @@ impl Names {
     }
 
     fn node<'a>(&'a self, node_id: &'a str) -> &'a str {
-        self.nodes.get(node_id).map(String::as_str).unwrap_or(node_id)
+        self.nodes
+            .get(node_id)
+            .map(String::as_str)
+            .unwrap_or(node_id)
     }
 }
 
@@ -184,7 +189,11 @@ pub fn render(tasks: &[Task], names: &Names, now: SystemTime, trunc: bool) -> St
         previous = name;
         let id = task_id(task);
         table.row(vec![
-            if trunc { truncate_id(id) } else { id.to_string() },
+            if trunc {
+                truncate_id(id)
+            } else {
+                id.to_string()
+            },
             shown,
             image(task, trunc),
             names.node(&task.node_id).to_string(),
@@ -203,7 +212,11 @@ pub fn render_quiet(tasks: &[Task], names: &Names, trunc: bool) -> String {
         .into_iter()
         .map(|(_, t)| {
             let id = task_id(t);
-            let id = if trunc { truncate_id(id) } else { id.to_string() };
+            let id = if trunc {
+                truncate_id(id)
+            } else {
+                id.to_string()
+            };
             format!("{id}\n")
         })
         .collect()
@@ -223,7 +236,14 @@ mod tests {
         prost_types::Timestamp::from(t)
     }
 
-    fn task(id: &str, slot: u64, node: &str, state: TaskState, age_secs: u64, now: SystemTime) -> Task {
+    fn task(
+        id: &str,
+        slot: u64,
+        node: &str,
+        state: TaskState,
+        age_secs: u64,
+        now: SystemTime,
+    ) -> Task {
         let at = now - Duration::from_secs(age_secs);
         Task {
             meta: Some(Meta {
@@ -266,8 +286,22 @@ mod tests {
         names.nodes.insert("n1".into(), "swarm-worker1".into());
         names.nodes.insert("n2".into(), "swarm-worker2".into());
         let tasks = vec![
-            task("3tmp4cdqfs8a3tmp4cdqfs8a1", 2, "n2", TaskState::Running, 18, now),
-            task("yf5uqm1kzx6dbt7n26e4akhsu", 1, "n1", TaskState::Running, 18, now),
+            task(
+                "3tmp4cdqfs8a3tmp4cdqfs8a1",
+                2,
+                "n2",
+                TaskState::Running,
+                18,
+                now,
+            ),
+            task(
+                "yf5uqm1kzx6dbt7n26e4akhsu",
+                1,
+                "n1",
+                TaskState::Running,
+                18,
+                now,
+            ),
         ];
         let out = render(&tasks, &names, now, true);
         assert_eq!(
@@ -286,7 +320,14 @@ mod tests {
     fn previous_tasks_are_indented_newest_first() {
         let now = SystemTime::now();
         let names = Names::default();
-        let mut failed = task("old0000000000000000000000", 3, "n1", TaskState::Shutdown, 80, now);
+        let mut failed = task(
+            "old0000000000000000000000",
+            3,
+            "n1",
+            TaskState::Shutdown,
+            80,
+            now,
+        );
         if let Some(s) = failed.status.as_mut() {
             s.err = "task: non-zero exit (1): something went very wrong".into();
             s.port_status = Some(PortStatus {
@@ -299,16 +340,32 @@ mod tests {
         }
         let tasks = vec![
             failed,
-            task("new0000000000000000000000", 3, "n1", TaskState::Running, 5, now),
+            task(
+                "new0000000000000000000000",
+                3,
+                "n1",
+                TaskState::Running,
+                5,
+                now,
+            ),
         ];
         let out = render(&tasks, &names, now, true);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[1].starts_with("new000000000   test.3 "), "{out}");
         assert!(lines[2].starts_with("old000000000    \\_ test.3 "), "{out}");
-        assert!(lines[2].contains("Shutdown        Shutdown about a minute ago"), "{out}");
-        assert!(lines[2].contains("\"task: non-zero exit (1): some…\""), "{out}");
+        assert!(
+            lines[2].contains("Shutdown        Shutdown about a minute ago"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("\"task: non-zero exit (1): some…\""),
+            "{out}"
+        );
         assert!(lines[2].ends_with("*:8080->80/tcp"), "{out}");
-        assert!(lines[1].contains("   n1   "), "unresolved node ids stay ids: {out}");
+        assert!(
+            lines[1].contains("   n1   "),
+            "unresolved node ids stay ids: {out}"
+        );
     }
 
     #[test]

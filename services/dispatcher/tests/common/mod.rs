@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
-use shoal_dispatcher::{Dispatcher, DispatcherOptions, DispatcherService};
+use shoal_dispatcher::{Dispatcher, DispatcherOptions, DispatcherService, presence};
 use shoal_events::EventBus;
 use shoal_grpc_host::{ClusterState, ShutdownToken};
 use shoal_pki::{DEFAULT_CA_VALIDITY, NodeCredentials, NodeKey, Role, RootCa, San};
@@ -175,6 +175,7 @@ impl Swarm {
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), token.clone().cancelled_owned());
         Ok(RunningDispatcher {
             addr,
+            store: self.state.store.clone(),
             dispatcher,
             token,
             server: Some(tokio::spawn(server)),
@@ -208,6 +209,7 @@ pub fn issue(
 /// An in-process dispatcher and its gRPC server.
 pub struct RunningDispatcher {
     pub addr: SocketAddr,
+    store: Store,
     pub dispatcher: Dispatcher,
     token: ShutdownToken,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -223,7 +225,13 @@ impl RunningDispatcher {
                 .await
                 .context("dispatcher server did not stop")???;
         }
-        Ok(())
+        // The presence key goes with the process (revoked on a clean stop).
+        let store = self.store.clone();
+        let instance = self.dispatcher.instance_id().to_string();
+        shoal_testkit::wait_for("the dispatcher's presence to go", DEADLINE, || async {
+            matches!(presence::is_alive(&store, &instance).await, Ok(false)).then_some(())
+        })
+        .await
     }
 }
 

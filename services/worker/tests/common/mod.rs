@@ -243,18 +243,10 @@ type SessionStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SessionMessa
 
 #[tonic::async_trait]
 impl Dispatcher for DispatcherDouble {
-    type SessionStream = SessionStream;
-    type AssignmentsStream = Pin<
-        Box<
-            dyn tokio_stream::Stream<Item = Result<shoal_proto::v1::AssignmentsMessage, Status>>
-                + Send,
-        >,
-    >;
-
     async fn session(
         &self,
         request: Request<SessionRequest>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
+    ) -> Result<Response<SessionStream>, Status> {
         let peer = peer_info(&request)
             .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
         let req = request.into_inner();
