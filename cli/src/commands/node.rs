@@ -298,7 +298,7 @@ async fn get_node(
             .into_inner()
             .node
             .ok_or_else(|| format!("No such node: {reference}")),
-        Err(status) if status.code() == tonic::Code::NotFound && status.message().is_empty() => {
+        Err(status) if status.code() == tonic::Code::NotFound => {
             Err(format!("No such node: {reference}"))
         }
         Err(status) => Err(super::status_message(&status)),

@@ -50,11 +50,20 @@ pub fn candidate_node(candidate: &str) -> &str {
     candidate.split('@').next().unwrap_or(candidate)
 }
 
+/// This manager's node id: the one `swarm init` or an enrollment wrote, else the one in
+/// a manager certificate `shoal swarm join --token <manager token>` put in the state dir.
 pub fn load_node_id(state_dir: &Path) -> Option<String> {
-    std::fs::read_to_string(state_dir.join(NODE_ID_FILE))
+    let written = std::fs::read_to_string(state_dir.join(NODE_ID_FILE))
         .ok()
         .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty());
+    written.or_else(|| {
+        shoal_pki::NodeCredentials::load(state_dir)
+            .and_then(|c| c.info())
+            .ok()
+            .filter(|info| info.role == shoal_pki::Role::Manager)
+            .map(|info| info.node_id)
+    })
 }
 
 fn save_node_id(state_dir: &Path, node_id: &str) -> std::io::Result<PathBuf> {
@@ -382,8 +391,9 @@ pub async fn ensure_manager_node(
             // Back after a restart: Ready again at the address it has now.
             let fresh = manager_node(&id, &cfg.effective_hostname(), &advertise);
             node.status = fresh.status;
-            if let Some(ms) = node.manager_status.as_mut() {
-                ms.addr = advertise.clone();
+            node.manager_status = fresh.manager_status;
+            if node.description.as_ref().is_none_or(|d| d.hostname.is_empty()) {
+                node.description = fresh.description;
             }
             match store.update(node).await {
                 Ok(node) => announce(bus, "update", &node, &cfg.effective_hostname()).await,

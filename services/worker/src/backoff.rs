@@ -56,7 +56,10 @@ mod tests {
         assert!(bases[0] >= Duration::from_millis(80) && bases[0] <= Duration::from_millis(120));
         assert!(bases[1] >= Duration::from_millis(160) && bases[1] <= Duration::from_millis(240));
         for d in &bases[6..] {
-            assert!(*d >= Duration::from_secs(4) && *d <= Duration::from_secs(6), "{d:?}");
+            assert!(
+                *d >= Duration::from_secs(4) && *d <= Duration::from_secs(6),
+                "{d:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(120));

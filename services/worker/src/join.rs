@@ -219,14 +219,16 @@ fn check_issued(
             ));
         }
     }
-    let cert_pem = String::from_utf8(response.certificate)
-        .map_err(|e| bad(addr, "node certificate", e))?;
+    let cert_pem =
+        String::from_utf8(response.certificate).map_err(|e| bad(addr, "node certificate", e))?;
     let creds = NodeCredentials {
         cert_pem,
         key_pem: key.key_pem(),
         ca_pem: ca_pem.to_string(),
     };
-    creds.check().map_err(|e| bad(addr, "node certificate", e))?;
+    creds
+        .check()
+        .map_err(|e| bad(addr, "node certificate", e))?;
     let cert_der = CertificateDer::from_pem_slice(creds.cert_pem.as_bytes())
         .map_err(|e| bad(addr, "node certificate", e))?;
     shoal_pki::verify_issued_by(cert_der.as_ref(), ca_der)
@@ -362,7 +364,13 @@ mod tests {
             "m:2377",
             tonic::Status::invalid_argument("A valid join token is necessary to join this cluster"),
         );
-        assert!(matches!(e, JoinError::Refused { code: Code::InvalidArgument, .. }));
+        assert!(matches!(
+            e,
+            JoinError::Refused {
+                code: Code::InvalidArgument,
+                ..
+            }
+        ));
         assert_eq!(
             e.to_string(),
             "A valid join token is necessary to join this cluster"

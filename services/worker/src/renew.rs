@@ -16,8 +16,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use shoal_grpc_host::ShutdownToken;
 use shoal_pki::{
-    CLOCK_SKEW_BACKDATE, CertInfo, NodeCredentials, NodeKey, Role, renewal_delay,
-    verify_issued_by,
+    CLOCK_SKEW_BACKDATE, CertInfo, NodeCredentials, NodeKey, Role, renewal_delay, verify_issued_by,
 };
 use shoal_proto::v1::ca_client::CaClient;
 use shoal_proto::v1::{IssueNodeCertificateRequest, NodeRole};
@@ -137,8 +136,8 @@ pub async fn renew_once(
         ca_pem,
     };
     renewed.check().map_err(|e| bad(e.to_string()))?;
-    let cert_der =
-        CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let cert_der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes())
+        .map_err(|e| bad(e.to_string()))?;
     let ca_der = renewed.ca_der().map_err(|e| bad(e.to_string()))?;
     verify_issued_by(cert_der.as_ref(), &ca_der).map_err(|e| bad(e.to_string()))?;
     let info = renewed.info().map_err(|e| bad(e.to_string()))?;
@@ -173,7 +172,11 @@ pub struct Renewer {
 
 impl Renewer {
     /// Renews `identity` with the CA of `manager_addrs` (tried in turn).
-    pub fn new(identity: Arc<Identity>, manager_addrs: Vec<String>, advertise_addr: String) -> Self {
+    pub fn new(
+        identity: Arc<Identity>,
+        manager_addrs: Vec<String>,
+        advertise_addr: String,
+    ) -> Self {
         Self {
             identity,
             manager_addrs,
@@ -217,7 +220,9 @@ impl Renewer {
                             "node certificate renewed"
                         );
                         if new.not_after <= info.not_after {
-                            tracing::warn!("the renewed certificate does not last longer than the old one");
+                            tracing::warn!(
+                                "the renewed certificate does not last longer than the old one"
+                            );
                         }
                         break;
                     }
@@ -264,7 +269,9 @@ impl Renewer {
         renewed
             .store(self.identity.state_dir())
             .map_err(|e| RenewError::Store(e.to_string()))?;
-        let info = renewed.info().map_err(|e| RenewError::Store(e.to_string()))?;
+        let info = renewed
+            .info()
+            .map_err(|e| RenewError::Store(e.to_string()))?;
         self.identity
             .update(renewed)
             .map_err(|e| RenewError::Store(e.to_string()))?;
@@ -291,10 +298,16 @@ mod tests {
     fn short_backdated_certs_renew_inside_their_real_lifetime() {
         // Issued now for 20 s, back-dated by the CA's clock-skew margin.
         let now = SystemTime::now();
-        let i = info(now - CLOCK_SKEW_BACKDATE, CLOCK_SKEW_BACKDATE + Duration::from_secs(20));
+        let i = info(
+            now - CLOCK_SKEW_BACKDATE,
+            CLOCK_SKEW_BACKDATE + Duration::from_secs(20),
+        );
         for _ in 0..200 {
             let w = renewal_wait(&i, now);
-            assert!(w >= Duration::from_secs(10) && w <= Duration::from_secs(16), "{w:?}");
+            assert!(
+                w >= Duration::from_secs(10) && w <= Duration::from_secs(16),
+                "{w:?}"
+            );
         }
     }
 
@@ -322,6 +335,9 @@ mod tests {
         // Not back-dated and fresh: counted from now.
         let i = info(now, Duration::from_secs(100));
         let w = renewal_wait(&i, now);
-        assert!(w >= Duration::from_secs(50) && w <= Duration::from_secs(80), "{w:?}");
+        assert!(
+            w >= Duration::from_secs(50) && w <= Duration::from_secs(80),
+            "{w:?}"
+        );
     }
 }

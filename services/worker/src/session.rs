@@ -241,7 +241,12 @@ impl Agent {
     }
 
     /// Connects to `addr` and opens a session, up to its first message.
-    async fn open(&self, addr: &str, identity: &Identity, resume: &str) -> Result<Session, OpenError> {
+    async fn open(
+        &self,
+        addr: &str,
+        identity: &Identity,
+        resume: &str,
+    ) -> Result<Session, OpenError> {
         let creds = identity.creds();
         let channel = connect_mtls(addr, &creds).await.map_err(|e| OpenError {
             reason: error_chain(&e),

@@ -106,13 +106,17 @@ async fn worker_attaches_heartbeats_renews_leaves_and_rejoins() {
     let ca_pem = ca.pki.ca.cert_pem().to_string();
 
     // Attached: one session as this node, heartbeats at 300 ms, SERVING.
-    let session = wait_for("a session with heartbeats", Duration::from_secs(15), || async {
-        dispatcher
-            .state
-            .sessions()
-            .into_iter()
-            .find(|s| s.node_id == joined.node_id && s.heartbeats >= 3)
-    })
+    let session = wait_for(
+        "a session with heartbeats",
+        Duration::from_secs(15),
+        || async {
+            dispatcher
+                .state
+                .sessions()
+                .into_iter()
+                .find(|s| s.node_id == joined.node_id && s.heartbeats >= 3)
+        },
+    )
     .await
     .unwrap();
     let description = session.description.clone().unwrap();
@@ -139,7 +143,11 @@ async fn worker_attaches_heartbeats_renews_leaves_and_rejoins() {
     .await
     .unwrap();
     let sessions = dispatcher.state.sessions();
-    assert_eq!(sessions.len(), 1, "renewal does not reopen the session: {sessions:?}");
+    assert_eq!(
+        sessions.len(),
+        1,
+        "renewal does not reopen the session: {sessions:?}"
+    );
     assert!(!sessions[0].closed);
     let beats = sessions[0].heartbeats;
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -156,8 +164,7 @@ async fn worker_attaches_heartbeats_renews_leaves_and_rejoins() {
     .await
     .unwrap();
     wait_for("NOT_SERVING", Duration::from_secs(5), || async {
-        (health(worker_addr, &ca_pem).await == Some(ServingStatus::NotServing as i32))
-            .then_some(())
+        (health(worker_addr, &ca_pem).await == Some(ServingStatus::NotServing as i32)).then_some(())
     })
     .await
     .unwrap();
@@ -168,13 +175,17 @@ async fn worker_attaches_heartbeats_renews_leaves_and_rejoins() {
         .await
         .unwrap();
     assert_ne!(rejoined.node_id, joined.node_id);
-    wait_for("a session as the new node", Duration::from_secs(15), || async {
-        dispatcher
-            .state
-            .sessions()
-            .into_iter()
-            .find(|s| s.node_id == rejoined.node_id && s.heartbeats >= 1)
-    })
+    wait_for(
+        "a session as the new node",
+        Duration::from_secs(15),
+        || async {
+            dispatcher
+                .state
+                .sessions()
+                .into_iter()
+                .find(|s| s.node_id == rejoined.node_id && s.heartbeats >= 1)
+        },
+    )
     .await
     .unwrap();
     wait_for("SERVING again", Duration::from_secs(5), || async {
@@ -192,14 +203,18 @@ async fn worker_attaches_heartbeats_renews_leaves_and_rejoins() {
         .unwrap()
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
-    wait_for("the last session to close", Duration::from_secs(3), || async {
-        dispatcher
-            .state
-            .sessions()
-            .iter()
-            .all(|s| s.closed)
-            .then_some(())
-    })
+    wait_for(
+        "the last session to close",
+        Duration::from_secs(3),
+        || async {
+            dispatcher
+                .state
+                .sessions()
+                .iter()
+                .all(|s| s.closed)
+                .then_some(())
+        },
+    )
     .await
     .unwrap();
 }

@@ -116,7 +116,13 @@ async fn wrong_secret_is_refused_with_the_managers_message() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, JoinError::Refused { code: tonic::Code::InvalidArgument, .. }),
+        matches!(
+            err,
+            JoinError::Refused {
+                code: tonic::Code::InvalidArgument,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(err.to_string(), BAD_TOKEN);
@@ -160,7 +166,10 @@ async fn malformed_token_and_unreachable_manager() {
         .await
         .unwrap_err();
     assert!(matches!(err, JoinError::Unreachable { .. }), "{err:?}");
-    assert!(err.to_string().contains("cannot reach the manager"), "{err}");
+    assert!(
+        err.to_string().contains("cannot reach the manager"),
+        "{err}"
+    );
     assert!(!state.exists());
 }
 
@@ -177,8 +186,7 @@ async fn certificate_renews_before_expiry() {
 
     let resolver = Arc::new(ServerCertResolver::new(&creds).unwrap());
     let verifier = Arc::new(ClientVerifier::new(&creds.ca_pem).unwrap());
-    let identity =
-        Arc::new(Identity::new(dir.path(), creds.clone(), resolver, verifier).unwrap());
+    let identity = Arc::new(Identity::new(dir.path(), creds.clone(), resolver, verifier).unwrap());
     let stop = ShutdownToken::new();
     let renewer = Renewer::new(identity.clone(), vec![ca.addr()], String::new());
     let task = tokio::spawn(renewer.run(stop.clone()));

@@ -410,7 +410,7 @@ pub struct SimWorker {
     pub sessions: Arc<AtomicUsize>,
     pub heartbeats: Arc<AtomicUsize>,
     stop: ShutdownToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl SimWorker {
@@ -435,14 +435,16 @@ impl SimWorker {
             sessions,
             heartbeats,
             stop,
-            task,
+            task: Some(task),
         }
     }
 
     /// Stops like a killed worker: its connection goes away.
-    pub async fn kill(self) {
+    pub async fn kill(mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 

@@ -26,9 +26,9 @@ use shoal_proto::v1::ca_server::{Ca, CaServer};
 use shoal_proto::v1::dispatcher_server::{Dispatcher, DispatcherServer};
 use shoal_proto::v1::node_spec::Membership;
 use shoal_proto::v1::{
-    GetRootCaCertificateRequest, GetRootCaCertificateResponse, HeartbeatRequest,
-    HeartbeatResponse, IssueNodeCertificateRequest, IssueNodeCertificateResponse, NodeDescription,
-    SessionMessage, SessionRequest,
+    GetRootCaCertificateRequest, GetRootCaCertificateResponse, HeartbeatRequest, HeartbeatResponse,
+    IssueNodeCertificateRequest, IssueNodeCertificateResponse, NodeDescription, SessionMessage,
+    SessionRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -128,9 +128,8 @@ impl Ca for CaDouble {
             .map_err(|_| Status::invalid_argument("the CSR is not PEM"))?;
         let (node_id, role) = if req.token.is_empty() {
             // Renewal: the client certificate says who the node is.
-            let peer = peer.ok_or_else(|| {
-                Status::unauthenticated("a renewal needs the node's certificate")
-            })?;
+            let peer = peer
+                .ok_or_else(|| Status::unauthenticated("a renewal needs the node's certificate"))?;
             self.counters.renewals.fetch_add(1, Ordering::SeqCst);
             (peer.node_id, peer.role)
         } else {
@@ -239,7 +238,8 @@ struct DispatcherDouble {
     ids: Mutex<HashMap<String, String>>,
 }
 
-type SessionStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SessionMessage, Status>> + Send>>;
+type SessionStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<SessionMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Dispatcher for DispatcherDouble {
