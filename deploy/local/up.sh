@@ -208,7 +208,15 @@ nats_ready() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" && head -c 5 <&3 | grep -q "^INFO"' "$1"
 }
 
-shoal_healthy() { timeout 5 "$BIN_DIR/shoal" health "$1"; }
+# The CLI of this stack: admin credentials in DIR/cli, the manager's socket for init.
+CLI_DIR="$DIR/cli"
+MANAGER_STATE="$DIR/manager"
+MANAGER_SOCKET="$MANAGER_STATE/control.sock"
+KEK_FILE="$DIR/swarm-ca.kek"
+shoal_cli() { SHOAL_CERT_DIR="$CLI_DIR" SHOAL_STATE_DIR="$MANAGER_STATE" "$BIN_DIR/shoal" "$@"; }
+# shoal_healthy ADDR [SERVER_NAME]: SERVING over TLS, checked against the swarm's CA.
+shoal_healthy() { timeout 5 env SHOAL_CERT_DIR="$CLI_DIR" "$BIN_DIR/shoal" health -q "$1" --server-name "${2:-swarm-manager}"; }
+socket_healthy() { timeout 5 "$BIN_DIR/shoal" health -q "unix://$MANAGER_SOCKET" --service shoal.v1.Control; }
 
 toml_list() { # toml_list A B ... -> ["A", "B"]
     local out="" x
@@ -333,58 +341,83 @@ infra_config() {
     cat <<EOF
 etcd_endpoints = $(toml_list "$ETCD_EP")
 nats_url = "$NATS_URL"
+kek_file = "$KEK_FILE"
 EOF
 }
 
-{ common_config "$MANAGER_ADDR"; infra_config; } > "$DIR/manager.toml"
+mkdir -p "$MANAGER_STATE" "$CLI_DIR"
+chmod 700 "$MANAGER_STATE" "$CLI_DIR"
+{ common_config "$MANAGER_ADDR"; infra_config; echo "state_dir = \"$MANAGER_STATE\""; echo "hostname = \"manager-1\""; } > "$DIR/manager.toml"
 { common_config "$SCHEDULER_ADDR"; infra_config; } > "$DIR/scheduler.toml"
-{ common_config "$DISPATCHER_ADDR"; infra_config; } > "$DIR/dispatcher.toml"
+{ common_config "$DISPATCHER_ADDR"; infra_config; echo "advertise_addr = \"$DISPATCHER_ADDR\""; } > "$DIR/dispatcher.toml"
 { common_config "$DNS_GRPC_ADDR"; infra_config; echo "dns_listen = \"$DNS_ADDR\""; } > "$DIR/dns.toml"
 for i in $(seq 1 "$WORKERS"); do
     ip="${WORKER_IPS[$((i - 1))]}" port="${WORKER_PORTS[$((i - 1))]}"
     mkdir -p "$DIR/worker-$i"
+    chmod 700 "$DIR/worker-$i"
     {
         common_config "$ip:$port"
         echo "advertise_addr = \"$ip\""
         echo "dispatcher_addrs = $(toml_list "$DISPATCHER_ADDR")"
+        echo "manager_addrs = $(toml_list "$MANAGER_ADDR")"
         echo "state_dir = \"$DIR/worker-$i\""
         echo "hostname = \"worker-$i\""
     } > "$DIR/worker-$i.toml"
 done
 
-SERVICES=(manager scheduler dispatcher dns)
 declare -A ADDR=(
     [manager]="$MANAGER_ADDR" [scheduler]="$SCHEDULER_ADDR"
     [dispatcher]="$DISPATCHER_ADDR" [dns]="$DNS_GRPC_ADDR"
 )
-for s in "${SERVICES[@]}"; do
+
+# 1. The manager, reachable on its local socket before any swarm exists.
+echo "up.sh: starting shoal-manager on $MANAGER_ADDR"
+start manager "$BIN_DIR/shoal-manager" --config "$DIR/manager.toml"
+wait_until manager "serving its local socket $MANAGER_SOCKET" "$HEALTH_TIMEOUT" socket_healthy
+
+# 2. The swarm: created once; a stack started again keeps its swarm.
+if [[ -f "$CLI_DIR/certificates/swarm-node.crt" ]]; then
+    echo "up.sh: swarm already initialised (credentials in $CLI_DIR)"
+else
+    echo "up.sh: shoal swarm init"
+    shoal_cli --socket "$MANAGER_SOCKET" swarm init --advertise-addr "$MANAGER_ADDR" | sed 's/^/    /'
+fi
+
+# 3. The rest of the control plane: each issues its certificate from the swarm's CA.
+SERVICES=(manager scheduler dispatcher dns)
+for s in scheduler dispatcher dns; do
     echo "up.sh: starting shoal-$s on ${ADDR[$s]}"
     start "$s" "$BIN_DIR/shoal-$s" --config "$DIR/$s.toml"
 done
+echo "up.sh: waiting for grpc.health.v1 SERVING over TLS (up to ${HEALTH_TIMEOUT}s each)"
+for s in "${SERVICES[@]}"; do
+    wait_until "$s" "SERVING on ${ADDR[$s]} (shoal health)" "$HEALTH_TIMEOUT" shoal_healthy "${ADDR[$s]}"
+done
+
+# 4. Workers, each on its own loopback address, joined with the worker token.
+TOKEN="$(shoal_cli swarm join-token -q worker)"
 for i in $(seq 1 "$WORKERS"); do
     SERVICES+=("worker-$i")
     ADDR[worker-$i]="${WORKER_IPS[$((i - 1))]}:${WORKER_PORTS[$((i - 1))]}"
     echo "up.sh: starting shoal-worker worker-$i on ${ADDR[worker-$i]}"
     start "worker-$i" "$BIN_DIR/shoal-worker" --config "$DIR/worker-$i.toml"
+    if [[ ! -f "$DIR/worker-$i/certificates/swarm-node.crt" ]]; then
+        shoal_cli swarm join --token "$TOKEN" --state-dir "$DIR/worker-$i" \
+            --advertise-addr "${WORKER_IPS[$((i - 1))]}" "$MANAGER_ADDR" | sed "s/^/    worker-$i: /"
+    fi
 done
-
-echo "up.sh: waiting for grpc.health.v1 SERVING (up to ${HEALTH_TIMEOUT}s each)"
-for s in "${SERVICES[@]}"; do
-    wait_until "$s" "SERVING on ${ADDR[$s]} (shoal health)" "$HEALTH_TIMEOUT" shoal_healthy "${ADDR[$s]}"
+for i in $(seq 1 "$WORKERS"); do
+    wait_until "worker-$i" "attached (SERVING on ${ADDR[worker-$i]})" "$HEALTH_TIMEOUT" \
+        shoal_healthy "${ADDR[worker-$i]}" swarm-worker
 done
-
-# ============================================================================
-# LATER (swarm bootstrap): run `shoal swarm init` against the manager here,
-# read the worker join token (`shoal swarm join-token -q worker`) and join
-# every worker (worker-1 .. worker-$WORKERS) to the swarm. Not done yet: the
-# stack comes up with no swarm initialised and no node joined.
-# ============================================================================
 
 # --------------------------------------------------------------------------- env + summary
 
 cat > "$DIR/env" <<EOF
 export PATH="$BIN_DIR:\$PATH"
 export SHOAL_HOST=$MANAGER_ADDR
+export SHOAL_CERT_DIR=$CLI_DIR
+export SHOAL_STATE_DIR=$MANAGER_STATE
 export SHOAL_LOCAL_DIR=$DIR
 EOF
 
@@ -396,7 +429,8 @@ EOF
         printf '%-12s %-24s %s\n' "$s" "${ADDR[$s]}" "$DIR/$s.log"
     done
     echo
-    echo "Use the CLI:  source $DIR/env && shoal health \$SHOAL_HOST"
+    echo "Use the CLI:  source $DIR/env && shoal node ls"
+    echo "              shoal swarm join-token worker"
     echo "              shoal events        # follow cluster events live"
     echo "              shoal config ls     # configs (shoal config create NAME FILE)"
     echo "Stop:         $SCRIPT_DIR/down.sh --dir $DIR"

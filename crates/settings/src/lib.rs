@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use config::{Config, File, FileFormat, Source, Value, ValueKind};
+use config::{Config, File, FileFormat, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -147,17 +147,14 @@ pub fn load<T: Settings>(
         problem: e.to_string(),
         origin: None,
     })?;
-    let known: BTreeMap<String, bool> = defaults
-        .collect()
-        .map_err(|e| SettingsError::BadValue {
-            key: "(defaults)".into(),
-            problem: e.to_string(),
-            origin: None,
-        })?
-        .into_iter()
-        .map(|(k, v)| (k, matches!(v.kind, ValueKind::Array(_))))
-        .collect();
-
+    // The keys come from a JSON rendering: config's own drops empty lists.
+    let known: BTreeMap<String, bool> = match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| (k, v.is_array()))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
     let mut builder = Config::builder().add_source(defaults);
 
     // Reject keys the process does not know, naming the file.
@@ -329,6 +326,7 @@ mod tests {
         heartbeat: Duration,
         workers: u32,
         verbose: bool,
+        peers: Vec<String>,
     }
 
     impl Default for Demo {
@@ -339,6 +337,7 @@ mod tests {
                 heartbeat: Duration::from_secs(5),
                 workers: 3,
                 verbose: false,
+                peers: Vec::new(),
             }
         }
     }
@@ -409,6 +408,15 @@ mod tests {
         assert_eq!(s.heartbeat, Duration::from_secs(2));
         assert_eq!(s.etcd_endpoints, vec!["http://a:1", "http://b:2"]);
         assert!(!s.verbose);
+    }
+
+    #[test]
+    fn a_list_that_defaults_to_empty_is_a_known_key() {
+        let f = file("peers = [\"a:1\"]\n");
+        let s: Demo = load(Some(&f.0), env(&[]), &Overrides::new()).expect("file");
+        assert_eq!(s.peers, vec!["a:1"]);
+        let s: Demo = load(None, env(&[("SHOAL_PEERS", "b:2,c:3")]), &Overrides::new()).expect("env");
+        assert_eq!(s.peers, vec!["b:2", "c:3"]);
     }
 
     #[test]
