@@ -157,6 +157,19 @@ pub async fn init_swarm(
 }
 
 impl Service {
+    /// Starts the process again from the same config (same address, same state).
+    pub fn restart(&mut self, infra: &Infra) -> anyhow::Result<()> {
+        let tag = self.addr.replace([':', '.'], "-");
+        let log = infra.dir.path().join(format!("{}-{tag}.log", self.name));
+        self.process = Process::spawn(
+            &binary(&self.name)?,
+            &["--config".into(), self.config.display().to_string()],
+            &[],
+            &log,
+        )?;
+        Ok(())
+    }
+
     /// The manager's local control socket.
     pub fn socket(&self) -> PathBuf {
         self.state_dir.join("control.sock")
@@ -242,8 +255,17 @@ impl Swarm {
     /// Starts a manager with `extra` config, inits the swarm with default settings and
     /// waits for the manager's TLS listener.
     pub async fn start(infra: &Infra, extra: &str) -> anyhow::Result<Swarm> {
+        Self::start_with(infra, extra, InitClusterRequest::default()).await
+    }
+
+    /// Like [`Swarm::start`], with `swarm init` settings.
+    pub async fn start_with(
+        infra: &Infra,
+        extra: &str,
+        req: InitClusterRequest,
+    ) -> anyhow::Result<Swarm> {
         let manager = start_manager(infra, extra).await?;
-        let (init, admin) = init_swarm(&manager, InitClusterRequest::default()).await?;
+        let (init, admin) = init_swarm(&manager, req).await?;
         manager.wait_serving(&admin, MANAGER_NAME).await?;
         Ok(Swarm {
             manager,

@@ -149,10 +149,9 @@ pub fn load<T: Settings>(
     })?;
     // The keys come from a JSON rendering: config's own drops empty lists.
     let known: BTreeMap<String, bool> = match serde_json::to_value(T::default()) {
-        Ok(serde_json::Value::Object(map)) => map
-            .into_iter()
-            .map(|(k, v)| (k, v.is_array()))
-            .collect(),
+        Ok(serde_json::Value::Object(map)) => {
+            map.into_iter().map(|(k, v)| (k, v.is_array())).collect()
+        }
         _ => BTreeMap::new(),
     };
     let mut builder = Config::builder().add_source(defaults);
@@ -415,7 +414,8 @@ mod tests {
         let f = file("peers = [\"a:1\"]\n");
         let s: Demo = load(Some(&f.0), env(&[]), &Overrides::new()).expect("file");
         assert_eq!(s.peers, vec!["a:1"]);
-        let s: Demo = load(None, env(&[("SHOAL_PEERS", "b:2,c:3")]), &Overrides::new()).expect("env");
+        let s: Demo =
+            load(None, env(&[("SHOAL_PEERS", "b:2,c:3")]), &Overrides::new()).expect("env");
         assert_eq!(s.peers, vec!["b:2", "c:3"]);
     }
 

@@ -75,10 +75,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    let sessions = futures::stream::iter(clients.into_iter().enumerate().map(|(i, mut c)| async move {
-        let (first, stream) = open_session(&mut c, &format!("bench-{i}")).await?;
-        Ok::<_, tonic::Status>((c, first.session_id, stream))
-    }))
+    let sessions = futures::stream::iter(clients.into_iter().enumerate().map(
+        |(i, mut c)| async move {
+            let (first, stream) = open_session(&mut c, &format!("bench-{i}")).await?;
+            Ok::<_, tonic::Status>((c, first.session_id, stream))
+        },
+    ))
     .buffer_unordered(n.max(1))
     .collect::<Vec<_>>()
     .await

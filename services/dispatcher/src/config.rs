@@ -82,7 +82,9 @@ impl DispatcherConfig {
     fn advertise_host(&self) -> String {
         let addr = self.advertise();
         let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
-        host.trim_start_matches('[').trim_end_matches(']').to_string()
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
     }
 }
 

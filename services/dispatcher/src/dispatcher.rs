@@ -335,7 +335,10 @@ impl Shared {
         self.limiter.forget(node_id);
         if let Some(mut entry) = self.table.remove(node_id) {
             if entry.is_live() {
-                tracing::info!(node = node_id, "node removed from the swarm; closing its session");
+                tracing::info!(
+                    node = node_id,
+                    "node removed from the swarm; closing its session"
+                );
             }
             entry.end(Status::permission_denied(format!(
                 "node {node_id} was removed from the swarm"
@@ -461,7 +464,10 @@ mod tests {
     #[test]
     fn period_defaults_and_bounds() {
         assert_eq!(heartbeat_period(None), DEFAULT_HEARTBEAT_PERIOD);
-        assert_eq!(heartbeat_period(Some(&cluster(None))), DEFAULT_HEARTBEAT_PERIOD);
+        assert_eq!(
+            heartbeat_period(Some(&cluster(None))),
+            DEFAULT_HEARTBEAT_PERIOD
+        );
         let ms = |n: i32| prost_types::Duration {
             seconds: 0,
             nanos: n * 1_000_000,

@@ -135,7 +135,10 @@ mod tests {
             tokio::time::sleep_until(start + i * s).await;
             assert!(table.heartbeat("a", "s", Instant::now() + 3 * s));
         }
-        assert_eq!(*expired.lock().unwrap(), vec![("b".to_string(), "s".to_string())]);
+        assert_eq!(
+            *expired.lock().unwrap(),
+            vec![("b".to_string(), "s".to_string())]
+        );
         // An orphan with a shorter deadline than an armed check still fires on time.
         table.orphan("c", "x", None, Instant::now() + 2 * s);
         deadlines.watch("c", Instant::now() + 2 * s);

@@ -48,8 +48,9 @@ pub fn options(cfg: &DispatcherConfig) -> DispatcherOptions {
 /// Runs the dispatcher until SIGTERM/SIGINT.
 pub async fn run(cfg: DispatcherConfig, host: BoundHost) -> Result<(), RunError> {
     let cell: Arc<OnceCell<Dispatcher>> = Arc::new(OnceCell::new());
-    let routes =
-        tonic::service::Routes::new(DispatcherServer::new(DispatcherService::starting(cell.clone())));
+    let routes = tonic::service::Routes::new(DispatcherServer::new(DispatcherService::starting(
+        cell.clone(),
+    )));
     let shutdown = host.shutdown_token();
     let options = options(&cfg);
     shoal_grpc_host::serve_with_cluster_state(&cfg, host, routes, SERVICES, |state| async move {

@@ -292,15 +292,22 @@ mod tests {
         let t = Table::default();
         let now = Instant::now();
         let (tx, mut rx) = oneshot::channel();
-        assert!(t.open("n", "s1", now + Duration::from_secs(3), tx).is_none());
+        assert!(
+            t.open("n", "s1", now + Duration::from_secs(3), tx)
+                .is_none()
+        );
         assert!(t.heartbeat("n", "s1", now + Duration::from_secs(4)));
         assert!(!t.heartbeat("n", "other", now + Duration::from_secs(4)));
         assert!(!t.heartbeat("m", "s1", now + Duration::from_secs(4)));
-        assert!(matches!(t.due("n", now + Duration::from_secs(1)), Due::Later(d) if d == now + Duration::from_secs(4)));
+        assert!(
+            matches!(t.due("n", now + Duration::from_secs(1)), Due::Later(d) if d == now + Duration::from_secs(4))
+        );
 
         // A second session supersedes the first.
         let (tx2, _rx2) = oneshot::channel();
-        let mut old = t.open("n", "s2", now + Duration::from_secs(3), tx2).unwrap();
+        let mut old = t
+            .open("n", "s2", now + Duration::from_secs(3), tx2)
+            .unwrap();
         old.end(Status::aborted("superseded"));
         assert_eq!(rx.try_recv().unwrap().code(), tonic::Code::Aborted);
         assert!(!t.stream_closed("n", "s1", now));
@@ -308,7 +315,9 @@ mod tests {
         assert!(!t.heartbeat("n", "s2", now + Duration::from_secs(9)));
         assert_eq!(t.counts().disconnected, 1);
         assert!(!t.orphan("n", "s2", None, now));
-        assert!(matches!(t.due("n", now + Duration::from_secs(3)), Due::Expired(e) if e.session_id == "s2"));
+        assert!(
+            matches!(t.due("n", now + Duration::from_secs(3)), Due::Expired(e) if e.session_id == "s2")
+        );
         assert!(matches!(t.due("n", now), Due::Gone));
         assert!(t.orphan("n", "s2", Some("x".into()), now));
         assert_eq!(t.counts().orphaned, 1);

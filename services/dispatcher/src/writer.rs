@@ -114,9 +114,11 @@ impl Writer {
                 done,
             },
         );
-        result
-            .await
-            .unwrap_or_else(|_| Err(RegisterError::Unavailable("the dispatcher is stopping".into())))
+        result.await.unwrap_or_else(|_| {
+            Err(RegisterError::Unavailable(
+                "the dispatcher is stopping".into(),
+            ))
+        })
     }
 }
 
@@ -537,7 +539,10 @@ mod tests {
         let s = n.status.as_ref().unwrap();
         assert_eq!(s.state(), NodeState::Ready);
         assert_eq!(s.message, "");
-        assert_eq!(s.addr, "10.0.0.1", "an unknown peer address keeps the old one");
+        assert_eq!(
+            s.addr, "10.0.0.1",
+            "an unknown peer address keeps the old one"
+        );
         assert_eq!(n.session_id, "c.3");
         assert_eq!(n.description.as_ref().unwrap().hostname, "h");
 

@@ -91,13 +91,22 @@ async fn a_node_that_died_with_its_dispatcher_goes_down_after_the_doubled_grace(
     let (id, creds) = swarm.join(Role::Worker).await?;
     let (target, target_rx) = watch::channel(d1.addr);
     let worker = SimWorker::spawn(id.clone(), creds, target_rx);
-    all_ready_on(&swarm, std::slice::from_ref(&id), d1.dispatcher.instance_id()).await?;
+    all_ready_on(
+        &swarm,
+        std::slice::from_ref(&id),
+        d1.dispatcher.instance_id(),
+    )
+    .await?;
 
     // The dispatcher stops (writing nothing), and the worker dies with it.
     worker.kill().await;
     d1.stop().await?;
     let stored: Node = swarm.store().get(&id).await?;
-    assert_eq!(state_of(&stored), NodeState::Ready, "a stopping dispatcher writes nothing");
+    assert_eq!(
+        state_of(&stored),
+        NodeState::Ready,
+        "a stopping dispatcher writes nothing"
+    );
 
     let started = Instant::now();
     let d2 = swarm.start_dispatcher().await?;
@@ -121,7 +130,12 @@ async fn two_replicas_leave_each_others_nodes_alone() -> anyhow::Result<()> {
     let (id_a, creds_a) = swarm.join(Role::Worker).await?;
     let (_, rx_a) = watch::channel(a.addr);
     let worker_a = SimWorker::spawn(id_a.clone(), creds_a, rx_a);
-    all_ready_on(&swarm, std::slice::from_ref(&id_a), a.dispatcher.instance_id()).await?;
+    all_ready_on(
+        &swarm,
+        std::slice::from_ref(&id_a),
+        a.dispatcher.instance_id(),
+    )
+    .await?;
 
     // A second replica starts while the first holds a session: it adopts nothing.
     let b = swarm.start_dispatcher().await?;
@@ -129,7 +143,12 @@ async fn two_replicas_leave_each_others_nodes_alone() -> anyhow::Result<()> {
     let (id_b, creds_b) = swarm.join(Role::Worker).await?;
     let (_, rx_b) = watch::channel(b.addr);
     let _worker_b = SimWorker::spawn(id_b.clone(), creds_b, rx_b);
-    all_ready_on(&swarm, std::slice::from_ref(&id_b), b.dispatcher.instance_id()).await?;
+    all_ready_on(
+        &swarm,
+        std::slice::from_ref(&id_b),
+        b.dispatcher.instance_id(),
+    )
+    .await?;
 
     // Both run past the failover grace; neither marks the other's node.
     let until = Instant::now() + 2 * 3 * PERIOD + Duration::from_secs(1);

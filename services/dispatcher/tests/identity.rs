@@ -21,7 +21,11 @@ async fn clients_without_a_valid_node_identity_are_refused_and_nothing_is_writte
     // No certificate at all: the TLS handshake succeeds, the RPC does not.
     let mut anon = connect(d.addr, anonymous_tls(&creds.ca_pem)).await?;
     let err = open_session(&mut anon, "x").await.err();
-    assert_eq!(err.as_ref().map(|e| e.code()), Some(Code::Unauthenticated), "{err:?}");
+    assert_eq!(
+        err.as_ref().map(|e| e.code()),
+        Some(Code::Unauthenticated),
+        "{err:?}"
+    );
     let err = heartbeat(&mut anon, "a.b").await.err();
     assert_eq!(err.map(|e| e.code()), Some(Code::Unauthenticated));
 
@@ -91,7 +95,10 @@ async fn a_removed_node_loses_its_session_and_cannot_open_another() -> anyhow::R
         .err()
         .ok_or_else(|| anyhow::anyhow!("a removed node opened a session"))?;
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains(&format!("node {id} is not a member of this swarm")));
+    assert!(
+        err.message()
+            .contains(&format!("node {id} is not a member of this swarm"))
+    );
     // The dispatcher did not resurrect it.
     assert!(swarm.store().try_get::<Node>(&id).await?.is_none());
     d.stop().await

@@ -46,14 +46,21 @@ async fn a_session_registers_the_node_and_heartbeats_return_the_period() -> anyh
     let desc = stored.description.clone().unwrap_or_default();
     assert_eq!(desc.hostname, "worker-1");
     assert_eq!(desc.platform.unwrap_or_default().os, "linux");
-    assert_eq!(stored.version(), node.version(), "the first message carries the node as written");
+    assert_eq!(
+        stored.version(),
+        node.version(),
+        "the first message carries the node as written"
+    );
 
     // The write was announced.
     let ev = tokio::time::timeout(DEADLINE, events.next())
         .await?
         .ok_or_else(|| anyhow::anyhow!("event stream ended"))?;
     assert_eq!(ev.event.id, id);
-    assert_eq!(ev.event.attributes.get("state").map(String::as_str), Some("ready"));
+    assert_eq!(
+        ev.event.attributes.get("state").map(String::as_str),
+        Some("ready")
+    );
 
     assert_eq!(heartbeat(&mut client, &first.session_id).await?, PERIOD);
     let err = heartbeat(&mut client, "someone-else.123")

@@ -13,8 +13,8 @@ use shoal_pki::{JoinToken, Kek, RootCa};
 use shoal_proto::v1::{
     Annotations, CaConfig, Cluster, ClusterSpec, DispatcherConfig, InitClusterRequest,
     InitClusterResponse, IpamDefaults, JoinTokens, ManagerStatus, Meta, Node, NodeDescription,
-    NodeRole, NodeSpec, NodeStatus, OrchestrationConfig, Platform, RootCa as ProtoRootCa,
-    node_spec, node_status,
+    NodeRole, NodeSpec, NodeStatus, OrchestrationConfig, RootCa as ProtoRootCa, node_spec,
+    node_status,
 };
 use shoal_store::{Object, Store};
 use tonic::Status;
@@ -189,10 +189,8 @@ fn manager_node(node_id: &str, hostname: &str, advertise: &str) -> Node {
         }),
         description: Some(NodeDescription {
             hostname: hostname.to_string(),
-            platform: Some(Platform {
-                architecture: std::env::consts::ARCH.into(),
-                os: std::env::consts::OS.into(),
-            }),
+            platform: Some(shoal_node_description::platform()),
+            resources: Some(shoal_node_description::resources()),
             ..Default::default()
         }),
         status: Some(NodeStatus {
@@ -210,6 +208,19 @@ fn manager_node(node_id: &str, hostname: &str, advertise: &str) -> Node {
         role: NodeRole::Manager as i32,
         ..Default::default()
     }
+}
+
+/// The Docker Engine of the manager's host, if one answers (`node ls` shows it).
+async fn with_engine(mut node: Node) -> Node {
+    if let Some(version) = shoal_node_description::docker_version().await {
+        if let Some(d) = node.description.as_mut() {
+            d.engine = Some(shoal_proto::v1::EngineDescription {
+                engine_version: version,
+                ..Default::default()
+            });
+        }
+    }
+    node
 }
 
 /// Strips what never leaves the managers: the sealed CA key.
@@ -302,7 +313,12 @@ pub async fn init(
 
     let had_node_id = load_node_id(&cfg.state_dir);
     let node_id = had_node_id.clone().unwrap_or_else(shoal_store::new_id);
-    let node = manager_node(&node_id, &cfg.effective_hostname(), &advertise);
+    let node = with_engine(manager_node(
+        &node_id,
+        &cfg.effective_hostname(),
+        &advertise,
+    ))
+    .await;
     // The id goes to disk first: once the cluster exists, this process must know it is
     // this node, or it would enroll a second one.
     save_node_id(&cfg.state_dir, &node_id).map_err(|e| {
@@ -389,12 +405,10 @@ pub async fn ensure_manager_node(
     if let Some(id) = load_node_id(&cfg.state_dir) {
         if let Some(mut node) = store.try_get::<Node>(&id).await.map_err(store_status)? {
             // Back after a restart: Ready again at the address it has now.
-            let fresh = manager_node(&id, &cfg.effective_hostname(), &advertise);
+            let fresh = with_engine(manager_node(&id, &cfg.effective_hostname(), &advertise)).await;
             node.status = fresh.status;
             node.manager_status = fresh.manager_status;
-            if node.description.as_ref().is_none_or(|d| d.hostname.is_empty()) {
-                node.description = fresh.description;
-            }
+            node.description = fresh.description;
             match store.update(node).await {
                 Ok(node) => announce(bus, "update", &node, &cfg.effective_hostname()).await,
                 Err(e) => tracing::warn!(error = %e, "could not mark the manager node ready"),
@@ -407,7 +421,7 @@ pub async fn ensure_manager_node(
     save_node_id(&cfg.state_dir, &id)
         .map_err(|e| Status::internal(format!("cannot write the node id: {e}")))?;
     let node = store
-        .create(manager_node(&id, &cfg.effective_hostname(), &advertise))
+        .create(with_engine(manager_node(&id, &cfg.effective_hostname(), &advertise)).await)
         .await
         .map_err(store_status)?;
     announce(bus, "create", &node, &cfg.effective_hostname()).await;

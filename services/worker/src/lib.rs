@@ -7,7 +7,7 @@
 //!   node certificate;
 //! - [`session`]: the agent: the dispatcher session, heartbeats, failover, leave;
 //! - [`renew`]: automatic certificate renewal;
-//! - [`describe`]: the node description sent when a session opens;
+//! - `shoal_node_description`: the node description sent when a session opens;
 //! - [`identity`]: the node identity in the state dir and in use;
 //! - [`tls`]: the worker's TLS, server and client side.
 //!
@@ -16,7 +16,6 @@
 
 pub mod backoff;
 pub mod config;
-pub mod describe;
 pub mod identity;
 pub mod join;
 pub mod renew;

@@ -85,7 +85,7 @@ pub async fn renew_once(
     let csr = key
         .csr_pem()
         .map_err(|e| RenewError::Store(format!("cannot build a certificate request: {e}")))?;
-    let channel = connect_mtls(addr, creds)
+    let channel = connect_mtls(addr, creds, advertise_addr.parse().ok())
         .await
         .map_err(|e| RenewError::Unreachable {
             addr: addr.to_string(),

@@ -31,11 +31,11 @@ use tonic_health::server::HealthReporter;
 
 use crate::backoff::{Backoff, jitter};
 use crate::config::WorkerConfig;
-use crate::describe::node_description;
 use crate::identity::{Identity, OnDisk, recorded_managers, wait_for_identity};
 use crate::join::error_chain;
 use crate::renew::Renewer;
 use crate::tls::{ClientVerifier, connect_mtls};
+use shoal_node_description::node_description;
 
 /// The heartbeat period until a dispatcher says otherwise (Swarm's 5 s).
 pub const DEFAULT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
@@ -248,10 +248,13 @@ impl Agent {
         resume: &str,
     ) -> Result<Session, OpenError> {
         let creds = identity.creds();
-        let channel = connect_mtls(addr, &creds).await.map_err(|e| OpenError {
-            reason: error_chain(&e),
-            refused: false,
-        })?;
+        let from = self.cfg.advertise_addr.parse().ok();
+        let channel = connect_mtls(addr, &creds, from)
+            .await
+            .map_err(|e| OpenError {
+                reason: error_chain(&e),
+                refused: false,
+            })?;
         let mut client = DispatcherClient::with_interceptor(channel, TraceInterceptor);
         let description = node_description(&self.cfg.hostname, Some(&creds)).await;
         let request = SessionRequest {

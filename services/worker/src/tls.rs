@@ -96,9 +96,20 @@ pub async fn connect_with_ca(addr: &str, ca_pem: &str) -> Result<Channel, Connec
 
 /// A mutual-TLS channel to `addr`: the server verified against the cluster CA as
 /// [`MANAGER_DOMAIN`], the node's certificate presented as the client certificate.
-pub async fn connect_mtls(addr: &str, creds: &NodeCredentials) -> Result<Channel, ConnectError> {
+/// With `from`, connections leave from that local address: the node's own address,
+/// which is how the control plane sees it (several nodes share one host in tests and in
+/// the local stack, each on its own loopback address).
+pub async fn connect_mtls(
+    addr: &str,
+    creds: &NodeCredentials,
+    from: Option<std::net::IpAddr>,
+) -> Result<Channel, ConnectError> {
     let tls = creds.client_tls(MANAGER_DOMAIN);
-    Ok(endpoint(addr, "https")?.tls_config(tls)?.connect().await?)
+    Ok(endpoint(addr, "https")?
+        .local_address(from)
+        .tls_config(tls)?
+        .connect()
+        .await?)
 }
 
 /// Accepts any server certificate, but still checks that the server holds the key of

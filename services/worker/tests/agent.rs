@@ -27,7 +27,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test]
 async fn node_description_is_sane() {
-    let d = shoal_worker::describe::node_description("node-a", None).await;
+    let d = shoal_node_description::node_description("node-a", None).await;
     assert_eq!(d.hostname, "node-a");
     let platform = d.platform.unwrap();
     assert_eq!(platform.os, std::env::consts::OS);

@@ -172,7 +172,10 @@ impl Swarm {
             .add_service(DispatcherServer::new(DispatcherService::new(
                 dispatcher.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), token.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener),
+                token.clone().cancelled_owned(),
+            );
         Ok(RunningDispatcher {
             addr,
             store: self.state.store.clone(),
@@ -374,7 +377,11 @@ impl StatusLog {
                     log.push(Seen {
                         node_id: n.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
                         state: state_of(&n),
-                        message: n.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+                        message: n
+                            .status
+                            .as_ref()
+                            .map(|s| s.message.clone())
+                            .unwrap_or_default(),
                         session_id: n.session_id.clone(),
                     });
                 }

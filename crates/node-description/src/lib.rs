@@ -1,6 +1,6 @@
-//! What the node tells the dispatcher about itself when it opens a session: hostname,
-//! platform, resources, the Docker Engine (if one answers) and the executors it can
-//! run tasks with.
+//! What a node says about itself: hostname, platform, resources, the Docker Engine (if
+//! one answers) and the executors it can run tasks with. Workers send it when they open
+//! a session; a manager describes its own node the same way.
 
 use std::time::Duration;
 
