@@ -171,10 +171,10 @@ async fn nodes_join_go_down_come_back_and_survive_a_dispatcher_restart() -> anyh
     let went_down = tokio::spawn(async move {
         let mut down = Vec::new();
         while let Some(event) = watch.next().await {
-            if let WatchEvent::Modified(node) = event {
-                if state(&node) == node_status::State::Down {
-                    down.push(node.meta.map(|m| m.id).unwrap_or_default());
-                }
+            if let WatchEvent::Modified(node) = event
+                && state(&node) == node_status::State::Down
+            {
+                down.push(node.meta.map(|m| m.id).unwrap_or_default());
             }
         }
         down

@@ -425,6 +425,14 @@ async fn leave(cfg: &CliConfig, force: bool) -> anyhow::Result<ExitCode> {
         let stats = manager_stats(cfg, &node).await.ok();
         anyhow::bail!(leave_refusal(stats));
     }
+    if node.role == Role::Manager {
+        // A manager's state lives in etcd with the other managers'; forgetting the local
+        // node id would leave a running manager behind. Say what to do instead.
+        anyhow::bail!(
+            "leaving the swarm as a manager is not supported yet: stop this host's shoal-manager, \
+             remove its state dir, then `shoal node demote` and `shoal node rm` it from another manager"
+        );
+    }
     local::forget(&node, &cfg.cert_dir)?;
     if node.kind == Kept::Certificate {
         let _ = std::fs::remove_file(node.dir.join(shoal_worker::identity::MANAGERS_FILE));

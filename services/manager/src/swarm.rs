@@ -212,13 +212,14 @@ fn manager_node(node_id: &str, hostname: &str, advertise: &str) -> Node {
 
 /// The Docker Engine of the manager's host, if one answers (`node ls` shows it).
 async fn with_engine(mut node: Node) -> Node {
-    if let Some(version) = shoal_node_description::docker_version().await {
-        if let Some(d) = node.description.as_mut() {
-            d.engine = Some(shoal_proto::v1::EngineDescription {
-                engine_version: version,
-                ..Default::default()
-            });
-        }
+    if let (Some(version), Some(d)) = (
+        shoal_node_description::docker_version().await,
+        node.description.as_mut(),
+    ) {
+        d.engine = Some(shoal_proto::v1::EngineDescription {
+            engine_version: version,
+            ..Default::default()
+        });
     }
     node
 }

@@ -40,10 +40,11 @@ pub async fn decorate(store: &Store, nodes: &mut [Node]) -> Result<(), Status> {
         } else {
             Reachability::Unreachable
         } as i32;
-        if let Some(p) = presence {
-            if let Some((_, addr)) = p.candidate_id.split_once('@') {
-                status.addr = addr.to_string();
-            }
+        if let Some((_, addr)) = presence
+            .as_ref()
+            .and_then(|p| p.candidate_id.split_once('@'))
+        {
+            status.addr = addr.to_string();
         }
     }
     Ok(())
