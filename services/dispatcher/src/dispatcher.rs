@@ -12,14 +12,17 @@
 //! - **Disconnect.** The stream going away (the worker died, the connection broke) →
 //!   DISCONNECTED at once, then DOWN ("heartbeat failure") unless the node opens a new
 //!   session — here or on another replica — within 3 × period.
-//! - **Failover grace.** A node the store says READY or DISCONNECTED whose session
-//!   belongs to no live dispatcher (its owner's presence key is gone, see
-//!   [`crate::presence`], or the session id has no owner) is an *orphan*. Every
+//! - **Failover grace.** A node the store says READY or DISCONNECTED through a
+//!   dispatcher session (a non-empty `session_id`) whose session belongs to no live
+//!   dispatcher (its owner's presence key is gone, see [`crate::presence`], or the
+//!   session id names no owner) is an *orphan*. Every
 //!   dispatcher adopts orphans when it starts and on a periodic sweep (every period,
 //!   between 1 s and 5 s): each gets 2 × 3 × period from the moment it is noticed to
 //!   register anywhere, then DOWN ("heartbeat failure for node in "unknown" state").
 //!   So a restarted or failed-over control plane never marks a healthy fleet down: the
-//!   workers reconnect well within the doubled grace.
+//!   workers reconnect well within the doubled grace. A node READY *without* a session
+//!   id did not get there through a dispatcher (a manager marks its own node READY and
+//!   proves it is up with its own presence key): dispatchers leave it alone.
 //! - **Several replicas.** A dispatcher only ever writes a disconnect or a DOWN *for a
 //!   session id*: the write is a compare-and-swap on the node's version, re-planned on
 //!   conflict, and applies only while the node's `session_id` is still that id (see
@@ -352,13 +355,13 @@ impl Shared {
         let now = Instant::now();
         self.limiter.prune(now);
         let nodes = self.nodes.list();
-        let mut present = HashSet::with_capacity(nodes.len());
+        let mut present: HashSet<&str> = HashSet::with_capacity(nodes.len());
         // (node id, session id, owner) of READY/DISCONNECTED nodes nobody tracks here.
         let mut candidates: Vec<(String, String, Option<String>)> = Vec::new();
         self.table.with(|table| {
             for node in &nodes {
                 let id = node.id();
-                present.insert(id.to_string());
+                present.insert(id);
                 let state = node.status.as_ref().map(|s| s.state());
                 let active = matches!(state, Some(NodeState::Ready | NodeState::Disconnected));
                 match table.get(id) {
@@ -370,7 +373,7 @@ impl Shared {
                         table.remove(id);
                     }
                     Some(_) => {}
-                    None if active => candidates.push((
+                    None if active && !node.session_id.is_empty() => candidates.push((
                         id.to_string(),
                         node.session_id.clone(),
                         presence::session_owner(&node.session_id).map(str::to_string),
@@ -378,7 +381,9 @@ impl Shared {
                     None => {}
                 }
             }
-            table.retain(|id, e| !matches!(e.state, State::Orphan { .. }) || present.contains(id));
+            table.retain(|id, e| {
+                !matches!(e.state, State::Orphan { .. }) || present.contains(id.as_str())
+            });
         });
 
         let mut owners = Owners::default();
@@ -408,7 +413,7 @@ impl Shared {
 
         // Live sessions of nodes the cache no longer has: confirm with the store.
         for (node_id, _) in self.table.live_sessions() {
-            if present.contains(&node_id) {
+            if present.contains(node_id.as_str()) {
                 continue;
             }
             match self.store.try_get::<Node>(&node_id).await {

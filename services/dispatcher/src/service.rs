@@ -95,17 +95,23 @@ impl Shared {
         Ok(cluster)
     }
 
-    /// The node, if it is an accepted member of the swarm (read from etcd, not the cache:
-    /// a node removed a moment ago must not get in).
-    async fn member(&self, node_id: &str) -> Result<Node, Status> {
-        let node = self
-            .store
-            .try_get::<Node>(node_id)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot read node {node_id}: {e}")))?
-            .ok_or_else(|| {
-                Status::permission_denied(format!("node {node_id} is not a member of this swarm"))
-            })?;
+    /// The node, if it is an accepted member of the swarm. Read from the cache, or from
+    /// etcd when the cache does not have it (yet). A node removed a moment ago that the
+    /// cache still shows does not get in either: the registration is a compare-and-swap
+    /// on the node, which fails on a deleted node.
+    async fn member(&self, node_id: &str) -> Result<Arc<Node>, Status> {
+        let node = match self.nodes.get(node_id) {
+            Some(node) => Some(node),
+            None => self
+                .store
+                .try_get::<Node>(node_id)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot read node {node_id}: {e}")))?
+                .map(Arc::new),
+        };
+        let node = node.ok_or_else(|| {
+            Status::permission_denied(format!("node {node_id} is not a member of this swarm"))
+        })?;
         let accepted = node
             .spec
             .as_ref()
@@ -286,8 +292,8 @@ impl DispatcherApi for DispatcherService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let shared = self.shared()?;
         let info = peer_identity(&request)?;
-        shared.check_cluster(&info)?;
-        let period = shared.period();
+        let cluster = shared.check_cluster(&info)?;
+        let period = crate::dispatcher::heartbeat_period(Some(&cluster));
         let session_id = &request.get_ref().session_id;
         let deadline = Instant::now() + period * crate::dispatcher::MISSED_HEARTBEATS;
         if shared.table.heartbeat(&info.node_id, session_id, deadline) {

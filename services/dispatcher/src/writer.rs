@@ -13,7 +13,8 @@
 //! - `Disconnected { session }` applies only to a READY node whose `session_id` is still
 //!   `session`;
 //! - `Down { session }` applies only to a READY or DISCONNECTED node whose `session_id`
-//!   is still `session` — a node that registered anywhere since, with any dispatcher
+//!   is still `session` (never empty: a node without a session is not a dispatcher's to
+//!   mark) — a node that registered anywhere since, with any dispatcher
 //!   replica, has another session id and is left alone. A `Down` for an orphan also
 //!   re-checks, right before writing, that the session's owner is still gone.
 //!
@@ -155,7 +156,8 @@ fn apply(node: &mut Node, change: &Change, now: prost_types::Timestamp) -> bool 
             true
         }
         Change::Disconnected { session_id } => {
-            if node.session_id != *session_id || state != NodeState::Ready {
+            if session_id.is_empty() || node.session_id != *session_id || state != NodeState::Ready
+            {
                 return false;
             }
             let status = node.status.get_or_insert_with(NodeStatus::default);
@@ -169,7 +171,8 @@ fn apply(node: &mut Node, change: &Change, now: prost_types::Timestamp) -> bool 
             message,
             ..
         } => {
-            if node.session_id != *session_id
+            if session_id.is_empty()
+                || node.session_id != *session_id
                 || !matches!(state, NodeState::Ready | NodeState::Disconnected)
             {
                 return false;
@@ -509,6 +512,13 @@ mod tests {
             owner: None,
         };
         assert!(!apply(&mut n, &down_other, now));
+        let mut sessionless = ready("");
+        let down_none = Change::Down {
+            session_id: String::new(),
+            message: HEARTBEAT_FAILURE,
+            owner: None,
+        };
+        assert!(!apply(&mut sessionless, &down_none, now));
         let disc = Change::Disconnected {
             session_id: "a.1".into(),
         };

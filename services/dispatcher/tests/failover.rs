@@ -10,8 +10,10 @@ use common::*;
 use shoal_dispatcher::presence;
 use shoal_dispatcher::writer::ORPHAN_FAILURE;
 use shoal_pki::Role;
-use shoal_proto::v1::Node;
+use shoal_proto::v1::node_spec::Membership;
 use shoal_proto::v1::node_status::State as NodeState;
+use shoal_proto::v1::{Node, NodeRole, NodeSpec, NodeStatus};
+use shoal_store::Object;
 use tokio::sync::watch;
 
 const NODES: usize = 12;
@@ -38,6 +40,24 @@ async fn all_ready_on(swarm: &Swarm, ids: &[String], instance: &str) -> anyhow::
 async fn restarting_the_dispatcher_never_marks_a_healthy_node_down() -> anyhow::Result<()> {
     let swarm = Swarm::start(PERIOD).await?;
     let log = StatusLog::start(swarm.store());
+    // A manager's own node: READY without any dispatcher session (the manager proves it
+    // is up with its own presence key). No dispatcher may touch it.
+    let manager = swarm
+        .store()
+        .create(Node {
+            spec: Some(NodeSpec {
+                membership: Membership::Accepted as i32,
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: NodeState::Ready as i32,
+                addr: "127.0.0.1".into(),
+                ..Default::default()
+            }),
+            role: NodeRole::Manager as i32,
+            ..Default::default()
+        })
+        .await?;
     let d1 = swarm.start_dispatcher().await?;
     let (target, target_rx) = watch::channel(d1.addr);
     let mut ids = Vec::new();
@@ -77,6 +97,11 @@ async fn restarting_the_dispatcher_never_marks_a_healthy_node_down() -> anyhow::
         .collect();
     assert!(downs.is_empty(), "healthy nodes changed state: {downs:?}");
     all_ready_on(&swarm, &ids, d3.dispatcher.instance_id()).await?;
+    let untouched: Node = swarm.store().get(manager.id()).await?;
+    assert_eq!(
+        untouched, manager,
+        "a dispatcher wrote a node it holds no session of"
+    );
     for w in &workers {
         assert!(w.sessions.load(std::sync::atomic::Ordering::SeqCst) >= 3);
     }
