@@ -76,9 +76,15 @@ pub fn service_config(
             kek_file(infra).display()
         ));
     }
-    if service == "shoal-manager" {
-        text.push_str(&format!("state_dir = \"{}\"\n", state_dir.display()));
-    }
+    let state_dir = match extra.lines().find_map(|l| l.strip_prefix("state_dir = ")) {
+        Some(given) => PathBuf::from(given.trim().trim_matches('"')),
+        None => {
+            if service == "shoal-manager" {
+                text.push_str(&format!("state_dir = \"{}\"\n", state_dir.display()));
+            }
+            state_dir
+        }
+    };
     if service == "shoal-dns" {
         text.push_str(&format!("dns_listen = \"{ip}:{}\"\n", free_port(ip)?));
     }
