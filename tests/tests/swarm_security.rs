@@ -6,7 +6,7 @@ use shoal_proto::v1::ca_client::CaClient;
 use shoal_proto::v1::update_cluster_request::Rotation;
 use shoal_proto::v1::{
     GetClusterRequest, InitClusterRequest, IssueNodeCertificateRequest, ListNodesRequest, NodeRole,
-    NodeSpec, RemoveNodeRequest, UpdateClusterRequest, UpdateNodeRequest,
+    NodeSpec, RemoveNodeRequest, UpdateClusterRequest, UpdateNodeRequest, node_spec,
 };
 use shoal_scenarios::{MANAGER_NAME, Swarm, init_swarm, issue_node_identity, tls_channel};
 use shoal_testkit::Infra;
@@ -232,6 +232,44 @@ async fn second_init_and_node_removal_follow_swarm() -> anyhow::Result<()> {
     let dir = infra.dir.path().join("w");
     let worker_id =
         issue_node_identity(&swarm.manager, &swarm.admin, &swarm.worker_token(), &dir).await?;
+    // Availability round trip: drain, pause, active — each stored, labels kept.
+    for availability in [
+        node_spec::Availability::Drain,
+        node_spec::Availability::Pause,
+        node_spec::Availability::Active,
+    ] {
+        let node = control
+            .get_node(shoal_proto::v1::GetNodeRequest {
+                node_id: worker_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .node
+            .expect("node");
+        let mut spec = node.spec.clone().expect("spec");
+        spec.availability = availability as i32;
+        spec.annotations
+            .get_or_insert_with(Default::default)
+            .labels
+            .insert("zone".into(), "east".into());
+        let updated = control
+            .update_node(UpdateNodeRequest {
+                node_id: worker_id.clone(),
+                node_version: node.meta.and_then(|m| m.version),
+                spec: Some(spec),
+            })
+            .await?
+            .into_inner()
+            .node
+            .expect("node");
+        let spec = updated.spec.expect("spec");
+        assert_eq!(spec.availability, availability as i32);
+        assert_eq!(
+            spec.annotations.expect("annotations").labels["zone"],
+            "east"
+        );
+    }
+
     let err = control
         .remove_node(RemoveNodeRequest {
             node_id: worker_id.clone(),
