@@ -341,3 +341,31 @@ pub async fn issue_node_identity(
     creds.store(state_dir)?;
     Ok(resp.node_id)
 }
+
+/// A worker on `ip`, attached to `dispatcher`, renewing through the swarm's manager,
+/// joined with the real join flow (`shoal swarm join`). Waits until its session is up.
+pub async fn join_worker(
+    infra: &Infra,
+    swarm: &Swarm,
+    dispatcher: &Service,
+    ip: IpAddr,
+) -> anyhow::Result<(Service, String)> {
+    let worker = spawn_service_on(
+        infra,
+        "shoal-worker",
+        ip,
+        &format!(
+            "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"{ip}\"\n",
+            dispatcher.addr, swarm.manager.addr
+        ),
+    )?;
+    let joined = shoal_worker::join(
+        &swarm.manager.addr,
+        &swarm.worker_token(),
+        &worker.state_dir,
+        Some(&ip.to_string()),
+    )
+    .await?;
+    worker.wait_serving(&swarm.admin, "swarm-worker").await?;
+    Ok((worker, joined.node_id))
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shoal_pki::{CertInfo, NodeCredentials};
 use shoal_proto::v1::{CaConfig, ClusterSpec, GetNodeRequest, InitClusterRequest, node_status};
-use shoal_scenarios::{MANAGER_NAME, Swarm, spawn_service, spawn_service_on};
+use shoal_scenarios::{MANAGER_NAME, Swarm, join_worker, spawn_service};
 use shoal_testkit::{Infra, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,30 +32,13 @@ async fn a_worker_renews_its_certificate_and_keeps_its_session() -> anyhow::Resu
     .await?;
     let dispatcher = spawn_service(&infra, "shoal-dispatcher", "")?;
     dispatcher.wait_serving(&swarm.admin, MANAGER_NAME).await?;
-    let ip = "127.0.1.9".parse()?;
-    let worker = spawn_service_on(
-        &infra,
-        "shoal-worker",
-        ip,
-        &format!(
-            "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"{ip}\"\n",
-            dispatcher.addr, swarm.manager.addr
-        ),
-    )?;
-    let joined = shoal_worker::join(
-        &swarm.manager.addr,
-        &swarm.worker_token(),
-        &worker.state_dir,
-        Some("127.0.1.9"),
-    )
-    .await?;
-    worker.wait_serving(&swarm.admin, "swarm-worker").await?;
+    let (worker, node_id) = join_worker(&infra, &swarm, &dispatcher, "127.0.1.9".parse()?).await?;
 
     let first = CertInfo::from_pem(&NodeCredentials::load(&worker.state_dir)?.cert_pem)?;
-    assert_eq!(first.node_id, joined.node_id);
+    assert_eq!(first.node_id, node_id);
     let control = swarm.manager.control(&swarm.admin).await?;
     let node = || {
-        let id = joined.node_id.clone();
+        let id = node_id.clone();
         let mut control = control.clone();
         async move {
             control

@@ -13,9 +13,7 @@ use shoal_proto::v1::{
     ClusterSpec, DispatcherConfig, InitClusterRequest, ListNodesRequest, Node, NodeRole,
     manager_status::Reachability, node_status,
 };
-use shoal_scenarios::{
-    MANAGER_NAME, Service, Swarm, spawn_service, spawn_service_on, start_manager,
-};
+use shoal_scenarios::{MANAGER_NAME, Swarm, join_worker, spawn_service, start_manager};
 use shoal_store::{Store, WatchEvent};
 use shoal_testkit::{Infra, wait_for};
 
@@ -54,33 +52,6 @@ async fn wait_state(
         nodes(swarm).await?.remove(id).filter(|n| state(n) == want)
     })
     .await
-}
-
-/// A worker on `ip`, joined through the real join flow, attached to `dispatcher`.
-async fn join_worker(
-    infra: &Infra,
-    swarm: &Swarm,
-    dispatcher: &Service,
-    ip: IpAddr,
-) -> anyhow::Result<(Service, String)> {
-    let worker = spawn_service_on(
-        infra,
-        "shoal-worker",
-        ip,
-        &format!(
-            "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"{ip}\"\n",
-            dispatcher.addr, swarm.manager.addr
-        ),
-    )?;
-    let joined = shoal_worker::join(
-        &swarm.manager.addr,
-        &swarm.worker_token(),
-        &worker.state_dir,
-        Some(&ip.to_string()),
-    )
-    .await?;
-    worker.wait_serving(&swarm.admin, "swarm-worker").await?;
-    Ok((worker, joined.node_id))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -480,3 +480,79 @@ where
     drop(state);
     Ok(())
 }
+
+pub use shoal_pki::San;
+pub use shoal_settings::Settings;
+pub use shoal_telemetry::{LogFormat, TelemetryConfig};
+
+/// The telemetry of a process from its standard config keys.
+pub fn telemetry_config(
+    process: &str,
+    otlp_endpoint: &str,
+    log_format: LogFormat,
+    log_filter: &str,
+) -> TelemetryConfig {
+    TelemetryConfig {
+        service_name: process.into(),
+        otlp_endpoint: Some(otlp_endpoint.to_string()).filter(|e| !e.is_empty()),
+        log_format,
+        log_filter: log_filter.to_string(),
+    }
+}
+
+/// Implements [`ServiceSettings`] for a config struct with the standard keys `listen`,
+/// `otlp_endpoint`, `log_format` and `log_filter`.
+#[macro_export]
+macro_rules! service_settings {
+    ($ty:ty) => {
+        impl $crate::ServiceSettings for $ty {
+            fn listen(&self) -> ::std::net::SocketAddr {
+                self.listen
+            }
+
+            fn telemetry(&self) -> $crate::TelemetryConfig {
+                $crate::telemetry_config(
+                    <$ty as $crate::Settings>::PROCESS,
+                    &self.otlp_endpoint,
+                    self.log_format,
+                    &self.log_filter,
+                )
+            }
+        }
+    };
+}
+
+/// Implements [`ServiceSettings`] and [`StateSettings`] for a control-plane config
+/// struct that also has `etcd_endpoints`, `store_prefix`, `nats_url` and `kek_file`;
+/// `advertise_sans = f` adds the names `f(&config)` returns to its certificate.
+#[macro_export]
+macro_rules! state_settings {
+    ($ty:ty) => {
+        $crate::state_settings!($ty, advertise_sans = |_: &$ty| ::std::vec::Vec::new());
+    };
+    ($ty:ty, advertise_sans = $sans:expr) => {
+        $crate::service_settings!($ty);
+
+        impl $crate::StateSettings for $ty {
+            fn etcd_endpoints(&self) -> &[String] {
+                &self.etcd_endpoints
+            }
+
+            fn store_prefix(&self) -> &str {
+                &self.store_prefix
+            }
+
+            fn nats_url(&self) -> &str {
+                &self.nats_url
+            }
+
+            fn kek_file(&self) -> &::std::path::Path {
+                &self.kek_file
+            }
+
+            fn advertise_sans(&self) -> ::std::vec::Vec<$crate::San> {
+                ($sans)(self)
+            }
+        }
+    };
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use shoal_settings::{Invalid, Settings, check};
-use shoal_telemetry::{LogFormat, TelemetryConfig};
+use shoal_telemetry::LogFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -88,39 +88,9 @@ impl DispatcherConfig {
     }
 }
 
-impl shoal_grpc_host::ServiceSettings for DispatcherConfig {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn telemetry(&self) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name: Self::PROCESS.into(),
-            otlp_endpoint: Some(self.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
-            log_format: self.log_format,
-            log_filter: self.log_filter.clone(),
-        }
-    }
-}
-
-impl shoal_grpc_host::StateSettings for DispatcherConfig {
-    fn etcd_endpoints(&self) -> &[String] {
-        &self.etcd_endpoints
-    }
-
-    fn store_prefix(&self) -> &str {
-        &self.store_prefix
-    }
-
-    fn nats_url(&self) -> &str {
-        &self.nats_url
-    }
-
-    fn kek_file(&self) -> &std::path::Path {
-        &self.kek_file
-    }
-
-    fn advertise_sans(&self) -> Vec<shoal_pki::San> {
+impl DispatcherConfig {
+    /// Names and addresses clients may use to reach this process.
+    pub fn advertise_sans(&self) -> Vec<shoal_pki::San> {
         let host = self.advertise_host();
         match host.parse::<std::net::IpAddr>() {
             Ok(ip) if !ip.is_unspecified() => vec![shoal_pki::San::Ip(ip)],
@@ -131,10 +101,14 @@ impl shoal_grpc_host::StateSettings for DispatcherConfig {
     }
 }
 
+shoal_grpc_host::state_settings!(
+    DispatcherConfig,
+    advertise_sans = DispatcherConfig::advertise_sans
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_grpc_host::StateSettings;
 
     #[test]
     fn advertise_defaults_to_listen_and_is_validated() {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use shoal_settings::{Invalid, Settings, check};
-use shoal_telemetry::{LogFormat, TelemetryConfig};
+use shoal_telemetry::LogFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -80,48 +80,6 @@ impl Settings for ManagerConfig {
     }
 }
 
-impl shoal_grpc_host::ServiceSettings for ManagerConfig {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn telemetry(&self) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name: Self::PROCESS.into(),
-            otlp_endpoint: Some(self.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
-            log_format: self.log_format,
-            log_filter: self.log_filter.clone(),
-        }
-    }
-}
-
-impl shoal_grpc_host::StateSettings for ManagerConfig {
-    fn etcd_endpoints(&self) -> &[String] {
-        &self.etcd_endpoints
-    }
-
-    fn store_prefix(&self) -> &str {
-        &self.store_prefix
-    }
-
-    fn nats_url(&self) -> &str {
-        &self.nats_url
-    }
-
-    fn kek_file(&self) -> &std::path::Path {
-        &self.kek_file
-    }
-
-    fn advertise_sans(&self) -> Vec<shoal_pki::San> {
-        self.advertise_endpoint()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified())
-            .map(shoal_pki::San::Ip)
-            .into_iter()
-            .collect()
-    }
-}
-
 impl ManagerConfig {
     /// `IP:PORT` nodes use to reach this manager: advertise_addr (its port defaults to
     /// the listen port), else the listen address.
@@ -155,3 +113,20 @@ impl ManagerConfig {
             .unwrap_or_else(|| "localhost".into())
     }
 }
+
+impl ManagerConfig {
+    /// Names and addresses clients may use to reach this process.
+    pub fn advertise_sans(&self) -> Vec<shoal_pki::San> {
+        self.advertise_endpoint()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .map(shoal_pki::San::Ip)
+            .into_iter()
+            .collect()
+    }
+}
+
+shoal_grpc_host::state_settings!(
+    ManagerConfig,
+    advertise_sans = ManagerConfig::advertise_sans
+);

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use shoal_settings::{Invalid, Settings, check};
-use shoal_telemetry::{LogFormat, TelemetryConfig};
+use shoal_telemetry::LogFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -49,35 +49,4 @@ impl Settings for SchedulerConfig {
     }
 }
 
-impl shoal_grpc_host::ServiceSettings for SchedulerConfig {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn telemetry(&self) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name: Self::PROCESS.into(),
-            otlp_endpoint: Some(self.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
-            log_format: self.log_format,
-            log_filter: self.log_filter.clone(),
-        }
-    }
-}
-
-impl shoal_grpc_host::StateSettings for SchedulerConfig {
-    fn etcd_endpoints(&self) -> &[String] {
-        &self.etcd_endpoints
-    }
-
-    fn store_prefix(&self) -> &str {
-        &self.store_prefix
-    }
-
-    fn nats_url(&self) -> &str {
-        &self.nats_url
-    }
-
-    fn kek_file(&self) -> &std::path::Path {
-        &self.kek_file
-    }
-}
+shoal_grpc_host::state_settings!(SchedulerConfig);

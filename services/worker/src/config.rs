@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use shoal_settings::{Invalid, Settings, check};
-use shoal_telemetry::{LogFormat, TelemetryConfig};
+use shoal_telemetry::LogFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -98,17 +98,4 @@ impl Settings for WorkerConfig {
     }
 }
 
-impl shoal_grpc_host::ServiceSettings for WorkerConfig {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn telemetry(&self) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name: Self::PROCESS.into(),
-            otlp_endpoint: Some(self.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
-            log_format: self.log_format,
-            log_filter: self.log_filter.clone(),
-        }
-    }
-}
+shoal_grpc_host::service_settings!(WorkerConfig);
