@@ -426,12 +426,36 @@ async fn leave(cfg: &CliConfig, force: bool) -> anyhow::Result<ExitCode> {
         anyhow::bail!(leave_refusal(stats));
     }
     if node.role == Role::Manager {
-        // A manager's state lives in etcd with the other managers'; forgetting the local
-        // node id would leave a running manager behind. Say what to do instead.
-        anyhow::bail!(
-            "leaving the swarm as a manager is not supported yet: stop this host's shoal-manager, \
-             remove its state dir, then `shoal node demote` and `shoal node rm` it from another manager"
-        );
+        // The manager itself leaves, through its local socket: the last manager dissolves
+        // the swarm (its admin credentials go with it).
+        let socket = if !cfg.socket.as_os_str().is_empty() {
+            cfg.socket.clone()
+        } else if node.kind == Kept::ManagerNodeId {
+            node.dir.join("control.sock")
+        } else {
+            std::path::PathBuf::from(".shoal-manager/control.sock")
+        };
+        let channel = crate::connect::unix_channel(&socket).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach this host's manager on {}: {e:#}",
+                socket.display()
+            )
+        })?;
+        shoal_proto::v1::control_client::ControlClient::new(channel)
+            .leave_swarm(shoal_proto::v1::LeaveSwarmRequest { force })
+            .await
+            .map_err(super::rpc_error)?;
+        local::forget(&node, &cfg.cert_dir)?;
+        let certs = shoal_pki::certs_dir(&cfg.cert_dir);
+        for file in [
+            shoal_pki::NODE_CERT_FILE,
+            shoal_pki::NODE_KEY_FILE,
+            shoal_pki::ROOT_CA_FILE,
+        ] {
+            let _ = std::fs::remove_file(certs.join(file));
+        }
+        println!("Node left the swarm.");
+        return Ok(ExitCode::SUCCESS);
     }
     local::forget(&node, &cfg.cert_dir)?;
     if node.kind == Kept::Certificate {

@@ -17,7 +17,7 @@ use shoal_proto::v1::Cluster;
 use shoal_store::{Store, WatchEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::tls::ServerCertResolver;
+use crate::tls::{ServerCertResolver, SwappableConfig, server_config};
 
 /// Where the KEK is looked for unless configured.
 pub const DEFAULT_KEK_FILE: &str = ".shoal-manager/swarm-ca.kek";
@@ -134,16 +134,25 @@ pub async fn wait_for_cluster(store: &Store, shutdown: &CancellationToken) -> Op
     }
 }
 
-/// The serving identity of a control-plane process: its current credentials, kept
+/// The serving identity of a control-plane process: its TLS configuration, kept
 /// fresh in the background.
 pub struct ProcessIdentity {
-    pub resolver: Arc<ServerCertResolver>,
+    pub tls: Arc<SwappableConfig>,
     pub ca_pem: String,
     pub cluster_id: String,
 }
 
-/// Waits for the cluster, issues this process's certificate, and keeps renewing it
-/// until shutdown. `None` on shutdown before the swarm exists.
+fn cluster_id(cluster: &Cluster) -> String {
+    cluster
+        .meta
+        .as_ref()
+        .map(|m| m.id.clone())
+        .unwrap_or_default()
+}
+
+/// Waits for the cluster, issues this process's certificate, and keeps it current until
+/// shutdown: renewed at 50–80 % of its lifetime, and re-issued from the new CA when the
+/// swarm is re-initialised. `None` on shutdown before the swarm exists.
 pub async fn control_plane_identity(
     store: &Store,
     kek_file: &Path,
@@ -152,22 +161,12 @@ pub async fn control_plane_identity(
     shutdown: &CancellationToken,
 ) -> Option<ProcessIdentity> {
     let cluster = wait_for_cluster(store, shutdown).await?;
-    let mut delay = Duration::from_millis(200);
-    let creds = loop {
-        match read_kek(kek_file)
-            .and_then(|kek| issue_process_credentials(&cluster, &kek, subject, &sans))
-        {
-            Ok(creds) => break creds,
-            Err(e) => {
-                tracing::error!(error = %e, retry_in = ?delay, "no serving identity yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
+    let issuer = Issuer {
+        kek_file: kek_file.to_path_buf(),
+        subject: subject.to_string(),
+        sans,
     };
+    let creds = issuer.issue_retrying(&cluster, shutdown).await?;
     let resolver = match ServerCertResolver::new(&creds) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -175,65 +174,144 @@ pub async fn control_plane_identity(
             return None;
         }
     };
-    let identity = ProcessIdentity {
-        resolver: resolver.clone(),
-        ca_pem: creds.ca_pem.clone(),
-        cluster_id: cluster
-            .meta
-            .as_ref()
-            .map(|m| m.id.clone())
-            .unwrap_or_default(),
+    let config = match server_config(resolver.clone(), &creds.ca_pem) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "TLS configuration unusable");
+            return None;
+        }
     };
-    tokio::spawn(renew_forever(
+    let tls = SwappableConfig::new(config);
+    let identity = ProcessIdentity {
+        tls: tls.clone(),
+        ca_pem: creds.ca_pem.clone(),
+        cluster_id: cluster_id(&cluster),
+    };
+    tokio::spawn(keep_current(
         store.clone(),
-        kek_file.to_path_buf(),
-        subject.to_string(),
-        sans,
+        issuer,
         creds,
         resolver,
+        tls,
         shutdown.clone(),
     ));
     Some(identity)
 }
 
-async fn renew_forever(
-    store: Store,
+/// What a control-plane process's certificates are issued for.
+struct Issuer {
     kek_file: std::path::PathBuf,
     subject: String,
     sans: Vec<San>,
+}
+
+impl Issuer {
+    fn issue(&self, cluster: &Cluster) -> Result<NodeCredentials, IdentityError> {
+        let kek = read_kek(&self.kek_file)?;
+        issue_process_credentials(cluster, &kek, &self.subject, &self.sans)
+    }
+
+    async fn issue_retrying(
+        &self,
+        cluster: &Cluster,
+        shutdown: &CancellationToken,
+    ) -> Option<NodeCredentials> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.issue(cluster) {
+                Ok(creds) => return Some(creds),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?delay, "no serving identity yet");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Renews before expiry, and follows the swarm to a new CA after a re-init.
+async fn keep_current(
+    store: Store,
+    issuer: Issuer,
     mut creds: NodeCredentials,
     resolver: Arc<ServerCertResolver>,
+    tls: Arc<SwappableConfig>,
     shutdown: CancellationToken,
 ) {
+    let mut clusters = store.watch_kind::<Cluster>(None);
     loop {
         let delay = match CertInfo::from_pem(&creds.cert_pem) {
             Ok(info) => shoal_pki::renewal_delay(&info, SystemTime::now()),
             Err(_) => Duration::from_secs(30),
         };
-        tokio::select! {
+        // The cluster to issue from: the current one at renewal time, or a new one.
+        let cluster = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        let renewed = async {
-            let cluster = store.get_by_name::<Cluster>(CLUSTER_NAME).await?;
-            let kek = read_kek(&kek_file)?;
-            let fresh = issue_process_credentials(&cluster, &kek, &subject, &sans)?;
-            resolver.replace(&fresh)?;
-            Ok::<_, IdentityError>(fresh)
-        }
-        .await;
-        match renewed {
-            Ok(fresh) => {
-                tracing::info!(%subject, "serving certificate renewed");
-                creds = fresh;
+            _ = tokio::time::sleep(delay) => {
+                match store.get_by_name::<Cluster>(CLUSTER_NAME).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the cluster to renew; retrying in 30s");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(30)) => continue,
+                        }
+                    }
+                }
             }
+            event = clusters.next() => {
+                let Some(event) = event else { return };
+                let changed = match event {
+                    WatchEvent::Added(c) | WatchEvent::Modified(c) => Some(c),
+                    WatchEvent::Restarted { objects, .. } => objects.into_iter().next(),
+                    WatchEvent::Deleted(_) => {
+                        tracing::warn!("the swarm was dissolved; waiting for a new `swarm init`");
+                        None
+                    }
+                    WatchEvent::Progress { .. } => None,
+                };
+                let new_ca = changed.filter(|c| {
+                    c.root_ca
+                        .as_ref()
+                        .is_some_and(|r| r.ca_cert != creds.ca_pem.as_bytes())
+                });
+                match new_ca {
+                    Some(c) => c,
+                    None => continue,
+                }
+            }
+        };
+        let ca_changed = cluster
+            .root_ca
+            .as_ref()
+            .is_some_and(|r| r.ca_cert != creds.ca_pem.as_bytes());
+        let fresh = match issuer.issue(&cluster) {
+            Ok(fresh) => fresh,
             Err(e) => {
                 tracing::warn!(error = %e, "certificate renewal failed; retrying in 30s");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => continue,
                 }
             }
+        };
+        if let Err(e) = resolver.replace(&fresh) {
+            tracing::warn!(error = %e, "renewed certificate unusable");
+            continue;
         }
+        if ca_changed {
+            match server_config(resolver.clone(), &fresh.ca_pem) {
+                Ok(config) => tls.replace(config),
+                Err(e) => tracing::warn!(error = %e, "TLS configuration for the new CA unusable"),
+            }
+            tracing::info!(subject = %issuer.subject, cluster = %cluster_id(&cluster), "serving with the new swarm's CA");
+        } else {
+            tracing::info!(subject = %issuer.subject, "serving certificate renewed");
+        }
+        creds = fresh;
     }
 }

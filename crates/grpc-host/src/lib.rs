@@ -163,7 +163,7 @@ impl BoundHost {
     pub async fn serve_tls(
         self,
         routes: Routes,
-        tls: Arc<rustls::ServerConfig>,
+        tls: Arc<tls::SwappableConfig>,
     ) -> Result<(), HostError> {
         let routes = self.with_standard_services(routes)?;
         let listen = self.local_addr();
@@ -471,8 +471,7 @@ where
     else {
         return Ok(());
     };
-    let tls = tls::server_config(identity.resolver.clone(), &identity.ca_pem)?;
-    let server = tokio::spawn(host.serve_tls(routes, tls));
+    let server = tokio::spawn(host.serve_tls(routes, identity.tls.clone()));
     Host::set_ready(&health, services, true).await;
     tracing::info!(process = C::PROCESS, cluster = %identity.cluster_id, "ready");
     server.await??;

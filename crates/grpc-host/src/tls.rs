@@ -123,15 +123,44 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A server TLS configuration that can be replaced while the server runs (a new root CA
+/// after the swarm is re-initialised changes the client roots, not only our certificate).
+#[derive(Debug)]
+pub struct SwappableConfig {
+    current: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl SwappableConfig {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(config),
+        })
+    }
+
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        match self.current.write() {
+            Ok(mut current) => *current = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
 /// Accepts TCP connections on `listener` and completes their TLS handshakes
-/// concurrently (one slow or hostile client never holds the others up). Failed
-/// handshakes are logged and dropped; the stream yields only connections that are ready.
+/// concurrently (one slow or hostile client never holds the others up), each with the
+/// configuration current at accept time. Failed handshakes are logged and dropped; the
+/// stream yields only connections that are ready.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<SwappableConfig>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BACKLOG);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -147,7 +176,7 @@ pub fn incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -17,6 +17,7 @@ mod ca;
 pub mod config;
 mod control;
 pub mod leadership;
+pub mod orchestrator;
 pub mod swarm;
 
 use std::sync::Arc;
@@ -104,52 +105,91 @@ fn require_admin(req: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-/// Once the swarm exists: this manager's node, its presence, and its candidacy.
+/// Once the swarm exists: this manager's node, its presence, and its candidacy — until
+/// shutdown, or until the swarm is dissolved, after which it waits for a new one.
 async fn manager_lifecycle(state: ClusterState, cfg: Arc<ManagerConfig>, shutdown: ShutdownToken) {
-    if shoal_grpc_host::identity::wait_for_cluster(&state.store, &shutdown)
-        .await
-        .is_none()
-    {
-        return;
+    loop {
+        if shoal_grpc_host::identity::wait_for_cluster(&state.store, &shutdown)
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let Some(node_id) = manager_node(&state, &cfg, &shutdown).await else {
+            return;
+        };
+        // This round ends with the process or with the swarm.
+        let round = shutdown.child_token();
+        let dissolved = tokio::spawn(cancel_when_dissolved(state.store.clone(), round.clone()));
+        let advertise = cfg
+            .advertise_endpoint()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let candidate = swarm::candidate_id(&node_id, &advertise);
+        let (present, _) = tokio::sync::watch::channel(false);
+        let presence = tokio::spawn(leadership::hold(
+            state.store.clone(),
+            swarm::presence_election(&node_id),
+            candidate.clone(),
+            cfg.leader_lease_ttl,
+            round.clone(),
+            present,
+        ));
+        let (leading, _) = tokio::sync::watch::channel(false);
+        leadership::hold(
+            state.store.clone(),
+            leadership::ELECTION.to_string(),
+            candidate,
+            cfg.leader_lease_ttl,
+            round.clone(),
+            leading,
+        )
+        .await;
+        let _ = presence.await;
+        dissolved.abort();
+        if shutdown.is_cancelled() {
+            mark_stopped(&state, &node_id).await;
+            return;
+        }
+        tracing::info!("the swarm was dissolved; waiting for `shoal swarm init`");
     }
-    let node_id = loop {
-        match swarm::ensure_manager_node(&state.store, &cfg, &state.bus).await {
-            Ok(id) => break id,
+}
+
+/// This manager's node, retried until registered or shutdown.
+async fn manager_node(
+    state: &ClusterState,
+    cfg: &ManagerConfig,
+    shutdown: &ShutdownToken,
+) -> Option<String> {
+    loop {
+        match swarm::ensure_manager_node(&state.store, cfg, &state.bus).await {
+            Ok(id) => return Some(id),
             Err(e) => {
                 tracing::warn!(error = %e.message(), "cannot register this manager's node; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }
-    };
-    let advertise = cfg
-        .advertise_endpoint()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let candidate = swarm::candidate_id(&node_id, &advertise);
-    let (present, _) = tokio::sync::watch::channel(false);
-    let presence = tokio::spawn(leadership::hold(
-        state.store.clone(),
-        swarm::presence_election(&node_id),
-        candidate.clone(),
-        cfg.leader_lease_ttl,
-        shutdown.clone(),
-        present,
-    ));
-    let (leading, _) = tokio::sync::watch::channel(false);
-    leadership::hold(
-        state.store.clone(),
-        leadership::ELECTION.to_string(),
-        candidate,
-        cfg.leader_lease_ttl,
-        shutdown.clone(),
-        leading,
-    )
-    .await;
-    let _ = presence.await;
-    mark_stopped(&state, &node_id).await;
+    }
+}
+
+/// Cancels `round` once the Cluster object is gone.
+async fn cancel_when_dissolved(store: shoal_store::Store, round: ShutdownToken) {
+    use futures::StreamExt;
+    let mut clusters = store.watch_kind::<shoal_proto::v1::Cluster>(None);
+    while let Some(event) = clusters.next().await {
+        let gone = match event {
+            shoal_store::WatchEvent::Deleted(_) => true,
+            shoal_store::WatchEvent::Restarted { objects, .. } => objects.is_empty(),
+            _ => false,
+        };
+        if gone {
+            round.cancel();
+            return;
+        }
+    }
 }
 
 /// A manager stopping cleanly says so on its node (best effort, briefly).

@@ -429,3 +429,49 @@ pub async fn ensure_manager_node(
     tracing::info!(node = %id, "enrolled as a manager node");
     Ok(id)
 }
+
+/// `swarm leave --force` on the last manager: erases every object of the swarm (the
+/// cluster last, so watchers see the swarm end after its contents), and this manager's
+/// node id. Managers still present elsewhere make it refuse: they hold the swarm.
+pub async fn dissolve(state: &ClusterState, cfg: &ManagerConfig) -> Result<(), Status> {
+    use shoal_proto::v1::{Config, Network, Secret, Service, Task};
+    let store = &state.store;
+    let own = load_node_id(&cfg.state_dir);
+    let nodes = store.list::<Node>().await.map_err(store_status)?.objects;
+    for node in nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Manager as i32 && Some(n.id()) != own.as_deref())
+    {
+        if store
+            .leader(&presence_election(node.id()))
+            .await
+            .map_err(store_status)?
+            .is_some()
+        {
+            return Err(Status::failed_precondition(format!(
+                "manager {} is still part of the swarm: demote and remove this node from another manager instead of leaving",
+                node.id()
+            )));
+        }
+    }
+    async fn erase<T: Object>(store: &Store) -> Result<(), Status> {
+        let objects = store.list::<T>().await.map_err(store_status)?.objects;
+        for result in store.delete_many(objects).await {
+            match result {
+                Ok(_) | Err(shoal_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_status(e)),
+            }
+        }
+        Ok(())
+    }
+    erase::<Task>(store).await?;
+    erase::<Service>(store).await?;
+    erase::<Network>(store).await?;
+    erase::<Secret>(store).await?;
+    erase::<Config>(store).await?;
+    erase::<Node>(store).await?;
+    erase::<Cluster>(store).await?;
+    let _ = std::fs::remove_file(cfg.state_dir.join(NODE_ID_FILE));
+    tracing::warn!("this was the last manager: the swarm is dissolved");
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! is built on this entry point by the services work.
 
 pub mod config;
+pub mod placement;
 
 pub use config::SchedulerConfig;
 use shoal_grpc_host::{BoundHost, RunError};

@@ -49,7 +49,10 @@ pub async fn run(cfg: WorkerConfig, host: BoundHost) -> Result<(), RunError> {
     };
     let resolver = Arc::new(ServerCertResolver::new(&creds)?);
     let verifier = Arc::new(ClientVerifier::new(&creds.ca_pem)?);
-    let server_tls = tls::server_config(resolver.clone(), verifier.clone())?;
+    let server_tls = shoal_grpc_host::tls::SwappableConfig::new(tls::server_config(
+        resolver.clone(),
+        verifier.clone(),
+    )?);
     let mut server = tokio::spawn(host.serve_tls(tonic::service::Routes::default(), server_tls));
 
     let agent = Agent::new(

@@ -427,6 +427,28 @@ impl Control for ControlService {
         }))
     }
 
+    async fn leave_swarm(
+        &self,
+        req: Request<LeaveSwarmRequest>,
+    ) -> Result<Response<LeaveSwarmResponse>, Status> {
+        let local = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .is_some();
+        if !local {
+            return Err(Status::permission_denied(
+                "swarm leave runs on the manager's own host, through its local socket",
+            ));
+        }
+        if !req.into_inner().force {
+            return Err(Status::failed_precondition(
+                "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.",
+            ));
+        }
+        crate::swarm::dissolve(self.state()?, &self.cfg).await?;
+        Ok(Response::new(LeaveSwarmResponse {}))
+    }
+
     // ----------------------------------------------------------------- events
 
     async fn watch_events(

@@ -72,7 +72,9 @@ impl Pki {
     /// Serves `routes` over TLS on a free loopback port until the token is cancelled.
     async fn serve(&self, routes: tonic::service::Routes) -> (SocketAddr, ShutdownToken) {
         let resolver = Arc::new(ServerCertResolver::new(&self.server).unwrap());
-        let tls = server_config(resolver, &self.server.ca_pem).unwrap();
+        let tls = shoal_grpc_host::tls::SwappableConfig::new(
+            server_config(resolver, &self.server.ca_pem).unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = ShutdownToken::new();

@@ -1,0 +1,325 @@
+//! The global orchestrator's reconcile: one task per eligible node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use shoal_proto::v1::node_spec::Availability;
+use shoal_proto::v1::{Node, Service, Task, node_status, service_spec::Mode};
+
+use super::replicated::restart_policy;
+use super::restart::{RestartDecision, decide_restart};
+use super::task::new_task_at;
+use super::{
+    Plan, availability, is_being_removed, is_dead_unhandled, is_live, newest_first, node_loss,
+    node_state, observed, task_id,
+};
+
+/// Whether `service` may run on `node` at all.
+///
+/// TODO: placement constraints and platforms (`node.role==manager`, `node.labels.*`,
+/// ...) — the scheduler's filters decide them; this hook should call the same filter
+/// code once it is shared, so that a node not matching gets no task and loses its
+/// task when the constraints change.
+pub fn eligible(node: &Node, service: &Service) -> bool {
+    let _ = (node, service);
+    true
+}
+
+/// Whether a new task may go to `node` now: READY and ACTIVE (a paused node keeps its
+/// tasks but gets no new one; a disconnected one waits).
+fn accepts_new_tasks(node: &Node) -> bool {
+    node_state(node) == node_status::State::Ready && availability(node) == Availability::Active
+}
+
+/// Reconciles a global service: `tasks` may hold other services' tasks (ignored);
+/// `nodes` are all nodes by id.
+///
+/// - Every READY, ACTIVE, [`eligible`] node without a live task of the service gets a
+///   new one (assigned to it: global tasks are created with their node), so a node
+///   that joins gets one.
+/// - A DOWN, drained, removed or no longer eligible node has its tasks shut down and
+///   nothing replaces them elsewhere.
+/// - A paused or disconnected node keeps what it has and gets nothing new.
+/// - Extra live tasks on one node (should not happen) are shut down but one, the most
+///   advanced and newest.
+/// - A task that died while desired RUNNING goes through the restart supervisor, on
+///   the same node; a node whose last task the policy gave up on (under the current
+///   spec version) gets no new one.
+///
+/// Non-global services get an empty plan, a `pending_delete` one has every task set
+/// desired REMOVE.
+pub fn reconcile_global(
+    service: &Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    now: SystemTime,
+) -> Plan {
+    let mut plan = Plan::default();
+    let service_id = service.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
+    let ours: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.service_id == service_id && !is_being_removed(t))
+        .collect();
+    if service.pending_delete {
+        plan.remove = ours.iter().map(|t| task_id(t).to_string()).collect();
+        return plan;
+    }
+    if !matches!(
+        service.spec.as_ref().and_then(|s| s.mode.as_ref()),
+        Some(Mode::Global(_))
+    ) {
+        return plan;
+    }
+
+    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in ours {
+        by_node.entry(t.node_id.as_str()).or_default().push(t);
+    }
+    for id in nodes.keys() {
+        by_node.entry(id.as_str()).or_default();
+    }
+
+    let mut create_on: Vec<&str> = Vec::new();
+    for (node_id, mut group) in by_node {
+        group.sort_by(|a, b| newest_first(a, b));
+        let mut live: Vec<&Task> = group.iter().copied().filter(|t| is_live(t)).collect();
+        let unhandled: Vec<&Task> = group
+            .iter()
+            .copied()
+            .filter(|t| is_dead_unhandled(t))
+            .collect();
+        let ids = |list: &[&Task]| -> Vec<String> {
+            list.iter().map(|t| task_id(t).to_string()).collect()
+        };
+        let node = nodes.get(node_id);
+        let keeps_tasks = !node_id.is_empty()
+            && node_loss(node_id, nodes).is_none()
+            && node.is_some_and(|n| eligible(n, service));
+        let Some(node) = node.filter(|_| keeps_tasks) else {
+            plan.shutdown.extend(ids(&live));
+            plan.shutdown.extend(ids(&unhandled));
+            continue;
+        };
+        if !live.is_empty() {
+            // Keep the most advanced (then newest) one.
+            live.sort_by(|a, b| {
+                (observed(b) as i32)
+                    .cmp(&(observed(a) as i32))
+                    .then_with(|| newest_first(a, b))
+            });
+            plan.shutdown.extend(ids(live.get(1..).unwrap_or_default()));
+            plan.shutdown.extend(ids(&unhandled));
+            continue;
+        }
+        if !accepts_new_tasks(node) {
+            continue;
+        }
+        let Some(newest) = unhandled.first().or(group.first()).copied() else {
+            create_on.push(node_id);
+            continue;
+        };
+        let history: Vec<Task> = group.iter().map(|t| (*t).clone()).collect();
+        let decision = decide_restart(newest, &history, restart_policy(newest));
+        match decision {
+            RestartDecision::Restart { not_before }
+                if !unhandled.is_empty() && not_before > now =>
+            {
+                plan.requeue(not_before);
+            }
+            RestartDecision::Restart { .. } => {
+                plan.shutdown.extend(ids(&unhandled));
+                create_on.push(node_id);
+            }
+            RestartDecision::NoRestart => {
+                plan.shutdown.extend(ids(&unhandled));
+                if newest.spec_version != service.spec_version {
+                    create_on.push(node_id);
+                }
+            }
+        }
+    }
+
+    plan.create = create_on
+        .into_iter()
+        .map(|node_id| new_task_at(service, 0, Some(node_id), None, now))
+        .collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orchestrator::testutil::*;
+    use shoal_proto::v1::{RestartPolicy, TaskState, restart_policy::Condition};
+
+    fn on_node(id: &str, node: &str) -> Task {
+        task(id, 0, node, TaskState::Running)
+    }
+
+    fn created_nodes(plan: &Plan) -> Vec<&str> {
+        let mut v: Vec<&str> = plan.create.iter().map(|t| t.node_id.as_str()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn one_task_per_ready_active_node() {
+        let svc = global_service("svc1", "agent");
+        let ns = nodes(vec![ready("n1"), ready("n2"), ready("n3")]);
+        let plan = reconcile_global(&svc, &[], &ns, at(0));
+        assert_eq!(created_nodes(&plan), vec!["n1", "n2", "n3"]);
+        assert!(
+            plan.create
+                .iter()
+                .all(|t| t.slot == 0 && t.desired_state == TaskState::Running as i32)
+        );
+        assert!(plan.shutdown.is_empty() && plan.remove.is_empty());
+    }
+
+    #[test]
+    fn a_node_that_joins_gets_a_task() {
+        let svc = global_service("svc1", "agent");
+        let ns = nodes(vec![ready("n1"), ready("n2"), ready("n3"), ready("n4")]);
+        let tasks = vec![on_node("a", "n1"), on_node("b", "n2"), on_node("c", "n3")];
+        let plan = reconcile_global(&svc, &tasks, &ns, at(0));
+        assert_eq!(created_nodes(&plan), vec!["n4"]);
+        assert!(plan.shutdown.is_empty());
+    }
+
+    #[test]
+    fn a_converged_global_service_needs_nothing() {
+        let svc = global_service("svc1", "agent");
+        let ns = nodes(vec![ready("n1"), ready("n2")]);
+        let tasks = vec![
+            on_node("a", "n1"),
+            task("b", 0, "n2", TaskState::Pending),
+            task_full("old", 0, "n2", TaskState::Failed, TaskState::Shutdown, 0, 0),
+        ];
+        assert!(reconcile_global(&svc, &tasks, &ns, at(0)).is_empty());
+    }
+
+    #[test]
+    fn drained_down_and_removed_nodes_lose_their_task_without_replacement() {
+        let svc = global_service("svc1", "agent");
+        let ns = nodes(vec![
+            ready("n1"),
+            node("n2", node_status::State::Ready, Availability::Drain),
+            node("n3", node_status::State::Down, Availability::Active),
+        ]);
+        let tasks = vec![
+            on_node("a", "n1"),
+            on_node("b", "n2"),
+            on_node("c", "n3"),
+            on_node("d", "gone"),
+        ];
+        let plan = reconcile_global(&svc, &tasks, &ns, at(0));
+        assert_eq!(ids(&plan.shutdown), vec!["b", "c", "d"]);
+        assert!(plan.create.is_empty());
+    }
+
+    #[test]
+    fn paused_and_disconnected_nodes_keep_tasks_and_get_none() {
+        let svc = global_service("svc1", "agent");
+        let ns = nodes(vec![
+            node("n1", node_status::State::Ready, Availability::Pause),
+            node("n2", node_status::State::Ready, Availability::Pause),
+            node("n3", node_status::State::Disconnected, Availability::Active),
+        ]);
+        let tasks = vec![on_node("a", "n1")];
+        assert!(reconcile_global(&svc, &tasks, &ns, at(0)).is_empty());
+    }
+
+    #[test]
+    fn a_drained_node_made_active_again_gets_a_new_task() {
+        let svc = global_service("svc1", "agent");
+        let ns = nodes(vec![ready("n1")]);
+        let tasks = vec![task_full(
+            "a",
+            0,
+            "n1",
+            TaskState::Shutdown,
+            TaskState::Shutdown,
+            0,
+            5,
+        )];
+        let plan = reconcile_global(&svc, &tasks, &ns, at(10));
+        assert_eq!(created_nodes(&plan), vec!["n1"]);
+    }
+
+    #[test]
+    fn extra_tasks_on_one_node_are_shut_down_but_one() {
+        let svc = global_service("svc1", "agent");
+        let ns = nodes(vec![ready("n1")]);
+        let tasks = vec![
+            task_full("old", 0, "n1", TaskState::Running, TaskState::Running, 1, 1),
+            task_full("new", 0, "n1", TaskState::Pending, TaskState::Running, 2, 2),
+        ];
+        let plan = reconcile_global(&svc, &tasks, &ns, at(10));
+        assert_eq!(ids(&plan.shutdown), vec!["new"]);
+        assert!(plan.create.is_empty());
+    }
+
+    #[test]
+    fn a_failed_global_task_restarts_on_its_node_after_the_delay() {
+        let p = RestartPolicy {
+            condition: Condition::OnFailure as i32,
+            delay: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+            max_attempts: 0,
+            window: None,
+        };
+        let svc = with_restart(global_service("svc1", "agent"), p);
+        let ns = nodes(vec![ready("n1")]);
+        let dead = task_with_restart(
+            task_full("a", 0, "n1", TaskState::Failed, TaskState::Running, 0, 10),
+            &p,
+        );
+        let tasks = vec![dead];
+        let plan = reconcile_global(&svc, &tasks, &ns, at(11));
+        assert!(plan.is_empty());
+        assert_eq!(plan.requeue_at, Some(at(15)));
+        let plan = reconcile_global(&svc, &tasks, &ns, at(15));
+        assert_eq!(ids(&plan.shutdown), vec!["a"]);
+        assert_eq!(created_nodes(&plan), vec!["n1"]);
+    }
+
+    #[test]
+    fn a_completed_task_with_on_failure_is_not_replaced() {
+        let p = RestartPolicy {
+            condition: Condition::OnFailure as i32,
+            ..Default::default()
+        };
+        let svc = with_restart(global_service("svc1", "agent"), p);
+        let ns = nodes(vec![ready("n1")]);
+        let mut tasks = vec![task_with_restart(
+            task_full("a", 0, "n1", TaskState::Complete, TaskState::Running, 0, 10),
+            &p,
+        )];
+        let plan = reconcile_global(&svc, &tasks, &ns, at(20));
+        assert_eq!(ids(&plan.shutdown), vec!["a"]);
+        assert!(plan.create.is_empty());
+        if let Some(t) = tasks.first_mut() {
+            t.desired_state = TaskState::Shutdown as i32;
+        }
+        assert!(reconcile_global(&svc, &tasks, &ns, at(30)).is_empty());
+    }
+
+    #[test]
+    fn a_removed_global_service_has_all_its_tasks_removed() {
+        let mut svc = global_service("svc1", "agent");
+        svc.pending_delete = true;
+        let ns = nodes(vec![ready("n1")]);
+        let plan = reconcile_global(&svc, &[on_node("a", "n1")], &ns, at(0));
+        assert_eq!(ids(&plan.remove), vec!["a"]);
+        assert!(plan.create.is_empty());
+    }
+
+    #[test]
+    fn a_replicated_service_is_not_ours() {
+        let svc = replicated_service("svc1", "web", 1);
+        let ns = nodes(vec![ready("n1")]);
+        assert!(reconcile_global(&svc, &[], &ns, at(0)).is_empty());
+    }
+}

@@ -1,0 +1,182 @@
+//! The orchestrators' decision logic: what tasks a service should have, as pure functions.
+//!
+//! The orchestrators run on the leader manager in the kube-rs controller shape:
+//!
+//! 1. **cache**: services, tasks and nodes come from list + watch reflectors
+//!    (`shoal_store::Cache`), never from scanning etcd on the hot path;
+//! 2. **queue**: every change (a service written, a task changing state, a node going
+//!    down or drained, a NATS hint) enqueues the affected service ids, deduplicated;
+//! 3. **reconcile**: level-triggered — for one service, look at *everything* the cache
+//!    holds for it now and compute the difference to the desired state, whatever event
+//!    caused the call. Running it twice on the same input gives the same answer, so a
+//!    lost or repeated event never matters;
+//! 4. **resync**: every service is enqueued again periodically, at startup and after
+//!    every leader change, and at a [`Plan::requeue_at`] a decision asked for (a restart
+//!    waiting out its delay).
+//!
+//! This module is step 3 only: the functions here take a service, its tasks and the
+//! nodes, and return a [`Plan`] (tasks to create, tasks whose desired state moves on)
+//! or the ids to reap. They do no I/O, spawn nothing and read no clock except through
+//! their `now` argument; the wiring applies a plan as batched compare-and-swap writes
+//! and simply reconciles again when a write loses a race.
+//!
+//! Semantics are Swarm's (moby/swarmkit `manager/orchestrator`): slots, replacement of
+//! tasks on down or drained nodes by a new task in the same slot, restart policies, and
+//! a bounded task history per slot.
+
+pub mod global;
+pub mod reaper;
+pub mod replicated;
+pub mod restart;
+pub mod task;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use shoal_proto::TaskStateExt;
+use shoal_proto::v1::node_spec::Availability;
+use shoal_proto::v1::{Node, Task, TaskState, node_status};
+
+pub use global::reconcile_global;
+pub use reaper::{DEFAULT_TASK_HISTORY_LIMIT, ReapPlan, reap};
+pub use replicated::reconcile_replicated;
+pub use restart::{DEFAULT_RESTART_DELAY, RestartDecision, decide_restart};
+pub use task::{new_task, new_task_at};
+
+/// What one reconcile pass wants written. Applying it is the caller's job; every id
+/// appears in at most one list.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// New tasks (desired RUNNING, state PENDING), ready to be stored.
+    pub create: Vec<Task>,
+    /// Tasks whose desired state becomes SHUTDOWN: replaced, failed for good, or on a
+    /// node that lost them. They stay as history.
+    pub shutdown: Vec<String>,
+    /// Tasks whose desired state becomes REMOVE (scale down, service removal): the
+    /// worker stops them and the reaper deletes them once they are dead.
+    pub remove: Vec<String>,
+    /// Reconcile this service again at this time (a restart waiting out its delay).
+    pub requeue_at: Option<SystemTime>,
+}
+
+impl Plan {
+    /// Whether the pass found nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.shutdown.is_empty() && self.remove.is_empty()
+    }
+
+    fn requeue(&mut self, at: SystemTime) {
+        self.requeue_at = Some(match self.requeue_at {
+            Some(t) if t <= at => t,
+            _ => at,
+        });
+    }
+}
+
+/// The task's observed state (an unknown number reads as NEW).
+pub(crate) fn observed(t: &Task) -> TaskState {
+    t.status
+        .as_ref()
+        .and_then(|s| TaskState::try_from(s.state).ok())
+        .unwrap_or(TaskState::New)
+}
+
+/// The task's desired state (an unknown number reads as NEW).
+pub(crate) fn desired(t: &Task) -> TaskState {
+    TaskState::try_from(t.desired_state).unwrap_or(TaskState::New)
+}
+
+/// Desired RUNNING or earlier: the orchestrator still wants the task.
+pub(crate) fn wanted(t: &Task) -> bool {
+    desired(t) as i32 <= TaskState::Running as i32
+}
+
+/// Wanted and not finished: the task holds its slot.
+pub(crate) fn is_live(t: &Task) -> bool {
+    wanted(t) && observed(t).is_live()
+}
+
+/// Desired at most RUNNING but finished: the restart supervisor has to decide.
+pub(crate) fn is_dead_unhandled(t: &Task) -> bool {
+    wanted(t) && observed(t).is_terminal()
+}
+
+/// Being removed (scale down, service removal): no longer part of any slot.
+pub(crate) fn is_being_removed(t: &Task) -> bool {
+    desired(t) as i32 >= TaskState::Remove as i32
+}
+
+fn to_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    ts.and_then(|ts| SystemTime::try_from(*ts).ok())
+}
+
+/// When the task last changed state (falls back to its creation time, then the epoch).
+pub(crate) fn status_time(t: &Task) -> SystemTime {
+    to_time(t.status.as_ref().and_then(|s| s.timestamp.as_ref()))
+        .or_else(|| created_time(t))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// When the task was created (store meta, else its first status timestamp).
+pub(crate) fn created_time(t: &Task) -> Option<SystemTime> {
+    to_time(t.meta.as_ref().and_then(|m| m.created_at.as_ref()))
+}
+
+/// Newest first: by creation time, then status time, then id (total and stable).
+pub(crate) fn newest_first(a: &Task, b: &Task) -> std::cmp::Ordering {
+    let key = |t: &Task| (created_time(t), status_time(t));
+    key(b).cmp(&key(a)).then_with(|| task_id(b).cmp(task_id(a)))
+}
+
+pub(crate) fn task_id(t: &Task) -> &str {
+    t.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+}
+
+/// Why a node can no longer hold its tasks, if it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeLoss {
+    /// Not in the store any more (`node rm`).
+    Gone,
+    /// No heartbeat for 3 periods.
+    Down,
+    /// `node update --availability drain`.
+    Drained,
+}
+
+/// Whether the tasks on `node_id` must be moved off it. Unassigned tasks never are.
+pub(crate) fn node_loss(node_id: &str, nodes: &HashMap<String, Node>) -> Option<NodeLoss> {
+    if node_id.is_empty() {
+        return None;
+    }
+    let Some(node) = nodes.get(node_id) else {
+        return Some(NodeLoss::Gone);
+    };
+    if node_state(node) == node_status::State::Down {
+        return Some(NodeLoss::Down);
+    }
+    if availability(node) == Availability::Drain {
+        return Some(NodeLoss::Drained);
+    }
+    None
+}
+
+pub(crate) fn node_state(node: &Node) -> node_status::State {
+    node.status
+        .as_ref()
+        .and_then(|s| node_status::State::try_from(s.state).ok())
+        .unwrap_or(node_status::State::Unknown)
+}
+
+pub(crate) fn availability(node: &Node) -> Availability {
+    node.spec
+        .as_ref()
+        .and_then(|s| Availability::try_from(s.availability).ok())
+        .unwrap_or(Availability::Active)
+}
+
+pub(crate) fn duration(d: Option<&prost_types::Duration>) -> Option<Duration> {
+    d.and_then(|d| Duration::try_from(*d).ok())
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
