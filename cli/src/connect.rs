@@ -216,6 +216,12 @@ pub fn local_manager_socket(cfg: &CliConfig) -> anyhow::Result<PathBuf> {
              state_dir?",
             path.display()
         ),
+        // The manager whose state dir this host's CLI points at (the local stack's env).
+        None if !cfg.state_dir.as_os_str().is_empty()
+            && cfg.state_dir.join("control.sock").exists() =>
+        {
+            Ok(cfg.state_dir.join("control.sock"))
+        }
         None if Path::new(DEFAULT_MANAGER_SOCKET).exists() => {
             Ok(PathBuf::from(DEFAULT_MANAGER_SOCKET))
         }
