@@ -10,8 +10,8 @@ use super::replicated::restart_policy;
 use super::restart::{RestartDecision, decide_restart};
 use super::task::new_task_at;
 use super::{
-    Plan, availability, is_being_removed, is_dead_unhandled, is_live, newest_first, node_loss,
-    node_state, observed, task_id,
+    Plan, availability, is_dead_unhandled, is_live, newest_first, node_loss, node_state, observed,
+    task_id, tasks_or_removal,
 };
 
 /// Whether `service` may run on `node` at all.
@@ -54,16 +54,11 @@ pub fn reconcile_global(
     nodes: &HashMap<String, Node>,
     now: SystemTime,
 ) -> Plan {
+    let ours = match tasks_or_removal(service, tasks) {
+        Ok(ours) => ours,
+        Err(removal) => return removal,
+    };
     let mut plan = Plan::default();
-    let service_id = service.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
-    let ours: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| t.service_id == service_id && !is_being_removed(t))
-        .collect();
-    if service.pending_delete {
-        plan.remove = ours.iter().map(|t| task_id(t).to_string()).collect();
-        return plan;
-    }
     if !matches!(
         service.spec.as_ref().and_then(|s| s.mode.as_ref()),
         Some(Mode::Global(_))

@@ -102,6 +102,26 @@ pub(crate) fn is_dead_unhandled(t: &Task) -> bool {
 }
 
 /// Being removed (scale down, service removal): no longer part of any slot.
+/// The service's tasks that are not already being removed — or, when the service itself
+/// is being deleted, the plan that sets every one of them desired REMOVE.
+pub(crate) fn tasks_or_removal<'a>(
+    service: &shoal_proto::v1::Service,
+    tasks: &'a [Task],
+) -> Result<Vec<&'a Task>, Plan> {
+    let service_id = service.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
+    let ours: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.service_id == service_id && !is_being_removed(t))
+        .collect();
+    if service.pending_delete {
+        return Err(Plan {
+            remove: ours.iter().map(|t| task_id(t).to_string()).collect(),
+            ..Plan::default()
+        });
+    }
+    Ok(ours)
+}
+
 pub(crate) fn is_being_removed(t: &Task) -> bool {
     desired(t) as i32 >= TaskState::Remove as i32
 }

@@ -8,7 +8,7 @@ use shoal_proto::v1::{Node, Service, Task, TaskState, service_spec::Mode};
 use super::restart::{RestartDecision, decide_restart};
 use super::task::new_task_at;
 use super::{
-    Plan, is_being_removed, is_dead_unhandled, is_live, newest_first, node_loss, observed, task_id,
+    Plan, is_dead_unhandled, is_live, newest_first, node_loss, observed, task_id, tasks_or_removal,
 };
 
 /// One slot's tasks, sorted out.
@@ -131,16 +131,11 @@ pub fn reconcile_replicated(
     nodes: &HashMap<String, Node>,
     now: SystemTime,
 ) -> Plan {
+    let ours = match tasks_or_removal(service, tasks) {
+        Ok(ours) => ours,
+        Err(removal) => return removal,
+    };
     let mut plan = Plan::default();
-    let service_id = service.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
-    let ours: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| t.service_id == service_id && !is_being_removed(t))
-        .collect();
-    if service.pending_delete {
-        plan.remove = ours.iter().map(|t| task_id(t).to_string()).collect();
-        return plan;
-    }
     let Some(Mode::Replicated(mode)) = service.spec.as_ref().and_then(|s| s.mode.as_ref()) else {
         return plan;
     };
