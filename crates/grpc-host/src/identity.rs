@@ -245,7 +245,7 @@ async fn keep_current(
     let mut clusters = store.watch_kind::<Cluster>(None);
     loop {
         let delay = match CertInfo::from_pem(&creds.cert_pem) {
-            Ok(info) => shoal_pki::renewal_delay(&info, SystemTime::now()),
+            Ok(info) => shoal_pki::renewal_wait(&info, SystemTime::now()),
             Err(_) => Duration::from_secs(30),
         };
         // The cluster to issue from: the current one at renewal time, or a new one.

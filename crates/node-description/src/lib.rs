@@ -41,6 +41,15 @@ pub async fn node_description(hostname: &str, creds: Option<&NodeCredentials>) -
     }
 }
 
+/// The host's name from the kernel, `localhost` if it has none.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// `std::env::consts` OS and architecture (`linux`, `x86_64`), as Swarm reports them.
 pub fn platform() -> Platform {
     Platform {

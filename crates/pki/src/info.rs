@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::time::ASN1Time;
 
-use crate::ca::Role;
+use crate::ca::{CLOCK_SKEW_BACKDATE, Role};
 use crate::error::{Error, Result};
 use crate::pemutil;
 
@@ -142,6 +142,28 @@ pub fn verify_issued_by_at(cert_der: &[u8], ca_der: &[u8], now: SystemTime) -> R
 pub fn renewal_delay(info: &CertInfo, now: SystemTime) -> Duration {
     renewal_delay_at_fraction(info, now, rand::random_range(0.5..0.8))
 }
+
+/// How long to wait before renewing a certificate described by `info`.
+///
+/// Certificates are back-dated by [`CLOCK_SKEW_BACKDATE`] for nodes with lagging
+/// clocks; that margin is not part of the lifetime the cluster asked for, so the
+/// 50–80 % window is counted from the issuance (never later than now), not from
+/// `not_before`. Without this a certificate of a few minutes would be renewed the
+/// moment it arrives, again and again.
+pub fn renewal_wait(info: &CertInfo, now: SystemTime) -> Duration {
+    let issued = (info.not_before + CLOCK_SKEW_BACKDATE)
+        .min(now)
+        .max(info.not_before)
+        .min(info.not_after);
+    let counted = CertInfo {
+        not_before: issued,
+        ..info.clone()
+    };
+    renewal_delay(&counted, now).max(MIN_RENEWAL_WAIT)
+}
+
+/// The shortest wait between renewals, so a clock far off never makes a renewal loop.
+pub const MIN_RENEWAL_WAIT: Duration = Duration::from_secs(1);
 
 fn renewal_delay_at_fraction(info: &CertInfo, now: SystemTime, fraction: f64) -> Duration {
     let target = info.not_before + info.lifetime().mul_f64(fraction);

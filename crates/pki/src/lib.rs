@@ -38,7 +38,9 @@ pub use creds::{
     CERTS_DIR, NODE_CERT_FILE, NODE_KEY_FILE, NodeCredentials, ROOT_CA_FILE, certs_dir, peer_info,
 };
 pub use error::{Error, Result};
-pub use info::{CertInfo, renewal_delay, verify_issued_by, verify_issued_by_at};
+pub use info::{
+    CertInfo, MIN_RENEWAL_WAIT, renewal_delay, renewal_wait, verify_issued_by, verify_issued_by_at,
+};
 pub use seal::{Kek, SEAL_VERSION, open, seal};
 pub use token::{
     DIGEST_LEN, JoinToken, SECRET_LEN, TOKEN_LEN, TOKEN_PREFIX, TOKEN_VERSION, ca_digest,

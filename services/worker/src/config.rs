@@ -50,11 +50,7 @@ impl WorkerConfig {
         if !self.hostname.is_empty() {
             return self.hostname.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into())
+        shoal_node_description::system_hostname()
     }
 
     /// The address to advertise: the configured one, else the listen IP.

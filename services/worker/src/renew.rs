@@ -1,7 +1,7 @@
 //! Automatic certificate renewal.
 //!
 //! At a random point between 50 % and 80 % of the certificate's lifetime (Swarm's
-//! rule, [`shoal_pki::renewal_delay`]) the worker asks a manager's CA for a new
+//! rule, [`shoal_pki::renewal_wait`]) the worker asks a manager's CA for a new
 //! certificate: a CSR for a fresh key, no token, over mutual TLS with the current
 //! certificate (which is how the CA knows the node). The new credentials are stored
 //! atomically, served by the listener from its next handshake, and presented on new
@@ -9,15 +9,14 @@
 //! Failures are retried with backoff until the certificate expires (after which only
 //! a new join helps, and the log says so).
 
+pub use shoal_pki::{MIN_RENEWAL_WAIT, renewal_wait};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use shoal_grpc_host::ShutdownToken;
-use shoal_pki::{
-    CLOCK_SKEW_BACKDATE, CertInfo, NodeCredentials, NodeKey, Role, renewal_delay, verify_issued_by,
-};
+use shoal_pki::{CertInfo, NodeCredentials, NodeKey, Role, verify_issued_by};
 use shoal_proto::v1::ca_client::CaClient;
 use shoal_proto::v1::{IssueNodeCertificateRequest, NodeRole};
 use shoal_telemetry::TraceInterceptor;
@@ -26,9 +25,6 @@ use crate::backoff::Backoff;
 use crate::identity::{Identity, OnDisk};
 use crate::join::error_chain;
 use crate::tls::connect_mtls;
-
-/// Never renew more often than this, whatever the certificates say.
-pub const MIN_RENEWAL_WAIT: Duration = Duration::from_secs(1);
 
 /// How long one renewal call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -51,25 +47,6 @@ pub enum RenewError {
     Store(String),
     #[error("the node left the swarm during the renewal")]
     Left,
-}
-
-/// How long to wait before renewing a certificate described by `info`.
-///
-/// Certificates are back-dated by [`CLOCK_SKEW_BACKDATE`] for nodes with lagging
-/// clocks; that margin is not part of the lifetime the cluster asked for, so the
-/// 50–80 % window is counted from the issuance (never later than now), not from
-/// `not_before`. Without this a certificate of a few minutes would be renewed the
-/// moment it arrives, again and again.
-pub fn renewal_wait(info: &CertInfo, now: SystemTime) -> Duration {
-    let issued = (info.not_before + CLOCK_SKEW_BACKDATE)
-        .min(now)
-        .max(info.not_before)
-        .min(info.not_after);
-    let counted = CertInfo {
-        not_before: issued,
-        ..info.clone()
-    };
-    renewal_delay(&counted, now).max(MIN_RENEWAL_WAIT)
 }
 
 /// Asks the CA at `addr` to renew `creds` (mutual TLS with them, no token) and checks
@@ -282,6 +259,7 @@ impl Renewer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_pki::CLOCK_SKEW_BACKDATE;
 
     fn info(not_before: SystemTime, life: Duration) -> CertInfo {
         CertInfo {
