@@ -217,32 +217,10 @@ pub async fn run(cfg: &CliConfig, cmd: NodeCommand) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         NodeCommand::Promote { nodes } => {
-            let mut control = crate::connect::control(cfg).await?;
-            for reference in &nodes {
-                let changed = update_node(&mut control, reference, self_id.as_deref(), |spec| {
-                    Ok(set_role(spec, NodeRole::Manager))
-                })
-                .await?;
-                match changed {
-                    Changed::Yes => println!("{}", promoted_message(reference)),
-                    Changed::No(id) => println!("Node {id} is already a manager."),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            change_role(cfg, &nodes, self_id.as_deref(), NodeRole::Manager).await
         }
         NodeCommand::Demote { nodes } => {
-            let mut control = crate::connect::control(cfg).await?;
-            for reference in &nodes {
-                let changed = update_node(&mut control, reference, self_id.as_deref(), |spec| {
-                    Ok(set_role(spec, NodeRole::Worker))
-                })
-                .await?;
-                match changed {
-                    Changed::Yes => println!("{}", demoted_message(reference)),
-                    Changed::No(id) => println!("Node {id} is already a worker."),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            change_role(cfg, &nodes, self_id.as_deref(), NodeRole::Worker).await
         }
         NodeCommand::Rm { force, nodes } => {
             let mut control = crate::connect::control(cfg).await?;
@@ -352,6 +330,29 @@ async fn update_node(
         .await
         .map_err(super::rpc_error)?;
     Ok(Changed::Yes)
+}
+
+/// `node promote` / `node demote`: each node's desired role, with docker's messages.
+async fn change_role(
+    cfg: &CliConfig,
+    nodes: &[String],
+    self_id: Option<&str>,
+    role: NodeRole,
+) -> anyhow::Result<ExitCode> {
+    let mut control = crate::connect::control(cfg).await?;
+    for reference in nodes {
+        let changed = update_node(&mut control, reference, self_id, |spec| {
+            Ok(set_role(spec, role))
+        })
+        .await?;
+        match (changed, role) {
+            (Changed::Yes, NodeRole::Manager) => println!("{}", promoted_message(reference)),
+            (Changed::Yes, _) => println!("{}", demoted_message(reference)),
+            (Changed::No(id), NodeRole::Manager) => println!("Node {id} is already a manager."),
+            (Changed::No(id), _) => println!("Node {id} is already a worker."),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sets the desired role; false when it already is that role.
