@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "shoal/v1/objects.proto",
         "shoal/v1/events.proto",
+        "shoal/v1/logs.proto",
         "shoal/v1/control.proto",
         "shoal/v1/dispatcher.proto",
         "shoal/v1/ca.proto",
