@@ -309,6 +309,8 @@ for i in $(seq 1 "$WORKERS"); do
     WORKER_IPS+=("127.0.1.$i")
     pick_port worker "127.0.1.$i"; WORKER_PORTS+=("$PICKED")
 done
+# The manager's node runs tasks too (as in Swarm): a worker sharing its state dir.
+pick_port worker $LO; MANAGER_WORKER_PORT=$PICKED
 
 ETCD_EP="http://$LO:$ETCD_PORT"
 NATS_URL="nats://$LO:$NATS_PORT"
@@ -362,8 +364,18 @@ for i in $(seq 1 "$WORKERS"); do
         echo "manager_addrs = $(toml_list "$MANAGER_ADDR")"
         echo "state_dir = \"$DIR/worker-$i\""
         echo "hostname = \"worker-$i\""
+        echo "nats_url = \"$NATS_URL\""
     } > "$DIR/worker-$i.toml"
 done
+{
+    common_config "$LO:$MANAGER_WORKER_PORT"
+    echo "advertise_addr = \"$LO\""
+    echo "dispatcher_addrs = $(toml_list "$DISPATCHER_ADDR")"
+    echo "manager_addrs = $(toml_list "$MANAGER_ADDR")"
+    echo "state_dir = \"$MANAGER_STATE\""
+    echo "hostname = \"manager-1\""
+    echo "nats_url = \"$NATS_URL\""
+} > "$DIR/manager-worker.toml"
 
 declare -A ADDR=(
     [manager]="$MANAGER_ADDR" [scheduler]="$SCHEDULER_ADDR"
@@ -394,7 +406,13 @@ for s in "${SERVICES[@]}"; do
     wait_until "$s" "SERVING on ${ADDR[$s]} (shoal health)" "$HEALTH_TIMEOUT" shoal_healthy "${ADDR[$s]}"
 done
 
-# 4. Workers, each on its own loopback address, joined with the worker token.
+# 4. The manager's own node runs tasks through a worker using the node certificate the
+#    manager wrote into its state dir; then the workers, each on its own loopback
+#    address, joined with the worker token.
+SERVICES+=(manager-worker)
+ADDR[manager-worker]="$LO:$MANAGER_WORKER_PORT"
+echo "up.sh: starting shoal-worker for the manager's node on ${ADDR[manager-worker]}"
+start manager-worker "$BIN_DIR/shoal-worker" --config "$DIR/manager-worker.toml"
 TOKEN="$(shoal_cli swarm join-token -q worker)"
 for i in $(seq 1 "$WORKERS"); do
     SERVICES+=("worker-$i")
@@ -406,6 +424,8 @@ for i in $(seq 1 "$WORKERS"); do
             --advertise-addr "${WORKER_IPS[$((i - 1))]}" "$MANAGER_ADDR" | sed "s/^/    worker-$i: /"
     fi
 done
+wait_until manager-worker "attached (SERVING on ${ADDR[manager-worker]})" "$HEALTH_TIMEOUT" \
+    shoal_healthy "${ADDR[manager-worker]}" swarm-manager
 for i in $(seq 1 "$WORKERS"); do
     wait_until "worker-$i" "attached (SERVING on ${ADDR[worker-$i]})" "$HEALTH_TIMEOUT" \
         shoal_healthy "${ADDR[worker-$i]}" swarm-worker

@@ -61,10 +61,10 @@ pub fn service_config(
     let state_dir = infra.dir.path().join(format!("{service}-{tag}"));
     let mut text = format!("listen = \"{listen}\"\nlog_filter = \"info\"\n");
     if service == "shoal-worker" {
-        text.push_str(&format!(
-            "state_dir = \"{}\"\nhostname = \"{tag}\"\n",
-            state_dir.display()
-        ));
+        if !extra.contains("state_dir = ") {
+            text.push_str(&format!("state_dir = \"{}\"\n", state_dir.display()));
+        }
+        text.push_str(&format!("hostname = \"{tag}\"\n"));
         if !extra.contains("dispatcher_addrs") {
             text.push_str("dispatcher_addrs = [\"127.0.0.1:4240\"]\n");
         }
@@ -350,12 +350,286 @@ pub async fn join_worker(
     dispatcher: &Service,
     ip: IpAddr,
 ) -> anyhow::Result<(Service, String)> {
+    join_worker_with(infra, swarm, dispatcher, ip, "").await
+}
+
+/// A whole cluster as `deploy/local/up.sh` starts it: a swarm (one manager), a
+/// scheduler, a dispatcher and `workers` workers, each on its own loopback address
+/// (127.0.1.x), joined with the real join flow, shipping task logs over NATS. Task
+/// processes and containers the workers leave behind are killed on drop.
+pub struct Stack {
+    pub swarm: Swarm,
+    pub scheduler: Service,
+    pub dispatcher: Service,
+    /// (worker, its node id), in address order 127.0.1.1, .2, …
+    pub workers: Vec<(Service, String)>,
+    /// The CLI's config dir (admin credentials).
+    pub cli_dir: PathBuf,
+    nats_url: String,
+    node_ids: std::sync::Mutex<Vec<String>>,
+}
+
+/// Settings for [`Stack::start`].
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub workers: usize,
+    /// Heartbeat period of the swarm (short, so node failures show quickly).
+    pub heartbeat: Duration,
+    /// Extra config lines for every process (e.g. the OTLP endpoint).
+    pub extra: String,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            workers: 3,
+            heartbeat: Duration::from_secs(1),
+            extra: String::new(),
+        }
+    }
+}
+
+/// The address of worker `i` (0-based): 127.0.1.(i+1).
+pub fn worker_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, (i + 1) as u8))
+}
+
+impl Stack {
+    pub async fn start(infra: &Infra, opts: StackOptions) -> anyhow::Result<Stack> {
+        use shoal_proto::v1::{ClusterSpec, DispatcherConfig};
+        let heartbeat = prost_types::Duration::try_from(opts.heartbeat)?;
+        let swarm = Swarm::start_with(
+            infra,
+            &opts.extra,
+            InitClusterRequest {
+                spec: Some(ClusterSpec {
+                    dispatcher: Some(DispatcherConfig {
+                        heartbeat_period: Some(heartbeat),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let scheduler = spawn_service(infra, "shoal-scheduler", &opts.extra)?;
+        let dispatcher = spawn_service(infra, "shoal-dispatcher", &opts.extra)?;
+        scheduler.wait_serving(&swarm.admin, MANAGER_NAME).await?;
+        dispatcher.wait_serving(&swarm.admin, MANAGER_NAME).await?;
+        let cli_dir = infra.dir.path().join("cli");
+        swarm.admin.store(&cli_dir)?;
+        let mut stack = Stack {
+            swarm,
+            scheduler,
+            dispatcher,
+            workers: Vec::new(),
+            cli_dir,
+            nats_url: infra.nats.url(),
+            node_ids: std::sync::Mutex::new(Vec::new()),
+        };
+        for i in 0..opts.workers {
+            stack.add_worker(infra, &opts.extra).await?;
+            let _ = i;
+        }
+        Ok(stack)
+    }
+
+    /// Joins one more worker, on the next loopback address.
+    pub async fn add_worker(&mut self, infra: &Infra, extra: &str) -> anyhow::Result<String> {
+        let ip = worker_ip(self.workers.len());
+        let extra = format!("nats_url = \"{}\"\n{extra}", self.nats_url);
+        let (worker, node_id) =
+            join_worker_with(infra, &self.swarm, &self.dispatcher, ip, &extra).await?;
+        self.track(&node_id);
+        self.workers.push((worker, node_id.clone()));
+        Ok(node_id)
+    }
+
+    /// Starts a worker running as the manager's own node (sharing the manager's state
+    /// dir and the node certificate the manager writes there), as `up.sh` does.
+    /// Returns the manager's node id.
+    pub async fn add_manager_worker(&mut self, infra: &Infra, extra: &str) -> anyhow::Result<String> {
+        let state_dir = self.swarm.manager.state_dir.clone();
+        let node_id = std::fs::read_to_string(state_dir.join("node-id"))?
+            .trim()
+            .to_string();
+        let cert = state_dir.join("certificates").join("swarm-node.crt");
+        wait_for(
+            "the manager to write its node certificate",
+            Duration::from_secs(30),
+            || async { cert.exists().then_some(()) },
+        )
+        .await?;
+        let worker = spawn_service_on(
+            infra,
+            "shoal-worker",
+            LOCALHOST,
+            &format!(
+                "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"127.0.0.1\"\nstate_dir = \"{}\"\nnats_url = \"{}\"\n{extra}",
+                self.dispatcher.addr,
+                self.swarm.manager.addr,
+                state_dir.display(),
+                self.nats_url
+            ),
+        )?;
+        worker.wait_serving(&self.swarm.admin, MANAGER_NAME).await?;
+        self.track(&node_id);
+        self.workers.push((worker, node_id.clone()));
+        Ok(node_id)
+    }
+
+    /// Remembers a node whose task processes/containers are cleaned up on drop.
+    pub fn track(&self, node_id: &str) {
+        if let Ok(mut ids) = self.node_ids.lock() {
+            ids.push(node_id.to_string());
+        }
+    }
+
+    /// A Control API client as the admin.
+    pub async fn control(&self) -> anyhow::Result<ControlClient<Channel>> {
+        self.swarm.manager.control(&self.swarm.admin).await
+    }
+
+    /// Runs the `shoal` CLI against this stack, as a user would (SHOAL_HOST and
+    /// SHOAL_CERT_DIR set, no TTY).
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
+        let out = tokio::process::Command::new(binary("shoal")?)
+            .args(args)
+            .env("SHOAL_HOST", &self.swarm.manager.addr)
+            .env("SHOAL_CERT_DIR", &self.cli_dir)
+            .env_remove("SHOAL_SOCKET")
+            .env_remove("SHOAL_STATE_DIR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await?;
+        Ok(CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Like [`Stack::cli`], failing unless the command exits 0.
+    pub async fn cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cli(args).await?;
+        anyhow::ensure!(
+            out.code == 0,
+            "`shoal {}` exited {}:\n{}{}",
+            args.join(" "),
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+        Ok(out.stdout)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let ids = self.node_ids.lock().map(|g| g.clone()).unwrap_or_default();
+        kill_task_leftovers(&ids);
+    }
+}
+
+/// What a CLI run printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Kills every process that runs as a task of one of `node_ids` (their environment
+/// holds `SHOAL_NODE_ID=<id>`) and removes their containers (label `shoal.node.id`):
+/// tasks outlive their worker on purpose, tests must not leave them behind.
+pub fn kill_task_leftovers(node_ids: &[String]) {
+    if node_ids.is_empty() {
+        return;
+    }
+    for pid in task_pids(node_ids) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    for id in node_ids {
+        let listed = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=shoal.node.id={id}")])
+            .output();
+        if let Ok(out) = listed {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// Pids of live processes whose environment names one of `node_ids` as SHOAL_NODE_ID.
+pub fn task_pids(node_ids: &[String]) -> Vec<u32> {
+    let wanted: Vec<String> = node_ids
+        .iter()
+        .map(|id| format!("SHOAL_NODE_ID={id}"))
+        .collect();
+    task_processes()
+        .into_iter()
+        .filter(|(_, env)| env.iter().any(|e| wanted.contains(e)))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every live process with a `SHOAL_TASK_ID` in its environment: (pid, environment).
+pub fn task_processes() -> Vec<(u32, Vec<String>)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Zombies keep their environ readable but are dead: skip them.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let env: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        if env.iter().any(|e| e.starts_with("SHOAL_TASK_ID=")) {
+            found.push((pid, env));
+        }
+    }
+    found
+}
+
+/// [`join_worker`] with extra config lines for the worker.
+pub async fn join_worker_with(
+    infra: &Infra,
+    swarm: &Swarm,
+    dispatcher: &Service,
+    ip: IpAddr,
+    extra: &str,
+) -> anyhow::Result<(Service, String)> {
     let worker = spawn_service_on(
         infra,
         "shoal-worker",
         ip,
         &format!(
-            "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"{ip}\"\n",
+            "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"{ip}\"\n{extra}",
             dispatcher.addr, swarm.manager.addr
         ),
     )?;

@@ -409,11 +409,22 @@ pub async fn ensure_manager_node(
             let fresh = with_engine(manager_node(&id, &cfg.effective_hostname(), &advertise)).await;
             node.status = fresh.status;
             node.manager_status = fresh.manager_status;
-            node.description = fresh.description;
+            // The executors are what a worker running as this node reported; the
+            // manager itself runs none.
+            let executors = node
+                .description
+                .as_ref()
+                .map(|d| d.executors.clone())
+                .unwrap_or_default();
+            node.description = fresh.description.map(|mut d| {
+                d.executors = executors;
+                d
+            });
             match store.update(node).await {
                 Ok(node) => announce(bus, "update", &node, &cfg.effective_hostname()).await,
                 Err(e) => tracing::warn!(error = %e, "could not mark the manager node ready"),
             }
+            ensure_node_credentials(store, cfg, &id).await;
             return Ok(id);
         }
         tracing::warn!(node = %id, "this manager's node was removed from the swarm; enrolling again");
@@ -427,7 +438,47 @@ pub async fn ensure_manager_node(
         .map_err(store_status)?;
     announce(bus, "create", &node, &cfg.effective_hostname()).await;
     tracing::info!(node = %id, "enrolled as a manager node");
+    ensure_node_credentials(store, cfg, &id).await;
     Ok(id)
+}
+
+/// Writes this manager node's own node certificate (role manager, CN = its node id) into
+/// the state dir, unless one of the current CA for that id is already there. A
+/// `shoal-worker` started with the same state dir uses it to run this node's tasks —
+/// every manager can also be a worker, as in Swarm. Best effort: a manager without the
+/// file still manages.
+async fn ensure_node_credentials(store: &Store, cfg: &ManagerConfig, node_id: &str) {
+    let cluster = match store.list::<Cluster>().await {
+        Ok(listed) => listed.objects.into_iter().next(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the cluster for this node's certificate");
+            return;
+        }
+    };
+    let Some(cluster) = cluster else { return };
+    let ca_pem = cluster
+        .root_ca
+        .as_ref()
+        .map(|r| String::from_utf8_lossy(&r.ca_cert).trim().to_string())
+        .unwrap_or_default();
+    let current = shoal_pki::NodeCredentials::load(&cfg.state_dir)
+        .ok()
+        .filter(|c| c.ca_pem.trim() == ca_pem)
+        .and_then(|c| c.info().ok())
+        .is_some_and(|info| info.node_id == node_id);
+    if current {
+        return;
+    }
+    let issued = read_kek(&cfg.kek_file).and_then(|kek| {
+        shoal_grpc_host::identity::issue_process_credentials(&cluster, &kek, node_id, &[])
+    });
+    match issued {
+        Ok(creds) => match creds.store(&cfg.state_dir) {
+            Ok(()) => tracing::info!(node = %node_id, "wrote this manager node's certificate"),
+            Err(e) => tracing::warn!(error = %e, "cannot store this node's certificate"),
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot issue this node's certificate"),
+    }
 }
 
 /// `swarm leave --force` on the last manager: erases every object of the swarm (the
