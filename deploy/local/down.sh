@@ -88,6 +88,45 @@ stop_group() {
     for name in "$@"; do rm -f "$DIR/$name.pid" "$DIR/$name.bin"; done
 }
 
+# stop_tasks: tasks outlive a worker restart on purpose (they are re-adopted), so the
+# stack's task processes (their output goes to a log file under DIR) and containers
+# (label shoal.node.id of one of the stack's nodes) are stopped here: SIGTERM to each
+# process group, SIGKILL after GRACE seconds.
+stop_tasks() {
+    local pid out groups=()
+    for env in /proc/[0-9]*/environ; do
+        pid="${env#/proc/}"; pid="${pid%/environ}"
+        tr '\0' '\n' < "$env" 2>/dev/null | grep -q '^SHOAL_TASK_ID=' || continue
+        out="$(readlink "/proc/$pid/fd/1" 2>/dev/null || true)"
+        [[ "$out" == "$DIR"/* ]] || continue
+        groups+=("$(ps -o pgid= -p "$pid" | tr -d ' ')")
+    done
+    if (( ${#groups[@]} > 0 )); then
+        echo "down.sh: stopping ${#groups[@]} task process(es)"
+        for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+        local deadline=$((SECONDS + GRACE))
+        while (( SECONDS < deadline )); do
+            local alive=0
+            for g in "${groups[@]}"; do kill -0 -- "-$g" 2>/dev/null && alive=1; done
+            (( alive )) || break
+            sleep 0.1
+        done
+        for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
+    fi
+    if command -v docker >/dev/null 2>&1; then
+        local id ids
+        for id in "${node_ids[@]:-}"; do
+            [[ -n "$id" ]] || continue
+            ids="$(docker ps -aq --filter "label=shoal.node.id=$id" 2>/dev/null || true)"
+            if [[ -n "$ids" ]]; then
+                echo "down.sh: removing the task containers of node $id"
+                # shellcheck disable=SC2086
+                docker rm -f $ids >/dev/null 2>&1 || true
+            fi
+        done
+    fi
+}
+
 shopt -s nullglob
 names=()
 for f in "$DIR"/*.pid; do names+=("$(basename "$f" .pid)"); done
@@ -102,16 +141,23 @@ if (( ${#running[@]} == 0 )); then
     echo "nothing running in $DIR"
     for n in "${names[@]}"; do rm -f "$DIR/$n.pid"; done
 else
+    # The stack's node ids, while the manager still answers: their task containers
+    # are removed below.
+    node_ids=()
+    if [[ -f "$DIR/env" && " ${running[*]} " == *" manager "* ]]; then
+        mapfile -t node_ids < <( (source "$DIR/env" && shoal node ls -q) 2>/dev/null || true)
+    fi
     workers=() services=() infra=() other=()
     for n in "${names[@]}"; do
         case "$n" in
-            worker-*) workers+=("$n") ;;
+            worker-*|manager-worker) workers+=("$n") ;;
             manager|scheduler|dispatcher|dns) services+=("$n") ;;
             etcd|nats) infra+=("$n") ;;
             *) other+=("$n") ;;
         esac
     done
     (( ${#workers[@]} == 0 )) || stop_group "${workers[@]}"
+    stop_tasks
     (( ${#other[@]} == 0 )) || stop_group "${other[@]}"
     (( ${#services[@]} == 0 )) || stop_group "${services[@]}"
     # nats before etcd: etcd is the source of truth and goes last.
