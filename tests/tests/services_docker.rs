@@ -1,0 +1,153 @@
+//! Container tasks through the Docker Engine (skipped, with a notice, where no engine
+//! answers): an image built locally from busybox-static (never pulled), containers named
+//! `<service>.<slot>.<task id>` as in the seeds, labelled with their task, removed with
+//! the service; a missing image fails the task with Docker's words.
+
+use std::time::Duration;
+
+use shoal_proto::v1::{ListFilters, ListServicesRequest, ListTasksRequest, Task, TaskState};
+use shoal_scenarios::{Stack, StackOptions};
+use shoal_testkit::docker::{busybox_image, docker_available};
+use shoal_testkit::{Infra, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn state(t: &Task) -> TaskState {
+    t.status
+        .as_ref()
+        .and_then(|s| TaskState::try_from(s.state).ok())
+        .unwrap_or(TaskState::New)
+}
+
+async fn tasks_of(stack: &Stack, name: &str) -> anyhow::Result<Vec<Task>> {
+    let mut control = stack.control().await?;
+    let service = control
+        .list_services(ListServicesRequest {
+            filters: Some(ListFilters {
+                names: vec![name.to_string()],
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .services
+        .into_iter()
+        .next();
+    let Some(service) = service else {
+        return Ok(Vec::new());
+    };
+    Ok(control
+        .list_tasks(ListTasksRequest {
+            filters: Some(ListFilters {
+                service_ids: vec![service.meta.map(|m| m.id).unwrap_or_default()],
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .tasks)
+}
+
+/// Names of the containers (running or not) labelled as tasks of `service`.
+fn containers_of(service: &str) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=shoal.service.name={service}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "docker ps failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_as_tasks_and_go_with_the_service() -> anyhow::Result<()> {
+    if !docker_available() {
+        eprintln!("NOTICE: no Docker engine answers; the docker executor scenario is skipped");
+        return Ok(());
+    }
+    let image = busybox_image()?;
+    let infra = Infra::start().await?;
+    let stack = Stack::start(
+        &infra,
+        StackOptions {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    let out = stack
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "box",
+            "--replicas",
+            "2",
+            "--env",
+            "GREETING=hello",
+            &image,
+            "sh",
+            "-c",
+            "echo $GREETING; exec sleep 3600",
+        ])
+        .await?;
+    assert!(out.contains("verify: Service converged"), "{out}");
+    let tasks = tasks_of(&stack, "box").await?;
+    let running: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| state(t) == TaskState::Running)
+        .collect();
+    assert_eq!(running.len(), 2);
+    let names = containers_of("box")?;
+    for t in &running {
+        let id = t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        let want = format!("box.{}.{}", t.slot, id);
+        assert!(names.contains(&want), "container {want} in {names:?}");
+    }
+
+    // The task's output reaches `service logs`.
+    let logs = wait_for("box's output in service logs", DEADLINE, || async {
+        let out = stack.cli(&["service", "logs", "box"]).await.ok()?;
+        (out.stdout.matches("hello").count() == 2).then_some(out.stdout)
+    })
+    .await?;
+    assert!(logs.lines().all(|l| l.starts_with("box.")), "{logs}");
+
+    stack.cli_ok(&["service", "rm", "box"]).await?;
+    wait_for("box's containers to be removed", DEADLINE, || async {
+        containers_of("box").ok()?.is_empty().then_some(())
+    })
+    .await?;
+
+    // No pulls: an image that is not here fails the task with Docker's words.
+    stack
+        .cli_ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "ghost",
+            "shoal-test/not-here:1",
+        ])
+        .await?;
+    let failed = wait_for("ghost's task to fail", DEADLINE, || async {
+        tasks_of(&stack, "ghost")
+            .await
+            .ok()?
+            .into_iter()
+            .find(|t| state(t) == TaskState::Failed || state(t) == TaskState::Rejected)
+    })
+    .await?;
+    let err = failed.status.map(|s| s.err).unwrap_or_default();
+    assert!(err.contains("No such image: shoal-test/not-here:1"), "{err}");
+    Ok(())
+}
