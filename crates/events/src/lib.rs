@@ -14,9 +14,14 @@
 //! knows nothing about what an event means.
 
 mod bus;
+pub mod logs;
 mod subject;
 
 pub use bus::{BusOptions, BusSignal, EventBus, EventStream, RawMessage, RawStream, Received};
+pub use logs::{
+    HistoryRequest, HistoryRequests, LOG_HISTORY_PREFIX, LOGS_PREFIX, LogPublisher, LogStream,
+    history_subject, log_subject,
+};
 pub use subject::{EVENTS_PREFIX, EventFilter, SCHEDULE_WORK_SUBJECT, subject};
 
 pub use shoal_proto::v1::Event;
@@ -47,4 +52,18 @@ pub enum Error {
     Flush(#[from] async_nats::client::FlushError),
     #[error("flushing to NATS did not finish within {0:?} (is the server reachable?)")]
     FlushTimeout(std::time::Duration),
+    #[error("nobody answers requests on {0}")]
+    NoResponders(String),
+    #[error("no answer on {subject} within {timeout:?}")]
+    RequestTimeout {
+        subject: String,
+        timeout: std::time::Duration,
+    },
+    #[error("NATS request failed: {0}")]
+    Request(async_nats::RequestError),
+    #[error("undecodable answer on {subject}: {source}")]
+    Decode {
+        subject: String,
+        source: prost::DecodeError,
+    },
 }
