@@ -33,10 +33,12 @@ pub struct NodeInfo {
     pub host_ports: HashSet<HostPort>,
 }
 
-/// Is the task holding its node, i.e. assigned and not yet terminal?
+/// Is the task holding its node, i.e. assigned and not yet terminal? A task still
+/// PENDING on a node (a global task preset to it) holds nothing until it is placed
+/// (Swarm's preassigned tasks).
 fn is_live(task: &Task) -> bool {
     let state = task.status.as_ref().map_or(TaskState::New, |s| s.state());
-    (state as i32) <= TaskState::Running as i32
+    (TaskState::Assigned as i32..=TaskState::Running as i32).contains(&(state as i32))
 }
 
 fn is_failure(task: &Task) -> bool {
@@ -238,6 +240,7 @@ mod tests {
             task_on("t4", "svc", "n1", TaskState::Complete, now),
             task_on("t5", "svc", "n1", TaskState::Failed, now),
             task_on("t6", "svc", "n2", TaskState::Running, now),
+            task_on("t7", "svc", "n1", TaskState::Pending, now),
         ];
         let info = NodeInfo::new(n, &tasks);
         assert_eq!(info.id, "n1");
