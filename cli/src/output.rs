@@ -288,6 +288,43 @@ pub fn json_indented(value: &serde_json::Value) -> String {
     String::from_utf8(buf).unwrap_or_else(|_| "[]".into())
 }
 
+/// Go's `time.Duration.String`: "5s", "1m30s", "1h0m0s", "300ms", "1.5s", "0s".
+pub fn go_duration(d: Duration) -> String {
+    fn frac(whole: u128, rem: u128, digits: u32) -> String {
+        let rem = format!("{rem:0width$}", width = digits as usize);
+        let rem = rem.trim_end_matches('0');
+        if rem.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{rem}")
+        }
+    }
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", frac(ns / 1_000, ns % 1_000, 3));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", frac(ns / 1_000_000, ns % 1_000_000, 6));
+    }
+    let secs = ns / 1_000_000_000;
+    let sub = ns % 1_000_000_000;
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let s = format!("{}s", frac(s, sub, 9));
+    if h > 0 {
+        format!("{h}h{m}m{s}")
+    } else if m > 0 {
+        format!("{m}m{s}")
+    } else {
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +427,17 @@ mod tests {
             json_indented(&v),
             "[\n    {\n        \"ID\": \"x\",\n        \"Labels\": {}\n    }\n]"
         );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(300)), "300ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_nanos(1500)), "1.5µs");
     }
 
     #[test]

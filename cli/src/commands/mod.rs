@@ -5,6 +5,7 @@ pub mod config;
 pub mod events;
 pub mod health;
 pub mod node;
+pub mod service;
 pub mod swarm;
 pub mod task;
 
@@ -69,6 +70,9 @@ pub enum Command {
     /// Manage Swarm nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Manage Swarm services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Manage Swarm.
     #[command(subcommand)]
     Swarm(swarm::SwarmCommand),
@@ -106,6 +110,7 @@ pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
             Command::Events(args) => events::run(&cfg, args).await,
             Command::Health(args) => health::run(&cfg, args).await,
             Command::Node(cmd) => node::run(&cfg, cmd).await,
+            Command::Service(cmd) => service::run(&cfg, cmd).await,
             Command::Swarm(cmd) => swarm::run(&cfg, cmd).await,
             Command::Version => {
                 println!("shoal version {}", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,785 @@
+//! `service create` flags and their conversion into a `ServiceSpec`, with docker's
+//! parsers (Go durations, `units.RAMInBytes`, decimal CPUs, `--publish`, `--mount`)
+//! and docker's wording for bad values: `invalid argument "-1" for "--replicas" flag: …`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use shoal_proto::v1::{
+    Annotations, ContainerSpec, EndpointSpec, GlobalJob, GlobalService, Mount, Placement,
+    PlacementPreference, PortConfig, ProcessSpec, ReplicatedJob, ReplicatedService,
+    ResourceRequirements, Resources, RestartPolicy, ServiceSpec, TaskSpec, UpdateConfig, mount,
+    port_config, restart_policy, service_spec, task_spec, update_config,
+};
+
+/// Every flag of `service create`. Values are taken as text and parsed here so a bad
+/// one is reported with docker's wording and exit code 1.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// Service name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of tasks.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub replicas: Option<String>,
+    /// Service mode ("replicated", "global", "replicated-job", "global-job").
+    #[arg(long, default_value = "replicated")]
+    pub mode: String,
+    /// Number of job tasks to run concurrently (default equal to --replicas).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_concurrent: Option<String>,
+    /// Placement constraints.
+    #[arg(long, value_name = "CONSTRAINT")]
+    pub constraint: Vec<String>,
+    /// Add a placement preference (spread=<descriptor>).
+    #[arg(long = "placement-pref", value_name = "PREF")]
+    pub placement_pref: Vec<String>,
+    /// Maximum number of tasks per node (default 0 = unlimited).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub replicas_max_per_node: Option<String>,
+    /// Reserve CPUs.
+    #[arg(long, value_name = "DECIMAL", allow_hyphen_values = true)]
+    pub reserve_cpu: Option<String>,
+    /// Reserve Memory.
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub reserve_memory: Option<String>,
+    /// Limit CPUs.
+    #[arg(long, value_name = "DECIMAL", allow_hyphen_values = true)]
+    pub limit_cpu: Option<String>,
+    /// Limit Memory.
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub limit_memory: Option<String>,
+    /// Set environment variables.
+    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Service labels.
+    #[arg(long, short = 'l', value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Container labels.
+    #[arg(long = "container-label", value_name = "KEY=VALUE")]
+    pub container_label: Vec<String>,
+    /// Attach a filesystem mount to the service (type=bind|volume|tmpfs,source=…,target=…,readonly).
+    #[arg(long, value_name = "MOUNT")]
+    pub mount: Vec<String>,
+    /// Restart when condition is met ("none", "on-failure", "any") (default "any").
+    #[arg(long, value_name = "CONDITION")]
+    pub restart_condition: Option<String>,
+    /// Delay between restart attempts (ns|us|ms|s|m|h) (default 5s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub restart_delay: Option<String>,
+    /// Maximum number of restarts before giving up.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub restart_max_attempts: Option<String>,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub restart_window: Option<String>,
+    /// Publish a port as a node port (8080:80[/udp], or mode=host,published=…,target=…).
+    #[arg(long, short = 'p', value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Time to wait before force killing a container (ns|us|ms|s|m|h) (default 10s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub stop_grace_period: Option<String>,
+    /// Working directory inside the container.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Container hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Maximum number of tasks updated simultaneously (0 to update all at once).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub update_parallelism: Option<String>,
+    /// Delay between updates (ns|us|ms|s|m|h) (default 0s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub update_delay: Option<String>,
+    /// Action on update failure ("pause", "continue", "rollback") (default "pause").
+    #[arg(long, value_name = "ACTION")]
+    pub update_failure_action: Option<String>,
+    /// Duration after each task update to monitor for failure (ns|us|ms|s|m|h) (default 5s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub update_monitor: Option<String>,
+    /// Failure rate to tolerate during an update (default 0).
+    #[arg(long, value_name = "RATIO", allow_hyphen_values = true)]
+    pub update_max_failure_ratio: Option<String>,
+    /// Update order ("start-first", "stop-first") (default "stop-first").
+    #[arg(long, value_name = "ORDER")]
+    pub update_order: Option<String>,
+    /// Maximum number of tasks rolled back simultaneously (0 to roll back all at once).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub rollback_parallelism: Option<String>,
+    /// Delay between task rollbacks (ns|us|ms|s|m|h) (default 0s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub rollback_delay: Option<String>,
+    /// Action on rollback failure ("pause", "continue") (default "pause").
+    #[arg(long, value_name = "ACTION")]
+    pub rollback_failure_action: Option<String>,
+    /// Duration after each task rollback to monitor for failure (ns|us|ms|s|m|h) (default 5s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub rollback_monitor: Option<String>,
+    /// Failure rate to tolerate during a rollback (default 0).
+    #[arg(long, value_name = "RATIO", allow_hyphen_values = true)]
+    pub rollback_max_failure_ratio: Option<String>,
+    /// Rollback order ("start-first", "stop-first") (default "stop-first").
+    #[arg(long, value_name = "ORDER")]
+    pub rollback_order: Option<String>,
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Suppress progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// How long to follow the convergence before giving up (exit 1) (default 3m).
+    #[arg(long, value_name = "DURATION", default_value = "3m")]
+    pub timeout: String,
+    /// Run the tasks as plain processes (shoal's process executor): the arguments are the
+    /// command and its arguments, run without a shell; there is no image.
+    #[arg(long)]
+    pub process: bool,
+    /// IMAGE [COMMAND] [ARG...] (with --process: COMMAND [ARG...]).
+    #[arg(value_name = "IMAGE", required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+    pub args: Vec<String>,
+}
+
+/// docker's wording for a value a flag cannot take.
+pub fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("invalid argument \"{value}\" for \"{flag}\" flag: {why}")
+}
+
+fn uint(value: &str, flag: &str) -> anyhow::Result<u64> {
+    value.trim().parse::<u64>().map_err(|_| {
+        let why = if value.trim().parse::<i64>().is_ok() {
+            "value must not be negative"
+        } else {
+            "invalid syntax"
+        };
+        invalid(value, flag, why)
+    })
+}
+
+fn opt_uint(value: &Option<String>, flag: &str) -> anyhow::Result<Option<u64>> {
+    value.as_deref().map(|v| uint(v, flag)).transpose()
+}
+
+fn opt_duration(
+    value: &Option<String>,
+    flag: &str,
+) -> anyhow::Result<Option<prost_types::Duration>> {
+    value
+        .as_deref()
+        .map(|v| {
+            let d = parse_go_duration(v).map_err(|e| invalid(v, flag, e))?;
+            Ok(proto_duration(d))
+        })
+        .transpose()
+}
+
+pub fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Go's `time.ParseDuration` for non-negative durations: "300ms", "1m30s", "1.5h", "0".
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let orig = s;
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(format!("time: invalid duration \"{orig}\""));
+    }
+    if s.starts_with('-') {
+        return Err(format!("time: negative duration \"{orig}\""));
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("time: invalid duration \"{orig}\""));
+        }
+        let number: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("time: invalid duration \"{orig}\""))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("time: missing unit in duration \"{orig}\"")),
+            other => {
+                return Err(format!(
+                    "time: unknown unit \"{other}\" in duration \"{orig}\""
+                ));
+            }
+        };
+        total += number * nanos_per;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(format!("time: invalid duration \"{orig}\""));
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+/// docker's `units.RAMInBytes`: "64M", "1.5g", "512kb", "1024" (binary multiples).
+pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let bad = || format!("invalid size: '{s}'");
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024f64.powi(2),
+        "g" | "gb" | "gib" => 1024f64.powi(3),
+        "t" | "tb" | "tib" => 1024f64.powi(4),
+        "p" | "pb" | "pib" => 1024f64.powi(5),
+        _ => return Err(bad()),
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || bytes > i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as i64)
+}
+
+/// docker's `NanoCPUs.Set`: a decimal number of CPUs ("0.5") in units of 1e-9 CPUs.
+pub fn parse_nano_cpus(s: &str) -> Result<i64, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("failed to parse {s} as a rational number"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("failed to parse {s} as a rational number"));
+    }
+    let nanos = value * 1e9;
+    if nanos.fract() != 0.0 && (nanos.fract() > 1e-6 && nanos.fract() < 1.0 - 1e-6) {
+        return Err("value is too precise".into());
+    }
+    Ok(nanos.round() as i64)
+}
+
+/// `KEY=VALUE` or `KEY` (empty value) into a map, as docker's label options.
+fn labels(items: &[String]) -> HashMap<String, String> {
+    items
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// docker's `ValidateEnv`: `KEY=VALUE` as is; a bare `KEY` takes this shell's value
+/// when it has one.
+fn env(items: &[String], flag: &str) -> anyhow::Result<Vec<String>> {
+    items
+        .iter()
+        .map(|e| {
+            if e.is_empty() || e.starts_with('=') {
+                return Err(invalid(
+                    e,
+                    flag,
+                    format!("invalid environment variable: {e}"),
+                ));
+            }
+            if e.contains('=') {
+                return Ok(e.clone());
+            }
+            Ok(match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => e.clone(),
+            })
+        })
+        .collect()
+}
+
+fn bool_value(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "t" => Some(true),
+        "0" | "false" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+/// `--mount type=bind|volume|tmpfs,source=…,target=…,readonly`.
+pub fn parse_mount(value: &str) -> anyhow::Result<Mount> {
+    const FLAG: &str = "--mount";
+    let mut m = Mount {
+        r#type: mount::Type::Volume as i32,
+        ..Default::default()
+    };
+    for field in value.split(',').filter(|f| !f.is_empty()) {
+        let (key, val) = match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
+            None => (field.trim().to_ascii_lowercase(), ""),
+        };
+        match key.as_str() {
+            "type" => {
+                m.r#type = match val.to_ascii_lowercase().as_str() {
+                    "bind" => mount::Type::Bind,
+                    "volume" => mount::Type::Volume,
+                    "tmpfs" => mount::Type::Tmpfs,
+                    other => {
+                        return Err(invalid(value, FLAG, format!("invalid mount type: {other}")));
+                    }
+                } as i32
+            }
+            "source" | "src" => m.source = val.to_string(),
+            "target" | "dst" | "destination" => m.target = val.to_string(),
+            "readonly" | "ro" => {
+                m.read_only = bool_value(val).ok_or_else(|| {
+                    invalid(value, FLAG, format!("invalid value for {key}: {val}"))
+                })?
+            }
+            other => {
+                return Err(invalid(
+                    value,
+                    FLAG,
+                    format!("unexpected key '{other}' in '{field}'"),
+                ));
+            }
+        }
+    }
+    if m.target.is_empty() {
+        return Err(invalid(value, FLAG, "target is required"));
+    }
+    if m.r#type == mount::Type::Bind as i32 && m.source.is_empty() {
+        return Err(invalid(
+            value,
+            FLAG,
+            "source is required when specifying bind",
+        ));
+    }
+    if m.r#type == mount::Type::Tmpfs as i32 && !m.source.is_empty() {
+        return Err(invalid(
+            value,
+            FLAG,
+            "source must not be specified for tmpfs",
+        ));
+    }
+    Ok(m)
+}
+
+fn port_number(s: &str, what: &str, value: &str) -> anyhow::Result<u32> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if p <= 65535 => Ok(p),
+        _ => Err(invalid(
+            value,
+            "-p, --publish",
+            format!("invalid {what}: {s}"),
+        )),
+    }
+}
+
+fn protocol(s: &str, value: &str) -> anyhow::Result<i32> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "" | "tcp" => port_config::Protocol::Tcp,
+        "udp" => port_config::Protocol::Udp,
+        "sctp" => port_config::Protocol::Sctp,
+        other => {
+            return Err(invalid(
+                value,
+                "-p, --publish",
+                format!("invalid protocol value '{other}'"),
+            ));
+        }
+    } as i32)
+}
+
+/// `--publish 8080:80[/udp]`, `80` (a published port picked by the cluster), or the long
+/// form `mode=host,published=8080,target=80,protocol=udp`. Ranges (`8080-8081:80-81`)
+/// give one port each.
+pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
+    const FLAG: &str = "-p, --publish";
+    if value.contains('=') {
+        let mut p = PortConfig::default();
+        for field in value.split(',').filter(|f| !f.is_empty()) {
+            let Some((key, val)) = field.split_once('=') else {
+                return Err(invalid(value, FLAG, format!("invalid field {field}")));
+            };
+            match key.trim().to_ascii_lowercase().as_str() {
+                "mode" => {
+                    p.publish_mode = match val.to_ascii_lowercase().as_str() {
+                        "ingress" => port_config::PublishMode::Ingress,
+                        "host" => port_config::PublishMode::Host,
+                        other => {
+                            return Err(invalid(
+                                value,
+                                FLAG,
+                                format!(
+                                    "invalid publish mode value ({other}): must be either 'ingress' or 'host'"
+                                ),
+                            ));
+                        }
+                    } as i32
+                }
+                "target" => p.target_port = port_number(val, "target port", value)?,
+                "published" => p.published_port = port_number(val, "published port", value)?,
+                "protocol" => p.protocol = protocol(val, value)?,
+                other => return Err(invalid(value, FLAG, format!("invalid field key {other}"))),
+            }
+        }
+        if p.target_port == 0 {
+            return Err(invalid(value, FLAG, "missing mandatory field \"target\""));
+        }
+        return Ok(vec![p]);
+    }
+    let (ports, proto) = match value.rsplit_once('/') {
+        Some((ports, proto)) => (ports, protocol(proto, value)?),
+        None => (value, port_config::Protocol::Tcp as i32),
+    };
+    let (published, target) = match ports.rsplit_once(':') {
+        Some((published, target)) => {
+            if published.contains(':') {
+                return Err(invalid(value, FLAG, "hostip is not supported"));
+            }
+            (Some(published), target)
+        }
+        None => (None, ports),
+    };
+    let range = |s: &str, what: &str| -> anyhow::Result<(u32, u32)> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let (a, b) = (port_number(a, what, value)?, port_number(b, what, value)?);
+        if b < a || (what == "containerPort" && a == 0) {
+            return Err(invalid(value, FLAG, format!("invalid {what}: {s}")));
+        }
+        Ok((a, b))
+    };
+    if target.is_empty() {
+        return Err(invalid(value, FLAG, "no port specified: <empty>"));
+    }
+    let (t0, t1) = range(target, "containerPort")?;
+    let published = published.map(|p| range(p, "hostPort")).transpose()?;
+    if let Some((p0, p1)) = published
+        && p1 - p0 != t1 - t0
+        && p0 != p1
+    {
+        return Err(invalid(
+            value,
+            FLAG,
+            format!(
+                "invalid ranges specified for container and host Ports: {target} and {}",
+                ports.split(':').next().unwrap_or("")
+            ),
+        ));
+    }
+    Ok((t0..=t1)
+        .enumerate()
+        .map(|(i, t)| PortConfig {
+            protocol: proto,
+            target_port: t,
+            published_port: match published {
+                Some((p0, p1)) if p0 == p1 => p0,
+                Some((p0, _)) => p0 + i as u32,
+                None => 0,
+            },
+            publish_mode: port_config::PublishMode::Ingress as i32,
+            ..Default::default()
+        })
+        .collect())
+}
+
+fn failure_action(v: &Option<String>, flag: &str, rollback_allowed: bool) -> anyhow::Result<i32> {
+    Ok(match v.as_deref() {
+        None | Some("pause") => update_config::FailureAction::Pause,
+        Some("continue") => update_config::FailureAction::Continue,
+        Some("rollback") if rollback_allowed => update_config::FailureAction::Rollback,
+        Some(other) => {
+            let allowed = if rollback_allowed {
+                "\"pause\", \"continue\", or \"rollback\""
+            } else {
+                "\"pause\" or \"continue\""
+            };
+            return Err(invalid(other, flag, format!("must be one of {allowed}")));
+        }
+    } as i32)
+}
+
+fn order(v: &Option<String>, flag: &str) -> anyhow::Result<i32> {
+    Ok(match v.as_deref() {
+        None | Some("stop-first") => update_config::UpdateOrder::StopFirst,
+        Some("start-first") => update_config::UpdateOrder::StartFirst,
+        Some(other) => {
+            return Err(invalid(
+                other,
+                flag,
+                "must be one of \"start-first\" or \"stop-first\"",
+            ));
+        }
+    } as i32)
+}
+
+fn ratio(v: &Option<String>, flag: &str) -> anyhow::Result<f32> {
+    match v.as_deref() {
+        None => Ok(0.0),
+        Some(s) => match s.trim().parse::<f32>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            _ => Err(invalid(s, flag, "value must be a ratio between 0 and 1")),
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_config(
+    parallelism: &Option<String>,
+    delay: &Option<String>,
+    failure: &Option<String>,
+    monitor: &Option<String>,
+    max_ratio: &Option<String>,
+    ord: &Option<String>,
+    prefix: &str,
+) -> anyhow::Result<UpdateConfig> {
+    let flag = |name: &str| format!("--{prefix}-{name}");
+    Ok(UpdateConfig {
+        parallelism: opt_uint(parallelism, &flag("parallelism"))?.unwrap_or(1),
+        delay: opt_duration(delay, &flag("delay"))?,
+        failure_action: failure_action(failure, &flag("failure-action"), prefix == "update")?,
+        monitor: opt_duration(monitor, &flag("monitor"))?,
+        max_failure_ratio: ratio(max_ratio, &flag("max-failure-ratio"))?,
+        order: order(ord, &flag("order"))?,
+    })
+}
+
+fn resources(
+    cpu: &Option<String>,
+    mem: &Option<String>,
+    kind: &str,
+) -> anyhow::Result<Option<Resources>> {
+    if cpu.is_none() && mem.is_none() {
+        return Ok(None);
+    }
+    let nano_cpus = match cpu {
+        Some(c) => parse_nano_cpus(c).map_err(|e| invalid(c, &format!("--{kind}-cpu"), e))?,
+        None => 0,
+    };
+    let memory_bytes = match mem {
+        Some(m) => ram_in_bytes(m).map_err(|e| invalid(m, &format!("--{kind}-memory"), e))?,
+        None => 0,
+    };
+    Ok(Some(Resources {
+        nano_cpus,
+        memory_bytes,
+    }))
+}
+
+impl CreateArgs {
+    /// The service spec these flags describe.
+    pub fn to_spec(&self) -> anyhow::Result<ServiceSpec> {
+        let replicas = opt_uint(&self.replicas, "--replicas")?;
+        let max_concurrent = opt_uint(&self.max_concurrent, "--max-concurrent")?;
+        let mode = match self.mode.as_str() {
+            "replicated" => service_spec::Mode::Replicated(ReplicatedService {
+                replicas: replicas.unwrap_or(1),
+            }),
+            "global" => service_spec::Mode::Global(GlobalService {}),
+            "replicated-job" => service_spec::Mode::ReplicatedJob(ReplicatedJob {
+                total_completions: replicas.unwrap_or(1),
+                max_concurrent: max_concurrent.or(replicas).unwrap_or(1),
+            }),
+            "global-job" => service_spec::Mode::GlobalJob(GlobalJob {}),
+            other => {
+                return Err(invalid(
+                    other,
+                    "--mode",
+                    "must be one of \"replicated\", \"global\", \"replicated-job\", or \"global-job\"",
+                ));
+            }
+        };
+        if replicas.is_some() && matches!(self.mode.as_str(), "global" | "global-job") {
+            anyhow::bail!("replicas can only be used with replicated or replicated-job mode");
+        }
+        if max_concurrent.is_some() && self.mode != "replicated-job" {
+            anyhow::bail!("max-concurrent can only be used with replicated-job mode");
+        }
+        let max_replicas = opt_uint(&self.replicas_max_per_node, "--replicas-max-per-node")?;
+        if max_replicas.is_some_and(|m| m > 0) && !matches!(self.mode.as_str(), "replicated") {
+            anyhow::bail!("replicas-max-per-node can only be used with replicated mode");
+        }
+
+        let mut preferences = Vec::new();
+        for pref in &self.placement_pref {
+            match pref.split_once('=') {
+                Some(("spread", descriptor)) if !descriptor.is_empty() => {
+                    preferences.push(PlacementPreference {
+                        spread_descriptor: descriptor.to_string(),
+                    })
+                }
+                Some((strategy, _)) if strategy != "spread" => {
+                    return Err(invalid(
+                        pref,
+                        "--placement-pref",
+                        format!(
+                            "unsupported placement preference {strategy} (only spread is supported)"
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        pref,
+                        "--placement-pref",
+                        "placement preference must be of the format \"<strategy>=<arg>\"",
+                    ));
+                }
+            }
+        }
+        let placement = Placement {
+            constraints: self.constraint.clone(),
+            preferences,
+            platforms: Vec::new(),
+            max_replicas: max_replicas.unwrap_or(0),
+        };
+
+        let limits = resources(&self.limit_cpu, &self.limit_memory, "limit")?;
+        let reservations = resources(&self.reserve_cpu, &self.reserve_memory, "reserve")?;
+        let resources =
+            (limits.is_some() || reservations.is_some()).then_some(ResourceRequirements {
+                limits,
+                reservations,
+            });
+
+        let restart = if self.restart_condition.is_some()
+            || self.restart_delay.is_some()
+            || self.restart_max_attempts.is_some()
+            || self.restart_window.is_some()
+        {
+            let condition = match self.restart_condition.as_deref() {
+                None | Some("any") => restart_policy::Condition::Any,
+                Some("on-failure") => restart_policy::Condition::OnFailure,
+                Some("none") => restart_policy::Condition::None,
+                Some(other) => {
+                    return Err(invalid(
+                        other,
+                        "--restart-condition",
+                        "must be one of \"none\", \"on-failure\", or \"any\"",
+                    ));
+                }
+            };
+            Some(RestartPolicy {
+                condition: condition as i32,
+                delay: opt_duration(&self.restart_delay, "--restart-delay")?,
+                max_attempts: opt_uint(&self.restart_max_attempts, "--restart-max-attempts")?
+                    .unwrap_or(0),
+                window: opt_duration(&self.restart_window, "--restart-window")?,
+            })
+        } else {
+            None
+        };
+
+        let mut ports = Vec::new();
+        for p in &self.publish {
+            ports.extend(parse_publish(p)?);
+        }
+        let mut mounts = Vec::new();
+        for m in &self.mount {
+            mounts.push(parse_mount(m)?);
+        }
+        let env = env(&self.env, "-e, --env")?;
+        let stop_grace_period = opt_duration(&self.stop_grace_period, "--stop-grace-period")?;
+
+        let runtime = if self.process {
+            for (set, flag) in [
+                (!mounts.is_empty(), "--mount"),
+                (self.user.is_some(), "--user"),
+                (self.hostname.is_some(), "--hostname"),
+                (!self.container_label.is_empty(), "--container-label"),
+            ] {
+                if set {
+                    anyhow::bail!("{flag} applies to containers and cannot be used with --process");
+                }
+            }
+            let Some(program) = self.args.first() else {
+                anyhow::bail!("\"service create\" requires a command with --process");
+            };
+            if program.is_empty() {
+                anyhow::bail!("\"service create\" requires a command with --process");
+            }
+            task_spec::Runtime::Process(ProcessSpec {
+                command: self.args.clone(),
+                args: Vec::new(),
+                env,
+                dir: self.workdir.clone().unwrap_or_default(),
+                stop_grace_period,
+                ..Default::default()
+            })
+        } else {
+            let Some(image) = self.args.first().filter(|i| !i.is_empty()) else {
+                anyhow::bail!("\"service create\" requires at least 1 argument.");
+            };
+            task_spec::Runtime::Container(ContainerSpec {
+                image: image.clone(),
+                labels: labels(&self.container_label),
+                command: Vec::new(),
+                args: self.args[1..].to_vec(),
+                hostname: self.hostname.clone().unwrap_or_default(),
+                env,
+                dir: self.workdir.clone().unwrap_or_default(),
+                user: self.user.clone().unwrap_or_default(),
+                mounts,
+                stop_grace_period,
+                ..Default::default()
+            })
+        };
+
+        let update = update_config(
+            &self.update_parallelism,
+            &self.update_delay,
+            &self.update_failure_action,
+            &self.update_monitor,
+            &self.update_max_failure_ratio,
+            &self.update_order,
+            "update",
+        )?;
+        let rollback = update_config(
+            &self.rollback_parallelism,
+            &self.rollback_delay,
+            &self.rollback_failure_action,
+            &self.rollback_monitor,
+            &self.rollback_max_failure_ratio,
+            &self.rollback_order,
+            "rollback",
+        )?;
+
+        Ok(ServiceSpec {
+            annotations: Some(Annotations {
+                name: self.name.clone().unwrap_or_default(),
+                labels: labels(&self.label),
+            }),
+            task: Some(TaskSpec {
+                runtime: Some(runtime),
+                resources,
+                restart,
+                placement: Some(placement),
+                ..Default::default()
+            }),
+            mode: Some(mode),
+            update: Some(update),
+            rollback: Some(rollback),
+            networks: Vec::new(),
+            endpoint: (!ports.is_empty()).then_some(EndpointSpec { mode: 0, ports }),
+        })
+    }
+
+    /// The convergence deadline (`--timeout`).
+    pub fn timeout(&self) -> anyhow::Result<Duration> {
+        parse_go_duration(&self.timeout).map_err(|e| invalid(&self.timeout, "--timeout", e))
+    }
+}

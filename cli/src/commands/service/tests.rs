@@ -1,0 +1,882 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use shoal_proto::v1::{
+    Annotations, ContainerSpec, Endpoint, LogMessage, Meta, PortConfig, ReplicatedJob,
+    ReplicatedService, Service, ServiceSpec, ServiceStatus, Task, TaskSpec, TaskState, TaskStatus,
+    Version, mount, port_config, restart_policy, service_spec, task_spec, update_config,
+};
+
+use super::progress::{Display, Tracker, bar, failures, trunc_error};
+use super::*;
+use crate::commands::{Cli, Command};
+
+fn parse(args: &[&str]) -> CreateArgs {
+    let mut argv = vec!["shoal", "service", "create"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("parses");
+    match cli.command {
+        Command::Service(ServiceCommand::Create(a)) => *a,
+        other => panic!("not create: {other:?}"),
+    }
+}
+
+fn spec(args: &[&str]) -> ServiceSpec {
+    parse(args).to_spec().expect("valid spec")
+}
+
+fn err(args: &[&str]) -> String {
+    parse(args).to_spec().unwrap_err().to_string()
+}
+
+fn container(spec: &ServiceSpec) -> ContainerSpec {
+    match spec.task.as_ref().unwrap().runtime.as_ref().unwrap() {
+        task_spec::Runtime::Container(c) => c.clone(),
+        other => panic!("not a container: {other:?}"),
+    }
+}
+
+#[test]
+fn every_create_flag_lands_in_the_spec() {
+    let spec = spec(&[
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--constraint",
+        "node.role==worker",
+        "--constraint",
+        "node.labels.zone!=east",
+        "--placement-pref",
+        "spread=node.labels.zone",
+        "--replicas-max-per-node",
+        "2",
+        "--reserve-cpu",
+        "0.5",
+        "--reserve-memory",
+        "64M",
+        "--limit-cpu",
+        "1.25",
+        "--limit-memory",
+        "1g",
+        "-e",
+        "A=1",
+        "--env",
+        "B=two=2",
+        "-l",
+        "tier=front",
+        "--label",
+        "flag",
+        "--container-label",
+        "c=1",
+        "--mount",
+        "type=bind,source=/srv,target=/data,readonly",
+        "--mount",
+        "type=tmpfs,dst=/tmp",
+        "--mount",
+        "src=vol,target=/v",
+        "--restart-condition",
+        "on-failure",
+        "--restart-delay",
+        "5s",
+        "--restart-max-attempts",
+        "3",
+        "--restart-window",
+        "1m30s",
+        "-p",
+        "8080:80",
+        "--publish",
+        "53:53/udp",
+        "--publish",
+        "mode=host,published=9000,target=90,protocol=udp",
+        "--stop-grace-period",
+        "20s",
+        "-w",
+        "/app",
+        "-u",
+        "nobody",
+        "--hostname",
+        "h1",
+        "--update-parallelism",
+        "2",
+        "--update-delay",
+        "10s",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "7s",
+        "--update-max-failure-ratio",
+        "0.25",
+        "--update-order",
+        "start-first",
+        "--rollback-parallelism",
+        "0",
+        "--rollback-delay",
+        "1s",
+        "--rollback-failure-action",
+        "continue",
+        "--rollback-monitor",
+        "2s",
+        "--rollback-max-failure-ratio",
+        "0.5",
+        "--rollback-order",
+        "start-first",
+        "nginx:1.25",
+        "nginx",
+        "-g",
+        "daemon off;",
+    ]);
+    let a = spec.annotations.clone().unwrap();
+    assert_eq!(a.name, "web");
+    assert_eq!(a.labels.get("tier").map(String::as_str), Some("front"));
+    assert_eq!(a.labels.get("flag").map(String::as_str), Some(""));
+    assert_eq!(
+        spec.mode,
+        Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas: 3
+        }))
+    );
+    let t = spec.task.clone().unwrap();
+    let p = t.placement.clone().unwrap();
+    assert_eq!(
+        p.constraints,
+        vec!["node.role==worker", "node.labels.zone!=east"]
+    );
+    assert_eq!(p.preferences[0].spread_descriptor, "node.labels.zone");
+    assert_eq!(p.max_replicas, 2);
+    let r = t.resources.unwrap();
+    assert_eq!(r.reservations.unwrap().nano_cpus, 500_000_000);
+    assert_eq!(r.reservations.unwrap().memory_bytes, 64 * 1024 * 1024);
+    assert_eq!(r.limits.unwrap().nano_cpus, 1_250_000_000);
+    assert_eq!(r.limits.unwrap().memory_bytes, 1024 * 1024 * 1024);
+    let c = container(&spec);
+    assert_eq!(c.image, "nginx:1.25");
+    assert_eq!(c.args, vec!["nginx", "-g", "daemon off;"]);
+    assert!(c.command.is_empty());
+    assert_eq!(c.env, vec!["A=1", "B=two=2"]);
+    assert_eq!(c.labels.get("c").map(String::as_str), Some("1"));
+    assert_eq!(c.mounts.len(), 3);
+    assert_eq!(c.mounts[0].r#type, mount::Type::Bind as i32);
+    assert_eq!(
+        (c.mounts[0].source.as_str(), c.mounts[0].target.as_str()),
+        ("/srv", "/data")
+    );
+    assert!(c.mounts[0].read_only);
+    assert_eq!(c.mounts[1].r#type, mount::Type::Tmpfs as i32);
+    assert_eq!(c.mounts[2].r#type, mount::Type::Volume as i32);
+    assert!(!c.mounts[2].read_only);
+    assert_eq!(c.stop_grace_period.unwrap().seconds, 20);
+    assert_eq!(
+        (c.dir.as_str(), c.user.as_str(), c.hostname.as_str()),
+        ("/app", "nobody", "h1")
+    );
+    let rp = t.restart.unwrap();
+    assert_eq!(rp.condition, restart_policy::Condition::OnFailure as i32);
+    assert_eq!(rp.delay.unwrap().seconds, 5);
+    assert_eq!(rp.max_attempts, 3);
+    assert_eq!(rp.window.unwrap().seconds, 90);
+    let ports = spec.endpoint.clone().unwrap().ports;
+    assert_eq!(ports.len(), 3);
+    assert_eq!((ports[0].published_port, ports[0].target_port), (8080, 80));
+    assert_eq!(ports[1].protocol, port_config::Protocol::Udp as i32);
+    assert_eq!(ports[2].publish_mode, port_config::PublishMode::Host as i32);
+    assert_eq!((ports[2].published_port, ports[2].target_port), (9000, 90));
+    let u = spec.update.unwrap();
+    assert_eq!(u.parallelism, 2);
+    assert_eq!(u.delay.unwrap().seconds, 10);
+    assert_eq!(
+        u.failure_action,
+        update_config::FailureAction::Rollback as i32
+    );
+    assert_eq!(u.monitor.unwrap().seconds, 7);
+    assert!((u.max_failure_ratio - 0.25).abs() < f32::EPSILON);
+    assert_eq!(u.order, update_config::UpdateOrder::StartFirst as i32);
+    let rb = spec.rollback.unwrap();
+    assert_eq!(rb.parallelism, 0);
+    assert_eq!(
+        rb.failure_action,
+        update_config::FailureAction::Continue as i32
+    );
+    assert_eq!(rb.monitor.unwrap().seconds, 2);
+    assert_eq!(rb.order, update_config::UpdateOrder::StartFirst as i32);
+    let a = parse(&["-d", "-q", "--timeout", "10s", "busybox"]);
+    assert!(a.detach && a.quiet);
+    assert_eq!(a.timeout().unwrap(), Duration::from_secs(10));
+}
+
+#[test]
+fn defaults_and_modes() {
+    let s = spec(&["busybox"]);
+    assert_eq!(
+        s.mode,
+        Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas: 1
+        }))
+    );
+    assert!(s.endpoint.is_none());
+    assert!(s.task.as_ref().unwrap().restart.is_none());
+    assert_eq!(s.update.unwrap().parallelism, 1);
+    assert!(matches!(
+        spec(&["--mode", "global", "busybox"]).mode,
+        Some(service_spec::Mode::Global(_))
+    ));
+    assert!(matches!(
+        spec(&["--mode", "global-job", "busybox"]).mode,
+        Some(service_spec::Mode::GlobalJob(_))
+    ));
+    assert_eq!(
+        spec(&[
+            "--mode",
+            "replicated-job",
+            "--replicas",
+            "5",
+            "--max-concurrent",
+            "2",
+            "busybox"
+        ])
+        .mode,
+        Some(service_spec::Mode::ReplicatedJob(ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 5
+        }))
+    );
+    assert_eq!(
+        spec(&["--mode", "replicated-job", "--replicas", "4", "busybox"]).mode,
+        Some(service_spec::Mode::ReplicatedJob(ReplicatedJob {
+            max_concurrent: 4,
+            total_completions: 4
+        }))
+    );
+    assert_eq!(
+        err(&["--mode", "global", "--replicas", "2", "busybox"]),
+        "replicas can only be used with replicated or replicated-job mode"
+    );
+    assert_eq!(
+        err(&["--max-concurrent", "2", "busybox"]),
+        "max-concurrent can only be used with replicated-job mode"
+    );
+    assert!(err(&["--mode", "daemon", "busybox"]).contains("\"--mode\""));
+}
+
+#[test]
+fn process_services_take_the_command_as_is() {
+    let s = spec(&[
+        "--process",
+        "--name",
+        "p",
+        "-e",
+        "X=1",
+        "-w",
+        "/tmp",
+        "sh",
+        "-c",
+        "echo hi; exit 1",
+    ]);
+    match s.task.unwrap().runtime.unwrap() {
+        task_spec::Runtime::Process(p) => {
+            assert_eq!(p.command, vec!["sh", "-c", "echo hi; exit 1"]);
+            assert!(p.args.is_empty());
+            assert_eq!(p.env, vec!["X=1"]);
+            assert_eq!(p.dir, "/tmp");
+        }
+        other => panic!("not a process: {other:?}"),
+    }
+    assert!(err(&["--process", "--mount", "target=/x", "true"]).contains("--mount"));
+}
+
+#[test]
+fn bad_values_name_the_flag() {
+    assert_eq!(
+        err(&["--replicas", "-1", "busybox"]),
+        "invalid argument \"-1\" for \"--replicas\" flag: value must not be negative"
+    );
+    assert_eq!(
+        err(&["--replicas", "three", "busybox"]),
+        "invalid argument \"three\" for \"--replicas\" flag: invalid syntax"
+    );
+    assert_eq!(
+        err(&["--reserve-memory", "64Q", "busybox"]),
+        "invalid argument \"64Q\" for \"--reserve-memory\" flag: invalid size: '64Q'"
+    );
+    assert!(err(&["--limit-memory", "lots", "busybox"]).contains("\"--limit-memory\""));
+    assert!(err(&["--reserve-cpu", "half", "busybox"]).contains("\"--reserve-cpu\""));
+    assert!(err(&["--limit-cpu", "-1", "busybox"]).contains("\"--limit-cpu\""));
+    assert!(
+        err(&["--restart-delay", "5", "busybox"])
+            .contains("invalid argument \"5\" for \"--restart-delay\" flag: time: missing unit")
+    );
+    assert!(err(&["--update-delay", "5x", "busybox"]).contains("\"--update-delay\""));
+    assert!(err(&["--stop-grace-period", "-3s", "busybox"]).contains("\"--stop-grace-period\""));
+    for bad in [
+        "abc",
+        "8080:",
+        "80:70000",
+        "8080:80/icmp",
+        "1.2.3.4:80:80",
+        "mode=host,published=80",
+    ] {
+        let e = err(&["-p", bad, "busybox"]);
+        assert!(
+            e.starts_with(&format!(
+                "invalid argument \"{bad}\" for \"-p, --publish\" flag"
+            )),
+            "{bad}: {e}"
+        );
+    }
+    assert!(err(&["--mount", "type=bind,target=/x", "busybox"]).contains("source is required"));
+    assert!(err(&["--mount", "source=x", "busybox"]).contains("target is required"));
+    assert!(err(&["--mount", "type=nfs,target=/x", "busybox"]).contains("invalid mount type"));
+    assert!(err(&["--restart-condition", "always", "busybox"]).contains("\"--restart-condition\""));
+    assert!(err(&["--update-order", "random", "busybox"]).contains("\"--update-order\""));
+    assert!(
+        err(&["--rollback-failure-action", "rollback", "busybox"])
+            .contains("\"--rollback-failure-action\"")
+    );
+    assert!(
+        err(&["--update-max-failure-ratio", "2", "busybox"])
+            .contains("\"--update-max-failure-ratio\"")
+    );
+    assert!(err(&["--placement-pref", "pack=x", "busybox"]).contains("only spread is supported"));
+    assert!(parse(&["--timeout", "soon", "busybox"]).timeout().is_err());
+    // No image at all is clap's refusal.
+    assert!(Cli::try_parse_from(["shoal", "service", "create", "--name", "x"]).is_err());
+}
+
+#[test]
+fn parsers_follow_go_and_docker_units() {
+    use super::opts::{parse_go_duration, parse_nano_cpus, parse_publish, ram_in_bytes};
+    assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+    assert_eq!(
+        parse_go_duration("300ms").unwrap(),
+        Duration::from_millis(300)
+    );
+    assert_eq!(
+        parse_go_duration("1.5h").unwrap(),
+        Duration::from_secs(5400)
+    );
+    assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+    assert!(parse_go_duration("").is_err());
+    assert_eq!(ram_in_bytes("1024").unwrap(), 1024);
+    assert_eq!(ram_in_bytes("512kb").unwrap(), 512 * 1024);
+    assert_eq!(ram_in_bytes("1.5g").unwrap(), 1536 * 1024 * 1024);
+    assert_eq!(parse_nano_cpus("2").unwrap(), 2_000_000_000);
+    assert_eq!(parse_nano_cpus("0.001").unwrap(), 1_000_000);
+    let range = parse_publish("8080-8081:80-81").unwrap();
+    assert_eq!(
+        range
+            .iter()
+            .map(|p| (p.published_port, p.target_port))
+            .collect::<Vec<_>>(),
+        vec![(8080, 80), (8081, 81)]
+    );
+    let dynamic = parse_publish("80").unwrap();
+    assert_eq!((dynamic[0].published_port, dynamic[0].target_port), (0, 80));
+}
+
+fn ts(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn service(id: &str, name: &str, mode: service_spec::Mode, image: &str) -> Service {
+    Service {
+        meta: Some(Meta {
+            id: id.into(),
+            ..Default::default()
+        }),
+        spec: Some(ServiceSpec {
+            annotations: Some(Annotations {
+                name: name.into(),
+                ..Default::default()
+            }),
+            task: Some(TaskSpec {
+                runtime: Some(task_spec::Runtime::Container(ContainerSpec {
+                    image: image.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            mode: Some(mode),
+            ..Default::default()
+        }),
+        spec_version: Some(Version { index: 7 }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ls_renders_like_docker() {
+    let mut web = service(
+        "a9cn3p0ovg5jcz30rzz89lyfz",
+        "web",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 2 }),
+        "containous/whoami:latest@sha256:abcd",
+    );
+    web.endpoint = Some(Endpoint {
+        ports: vec![
+            PortConfig {
+                published_port: 8080,
+                target_port: 80,
+                ..Default::default()
+            },
+            PortConfig {
+                published_port: 9000,
+                target_port: 90,
+                publish_mode: port_config::PublishMode::Host as i32,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let job = service(
+        "jobjobjobjobjobjobjobjobj",
+        "batch",
+        service_spec::Mode::ReplicatedJob(ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 5,
+        }),
+        "busybox",
+    );
+    let global = service(
+        "globalglobalglobalglobal1",
+        "agent",
+        service_spec::Mode::Global(Default::default()),
+        "busybox@sha256:ff",
+    );
+    let statuses: HashMap<String, ServiceStatus> = [
+        ServiceStatus {
+            service_id: "a9cn3p0ovg5jcz30rzz89lyfz".into(),
+            desired_tasks: 2,
+            running_tasks: 2,
+            completed_tasks: 0,
+        },
+        ServiceStatus {
+            service_id: "jobjobjobjobjobjobjobjobj".into(),
+            desired_tasks: 2,
+            running_tasks: 1,
+            completed_tasks: 3,
+        },
+        ServiceStatus {
+            service_id: "globalglobalglobalglobal1".into(),
+            desired_tasks: 3,
+            running_tasks: 3,
+            completed_tasks: 0,
+        },
+    ]
+    .into_iter()
+    .map(|s| (s.service_id.clone(), s))
+    .collect();
+    let out = render::render_ls(&[web, job, global], &statuses);
+    assert_eq!(
+        out,
+        "ID             NAME      MODE             REPLICAS              IMAGE                      PORTS\n\
+         globalglobal   agent     global           3/3                   busybox@sha256:ff\n\
+         jobjobjobjob   batch     replicated job   1/2 (3/5 completed)   busybox\n\
+         a9cn3p0ovg5j   web       replicated       2/2                   containous/whoami:latest   *:8080->80/tcp\n"
+    );
+    assert_eq!(render::render_ls_quiet(&[]), "");
+}
+
+#[test]
+fn ls_folds_port_ranges_and_marks_max_per_node() {
+    let mut s = service(
+        "x",
+        "x",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 1 }),
+        "nginx",
+    );
+    s.spec.as_mut().unwrap().endpoint = Some(shoal_proto::v1::EndpointSpec {
+        mode: 0,
+        ports: super::opts::parse_publish("8080-8082:80-82").unwrap(),
+    });
+    assert_eq!(render::ports(&s), "*:8080-8082->80-82/tcp");
+    s.spec.as_mut().unwrap().task.as_mut().unwrap().placement = Some(shoal_proto::v1::Placement {
+        max_replicas: 1,
+        ..Default::default()
+    });
+    let st = ServiceStatus {
+        desired_tasks: 1,
+        running_tasks: 1,
+        ..Default::default()
+    };
+    assert_eq!(render::replicas(&s, Some(&st)), "1/1 (max 1 per node)");
+}
+
+fn task(service_id: &str, slot: u64, node: &str, state: TaskState, desired: TaskState) -> Task {
+    Task {
+        meta: Some(Meta {
+            id: format!("t{slot}{node}{}", state as i32),
+            created_at: Some(ts(SystemTime::now())),
+            ..Default::default()
+        }),
+        service_id: service_id.into(),
+        slot,
+        node_id: node.into(),
+        status: Some(TaskStatus {
+            state: state as i32,
+            timestamp: Some(ts(SystemTime::now())),
+            ..Default::default()
+        }),
+        desired_state: desired as i32,
+        spec_version: Some(Version { index: 7 }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ps_groups_several_services_with_history_rows() {
+    let now = SystemTime::now();
+    let mut names = crate::commands::task::Names::default();
+    names.services.insert("s1".into(), "web".into());
+    names.services.insert("s2".into(), "myweb".into());
+    names.nodes.insert("n1".into(), "docker-node02".into());
+    let mut old = task("s1", 3, "n1", TaskState::Shutdown, TaskState::Shutdown);
+    old.meta.as_mut().unwrap().created_at = Some(ts(now - Duration::from_secs(300)));
+    old.meta.as_mut().unwrap().id = "l9jtbswl2x22aaaaaaaaaaaaa".into();
+    let mut new = task("s1", 3, "n1", TaskState::Running, TaskState::Running);
+    new.meta.as_mut().unwrap().id = "t3gjvsgtpuqlaaaaaaaaaaaaa".into();
+    let other = task("s2", 1, "n1", TaskState::Running, TaskState::Running);
+    let out = crate::commands::task::render(&[old, other, new], &names, now, true);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{out}");
+    assert!(lines[1].contains(" myweb.1 "), "{out}");
+    assert!(lines[2].starts_with("t3gjvsgtpuql   web.3 "), "{out}");
+    assert!(lines[3].starts_with("l9jtbswl2x22    \\_ web.3 "), "{out}");
+    assert!(lines[3].contains("docker-node02"), "{out}");
+}
+
+fn active(nodes: &[&str]) -> HashSet<String> {
+    nodes.iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn progress_of_a_converged_replicated_service() {
+    let svc = service(
+        "s1",
+        "web",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 3 }),
+        "nginx",
+    );
+    let tasks: Vec<Task> = (1..=3)
+        .map(|slot| task("s1", slot, "n1", TaskState::Running, TaskState::Running))
+        .collect();
+    let mut tracker = Tracker::new();
+    let snap = tracker.update(&svc, &tasks, &active(&["n1"]));
+    assert!(snap.converged);
+    let mut display = Display::new(false);
+    let out = display.show(&snap.rows);
+    let full = format!("[{}>]", "=".repeat(50));
+    assert_eq!(
+        out,
+        format!(
+            "overall progress: 3 out of 3 tasks\n1/3: running   {full}\n2/3: running   {full}\n3/3: running   {full}\n"
+        )
+    );
+    // Unchanged rows are not printed again off a terminal.
+    assert_eq!(display.show(&snap.rows), "");
+    assert_eq!(
+        display.show(&[("verify".into(), "Service converged".into())]),
+        "verify: Service converged\n"
+    );
+}
+
+#[test]
+fn progress_shows_states_errors_and_prefers_the_live_task() {
+    let svc = service(
+        "s1",
+        "web",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 3 }),
+        "nginx",
+    );
+    let mut pending = task("s1", 1, "", TaskState::Pending, TaskState::Running);
+    pending.status.as_mut().unwrap().err =
+        "no suitable node (scheduling constraints not satisfied on 3 nodes)".into();
+    let failed = {
+        let mut t = task("s1", 2, "n1", TaskState::Failed, TaskState::Shutdown);
+        t.status.as_mut().unwrap().err = "task: non-zero exit (1)".into();
+        t
+    };
+    let retry = task("s1", 2, "n1", TaskState::Preparing, TaskState::Running);
+    let stale = {
+        let mut t = task("s1", 3, "n1", TaskState::Running, TaskState::Running);
+        t.spec_version = Some(Version { index: 6 });
+        t
+    };
+    let tasks = vec![pending.clone(), failed.clone(), retry, stale];
+    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]));
+    assert!(!snap.converged);
+    assert_eq!(
+        snap.rows[0],
+        ("overall progress".into(), "0 out of 3 tasks".into())
+    );
+    assert_eq!(
+        snap.rows[1],
+        (
+            "1/3".into(),
+            "no suitable node (scheduling constraints not satisfied on 3 nodes)".into()
+        )
+    );
+    assert_eq!(
+        snap.rows[2],
+        ("2/3".into(), format!("preparing {}", bar(6, 9)))
+    );
+    assert_eq!(
+        snap.rows[3],
+        ("3/3".into(), String::new()),
+        "an outdated task is not shown"
+    );
+    assert_eq!(
+        bar(3, 9),
+        format!("[{}>{}]", "=".repeat(16), " ".repeat(34))
+    );
+    let f = failures(&svc, &[pending, failed]);
+    assert_eq!(
+        f,
+        vec![
+            "1/3: no suitable node (scheduling constraints not satisfied on 3 nodes)".to_string(),
+            "2/3: task: non-zero exit (1)".to_string()
+        ]
+    );
+    assert_eq!(trunc_error(&"x".repeat(80)).chars().count(), 75);
+}
+
+#[test]
+fn progress_of_global_services_is_per_node_and_skips_down_nodes() {
+    let svc = service(
+        "s1",
+        "agent",
+        service_spec::Mode::Global(Default::default()),
+        "busybox",
+    );
+    let snap = Tracker::new().update(&svc, &[], &active(&["n1"]));
+    assert_eq!(
+        snap.rows,
+        vec![("overall progress".into(), "waiting for new tasks".into())]
+    );
+    let tasks = vec![
+        task(
+            "s1",
+            0,
+            "nodeaaaaaaaaaaaaaaaaaaaaa",
+            TaskState::Running,
+            TaskState::Running,
+        ),
+        task(
+            "s1",
+            0,
+            "nodebbbbbbbbbbbbbbbbbbbbb",
+            TaskState::Starting,
+            TaskState::Running,
+        ),
+    ];
+    let snap = Tracker::new().update(
+        &svc,
+        &tasks,
+        &active(&["nodeaaaaaaaaaaaaaaaaaaaaa", "nodebbbbbbbbbbbbbbbbbbbbb"]),
+    );
+    assert_eq!(snap.rows[0].1, "1 out of 2 tasks");
+    assert_eq!(snap.rows[1].0, "nodeaaaaaaaa");
+    assert!(snap.rows[1].1.starts_with("running   [="));
+    assert!(snap.rows[2].1.starts_with("starting  [="));
+    assert!(!snap.converged);
+}
+
+#[test]
+fn progress_of_a_replicated_job_counts_completions() {
+    let svc = service(
+        "s1",
+        "batch",
+        service_spec::Mode::ReplicatedJob(ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 3,
+        }),
+        "busybox",
+    );
+    let tasks = vec![
+        task("s1", 1, "n1", TaskState::Complete, TaskState::Complete),
+        task("s1", 2, "n1", TaskState::Running, TaskState::Complete),
+    ];
+    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]));
+    assert!(snap.job && !snap.converged);
+    assert!(
+        snap.rows[0].1.starts_with("1 out of 3 complete ["),
+        "{:?}",
+        snap.rows
+    );
+    assert_eq!(
+        snap.rows[1],
+        ("active tasks".into(), "1 out of 2 tasks".into())
+    );
+    let done: Vec<Task> = (1..=3)
+        .map(|s| task("s1", s, "n1", TaskState::Complete, TaskState::Complete))
+        .collect();
+    assert!(
+        Tracker::new()
+            .update(&svc, &done, &active(&["n1"]))
+            .converged
+    );
+}
+
+#[test]
+fn terminal_display_redraws_in_place() {
+    let mut d = Display::new(true);
+    let first = d.show(&[
+        ("overall progress".into(), "0 out of 1 tasks".into()),
+        ("1/1".into(), String::new()),
+    ]);
+    assert_eq!(
+        first,
+        "\x1b[2Koverall progress: 0 out of 1 tasks\n\x1b[2K1/1:\n"
+    );
+    let second = d.show(&[("overall progress".into(), "1 out of 1 tasks".into())]);
+    assert!(second.starts_with("\x1b[2A"), "{second:?}");
+    assert!(second.contains("1 out of 1 tasks"));
+}
+
+#[test]
+fn scale_specifiers() {
+    assert_eq!(parse_scale("web=5").unwrap(), ("web".to_string(), 5));
+    assert!(
+        parse_scale("web")
+            .unwrap_err()
+            .contains("invalid scale specifier 'web'")
+    );
+    assert_eq!(
+        parse_scale("web=-1").unwrap_err(),
+        "web: invalid replicas value -1: invalid digit found in string"
+    );
+    let mut s = service(
+        "s",
+        "web",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 1 }),
+        "x",
+    )
+    .spec
+    .unwrap();
+    apply_scale(&mut s, 4).unwrap();
+    assert_eq!(
+        s.mode,
+        Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas: 4
+        }))
+    );
+    let mut g = service(
+        "s",
+        "g",
+        service_spec::Mode::Global(Default::default()),
+        "x",
+    )
+    .spec
+    .unwrap();
+    assert_eq!(
+        apply_scale(&mut g, 2).unwrap_err(),
+        "scale can only be used with replicated or replicated-job mode"
+    );
+}
+
+#[test]
+fn log_lines_carry_docker_prefixes() {
+    let msg = LogMessage {
+        service_id: "s1".into(),
+        service_name: "web".into(),
+        task_id: "yf5uqm1kzx6dbt7n26e4akhsu".into(),
+        slot: 1,
+        node_id: "n1".into(),
+        stream: 0,
+        timestamp: Some(prost_types::Timestamp {
+            seconds: 1592632637,
+            nanos: 0,
+        }),
+        data: b"hello\n".to_vec(),
+    };
+    let nodes: HashMap<String, String> = [("n1".to_string(), "swarm-worker1".to_string())].into();
+    let fmt = LogFormat {
+        slot_digits: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        format_log(&msg, &fmt, &nodes),
+        "web.1.yf5uqm1kzx6d@swarm-worker1     | hello"
+    );
+    let fmt = LogFormat {
+        slot_digits: 1,
+        no_task_ids: true,
+        timestamps: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        format_log(&msg, &fmt, &nodes),
+        "2020-06-20T05:57:17Z web.1@swarm-worker1    | hello"
+    );
+    let fmt = LogFormat {
+        raw: true,
+        ..Default::default()
+    };
+    assert_eq!(format_log(&msg, &fmt, &nodes), "hello");
+    assert_eq!(parse_tail("all").unwrap(), -1);
+    assert_eq!(parse_tail("10").unwrap(), 10);
+    assert!(parse_tail("ten").is_err());
+}
+
+#[test]
+fn inspect_pretty_and_json() {
+    let s = spec(&[
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.role==worker",
+        "--restart-condition",
+        "none",
+        "--reserve-memory",
+        "64M",
+        "-p",
+        "8080:80",
+        "nginx:latest",
+        "nginx",
+        "-g",
+    ]);
+    let svc = Service {
+        meta: Some(Meta {
+            id: "abc".into(),
+            ..Default::default()
+        }),
+        spec: Some(s),
+        ..Default::default()
+    };
+    let pretty = render::render_pretty(&svc);
+    for want in [
+        "ID:\t\tabc\n",
+        "Name:\t\tweb\n",
+        "Service Mode:\tReplicated\n Replicas:\t2\n",
+        "Placement:\n Constraints:\t[node.role==worker]\n",
+        "UpdateConfig:\n Parallelism:\t1\n On failure:\tpause\n",
+        " Update order:      stop-first\n",
+        "RestartPolicy:\n Condition:\tnone\n",
+        "ContainerSpec:\n Image:\t\tnginx:latest\n Args:\t\tnginx -g \n",
+        "Resources:\n Reservations:\n  Memory:\t64MiB\n",
+        "Endpoint Mode:\tvip\n",
+        "Ports:\n PublishedPort = 8080\n  Protocol = tcp\n  TargetPort = 80\n  PublishMode = ingress\n",
+    ] {
+        assert!(pretty.contains(want), "missing {want:?} in:\n{pretty}");
+    }
+    let json = render::inspect_json(&svc);
+    assert_eq!(json["ID"], "abc");
+    assert_eq!(json["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
+    assert_eq!(
+        json["Spec"]["TaskTemplate"]["ContainerSpec"]["Args"][1],
+        "-g"
+    );
+    assert_eq!(
+        json["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"],
+        "none"
+    );
+    assert_eq!(
+        json["Spec"]["EndpointSpec"]["Ports"][0]["PublishedPort"],
+        8080
+    );
+    assert!(render::render_inspect(&[svc]).starts_with("[\n    {"));
+}
