@@ -54,9 +54,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::assignments::{self, Assignments};
 use crate::expiry::{self, Deadlines};
 use crate::presence::{self, Owners};
 use crate::table::{Entry, RateLimiter, SessionCounts, State, Table};
+use crate::task_status::{self, StatusWriter, StatusWriterTask, WriterStats};
 use crate::writer::{Change, HEARTBEAT_FAILURE, ORPHAN_FAILURE, Writer, WriterTask};
 
 /// The heartbeat period when the cluster does not set one (Swarm's default).
@@ -90,6 +92,11 @@ pub struct DispatcherOptions {
     /// How long opening a session may wait for its registration to be written.
     /// Default 10 s.
     pub register_timeout: Duration,
+    /// How long task changes are collected into one assignments message. Default 50 ms.
+    pub assignment_window: Duration,
+    /// Changed tasks one assignment stream may have pending before it is sent a fresh
+    /// COMPLETE instead. Default 4096.
+    pub assignment_backlog: usize,
 }
 
 impl Default for DispatcherOptions {
@@ -102,6 +109,8 @@ impl Default for DispatcherOptions {
             rate_limit_window: Duration::from_secs(8),
             presence_ttl: Duration::from_secs(10),
             register_timeout: Duration::from_secs(10),
+            assignment_window: Duration::from_millis(50),
+            assignment_backlog: assignments::BACKLOG,
         }
     }
 }
@@ -150,6 +159,9 @@ pub(crate) struct Shared {
     pub limiter: RateLimiter,
     pub deadlines: Deadlines,
     pub writer: Writer,
+    pub assignments: Arc<Assignments>,
+    pub statuses: StatusWriter,
+    pub status_stats: Arc<std::sync::Mutex<WriterStats>>,
     pub shutdown: ShutdownToken,
 }
 
@@ -175,8 +187,11 @@ impl Dispatcher {
         let instance = shoal_store::new_id();
         let nodes = Cache::<Node>::start(&store);
         let clusters = Cache::<Cluster>::start(&store);
+        let assignments = Assignments::start(&store, options.assignment_backlog);
         until(&shutdown, nodes.wait_until_synced()).await??;
         until(&shutdown, clusters.wait_until_synced()).await??;
+        until(&shutdown, assignments.tasks.wait_until_synced()).await??;
+        tokio::spawn(assignments.clone().fan_out(shutdown.clone()));
         let presence = until(
             &shutdown,
             presence::take(
@@ -198,6 +213,17 @@ impl Dispatcher {
 
         let (deadlines, deadline_rx) = Deadlines::channel();
         let (writer, writer_rx) = Writer::channel();
+        let (statuses, statuses_rx) = StatusWriter::channel(task_status::QUEUE);
+        let status_stats = Arc::new(std::sync::Mutex::new(WriterStats::default()));
+        let status_task = StatusWriterTask::new(
+            store.clone(),
+            bus.clone(),
+            assignments.tasks.reader(),
+            options.batch_window,
+            options.batch_max,
+            status_stats.clone(),
+        );
+        tokio::spawn(status_task.run(statuses_rx, shutdown.clone()));
         let writer_task = WriterTask::new(
             store.clone(),
             bus,
@@ -217,6 +243,9 @@ impl Dispatcher {
             table: Table::default(),
             deadlines,
             writer,
+            assignments,
+            statuses,
+            status_stats,
             shutdown: shutdown.clone(),
         });
         {
@@ -255,6 +284,20 @@ impl Dispatcher {
     /// How many nodes this dispatcher tracks, by state.
     pub fn session_counts(&self) -> SessionCounts {
         self.shared.table.counts()
+    }
+
+    /// Task status updates written so far, and in how many batches.
+    pub fn task_status_stats(&self) -> WriterStats {
+        *self
+            .shared
+            .status_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many assignment streams are open.
+    pub fn assignment_streams(&self) -> usize {
+        self.shared.assignments.streams()
     }
 
     /// Whether `session_id` is `node_id`'s live session on this dispatcher (for the
@@ -326,7 +369,7 @@ impl Shared {
         self.writer.send(
             &node_id,
             Change::Down {
-                session_id: entry.session_id,
+                session_id: std::mem::take(&mut entry.session_id),
                 message,
                 owner,
             },

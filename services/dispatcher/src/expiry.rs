@@ -116,7 +116,12 @@ mod tests {
                 run(
                     rx,
                     &table,
-                    |node, entry| expired.lock().unwrap().push((node, entry.session_id)),
+                    |node, entry| {
+                        expired
+                            .lock()
+                            .unwrap()
+                            .push((node, entry.session_id.clone()))
+                    },
                     token,
                 )
                 .await

@@ -3,9 +3,8 @@
 //! (a COMPLETE set, then INCREMENTAL changes chained by sequence numbers) and batches
 //! the workers' task status reports into etcd.
 //!
-//! Today it implements the node lifecycle — `Session` and `Heartbeat`, with identity
-//! taken only from the client certificate; `Assignments` and `UpdateTaskStatus` answer
-//! UNIMPLEMENTED until the services work fills them in.
+//! Identity is taken only from the client certificate; the session id of every other
+//! call must be the node's live session on this dispatcher.
 //!
 //! Module map:
 //! - [`service`]: the gRPC API (`DispatcherService`) and the certificate checks;
@@ -13,15 +12,20 @@
 //!   several replicas), the caches and the background tasks — start reading here;
 //! - `table`: the sessions this dispatcher tracks and the re-registration limiter;
 //! - `expiry`: the single task that expires nodes off a timer wheel;
+//! - [`assignments`]: the task cache and the fan-out of its changes to each node's
+//!   assignment stream;
+//! - [`task_status`]: the batched, conditional task status writer;
 //! - [`writer`]: the batched, conditional node status writer;
 //! - [`presence`]: dispatcher instances' presence keys and session-id ownership.
 
+pub mod assignments;
 pub mod config;
 pub mod dispatcher;
 mod expiry;
 pub mod presence;
 pub mod service;
 mod table;
+pub mod task_status;
 pub mod writer;
 
 use std::sync::Arc;
@@ -32,6 +36,7 @@ pub use service::DispatcherService;
 use shoal_grpc_host::{BoundHost, RunError};
 use shoal_proto::v1::dispatcher_server::DispatcherServer;
 pub use table::SessionCounts;
+pub use task_status::WriterStats;
 use tokio::sync::OnceCell;
 
 /// gRPC services this process serves besides health and reflection.

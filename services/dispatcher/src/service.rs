@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use shoal_grpc_host::ShutdownToken;
 use shoal_pki::{CertInfo, Role};
+use shoal_proto::TaskStateExt;
 use shoal_proto::v1::dispatcher_server::Dispatcher as DispatcherApi;
 use shoal_proto::v1::node_spec::Membership;
 use shoal_proto::v1::{
-    Cluster, HeartbeatRequest, HeartbeatResponse, Node, SessionMessage, SessionRequest,
+    AssignmentsMessage, AssignmentsRequest, Cluster, HeartbeatRequest, HeartbeatResponse, Node,
+    SessionMessage, SessionRequest, TaskStatus, UpdateTaskStatusRequest, UpdateTaskStatusResponse,
     WeightedPeer,
 };
 use shoal_store::Object;
@@ -24,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 use crate::dispatcher::{Dispatcher, Shared};
 use crate::presence;
+use crate::task_status;
 use crate::writer::{Change, RegisterError};
 
 /// The Dispatcher API. Answers UNAVAILABLE until its [`Dispatcher`] is set (the server
@@ -238,6 +241,119 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The caller's node id, if `session_id` is its live session here (Swarm: "session
+    /// invalid", InvalidArgument).
+    fn check_session(&self, info: &CertInfo, session_id: &str) -> Result<(), Status> {
+        self.check_cluster(info)?;
+        if self.table.is_live(&info.node_id, session_id) && !session_id.is_empty() {
+            Ok(())
+        } else {
+            Err(session_invalid(&info.node_id, session_id))
+        }
+    }
+
+    async fn open_assignments(
+        self: Arc<Self>,
+        request: Request<AssignmentsRequest>,
+    ) -> Result<Response<BoxStream<AssignmentsMessage>>, Status> {
+        let info = peer_identity(&request)?;
+        self.check_cluster(&info)?;
+        let session_id = request.into_inner().session_id;
+        let ended = self
+            .table
+            .session_ended(&info.node_id, &session_id)
+            .ok_or_else(|| session_invalid(&info.node_id, &session_id))?;
+        let stream = self.assignments.stream(
+            &info.node_id,
+            &session_id,
+            self.options.assignment_window,
+            ended,
+            self.shutdown.clone(),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let info = peer_identity(&request)?;
+        let UpdateTaskStatusRequest {
+            session_id,
+            updates,
+        } = request.into_inner();
+        self.check_session(&info, &session_id)?;
+        let node_id = info.node_id;
+        let mut rejected = Vec::new();
+        let mut valid = Vec::with_capacity(updates.len());
+        // What this request has moved each task to so far, for the backwards check of a
+        // later update of the same task.
+        let mut states = std::collections::HashMap::new();
+        for update in updates {
+            let task_id = update.task_id;
+            if task_id.is_empty() {
+                rejected.push(task_status::rejected(
+                    "",
+                    "an update without a task id".into(),
+                ));
+                continue;
+            }
+            let Some(mut status) = update.status else {
+                rejected.push(task_status::rejected(
+                    &task_id,
+                    format!("task {task_id}: the update carries no status"),
+                ));
+                continue;
+            };
+            if shoal_proto::v1::TaskState::try_from(status.state).is_err() {
+                rejected.push(task_status::rejected(
+                    &task_id,
+                    format!("task {task_id}: unknown state {}", status.state),
+                ));
+                continue;
+            }
+            // A task the cache does not have (yet) is checked by the writer, on the copy
+            // it reads from the store.
+            if let Some(task) = self.assignments.tasks.get(&task_id) {
+                if task.node_id != node_id {
+                    rejected.push(task_status::not_on_node(&task_id));
+                    continue;
+                }
+                let from = states.get(&task_id).copied().unwrap_or_else(|| {
+                    task.status
+                        .as_ref()
+                        .map(TaskStatus::state)
+                        .unwrap_or_default()
+                });
+                if !from.can_move_to(status.state()) {
+                    rejected.push(task_status::backwards(&task_id, from, status.state()));
+                    continue;
+                }
+            }
+            states.insert(task_id.clone(), status.state());
+            if status.timestamp.is_none() {
+                status.timestamp = Some(prost_types::Timestamp::from(std::time::SystemTime::now()));
+            }
+            valid.push((task_id, status));
+        }
+        let refused = self
+            .statuses
+            .write(&node_id, valid)
+            .await
+            .map_err(Status::unavailable)?;
+        rejected.extend(refused);
+        Ok(Response::new(UpdateTaskStatusResponse { rejected }))
+    }
+}
+
+fn session_invalid(node_id: &str, session_id: &str) -> Status {
+    Status::invalid_argument(format!(
+        "session invalid: {session_id:?} is not a live session of node {node_id} on this \
+         dispatcher; open a new session"
+    ))
+}
+
 struct SessionStream {
     first: Option<SessionMessage>,
     end: oneshot::Receiver<Status>,
@@ -307,5 +423,19 @@ impl DispatcherApi for DispatcherService {
                 info.node_id
             )))
         }
+    }
+
+    async fn assignments(
+        &self,
+        request: Request<AssignmentsRequest>,
+    ) -> Result<Response<BoxStream<AssignmentsMessage>>, Status> {
+        self.shared()?.clone().open_assignments(request).await
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        self.shared()?.update_task_status(request).await
     }
 }

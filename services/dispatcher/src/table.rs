@@ -18,14 +18,18 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// What a tracked node is waiting for.
 #[derive(Debug)]
 pub(crate) enum State {
     /// A session stream is open on this dispatcher; `end` closes it with a status.
+    /// `ended` is cancelled when the session stops being live here (replaced, closed,
+    /// expired, node removed): the session's assignment streams end with it.
     Live {
         end: Option<oneshot::Sender<Status>>,
+        ended: CancellationToken,
     },
     /// The stream of `session_id` went away; waiting for the node to come back.
     Disconnected,
@@ -40,6 +44,14 @@ pub(crate) struct Entry {
     pub state: State,
 }
 
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let State::Live { ended, .. } = &self.state {
+            ended.cancel();
+        }
+    }
+}
+
 impl Entry {
     pub fn is_live(&self) -> bool {
         matches!(self.state, State::Live { .. })
@@ -47,7 +59,7 @@ impl Entry {
 
     /// Ends the session stream, if there is one, with `status`.
     pub fn end(&mut self, status: Status) {
-        if let State::Live { end } = &mut self.state
+        if let State::Live { end, .. } = &mut self.state
             && let Some(end) = end.take()
         {
             let _ = end.send(status);
@@ -103,7 +115,10 @@ impl Table {
             Entry {
                 session_id: session_id.to_string(),
                 deadline,
-                state: State::Live { end: Some(end) },
+                state: State::Live {
+                    end: Some(end),
+                    ended: CancellationToken::new(),
+                },
             },
         )
     }
@@ -126,12 +141,28 @@ impl Table {
             .is_some_and(|e| e.is_live() && e.session_id == session_id)
     }
 
+    /// A token cancelled when `session_id` stops being the node's live session here;
+    /// `None` if it is not that now.
+    pub fn session_ended(&self, node_id: &str, session_id: &str) -> Option<CancellationToken> {
+        match self.lock().get(node_id) {
+            Some(Entry {
+                session_id: live,
+                state: State::Live { ended, .. },
+                ..
+            }) if live == session_id && !session_id.is_empty() => Some(ended.clone()),
+            _ => None,
+        }
+    }
+
     /// The stream of `session_id` went away: the node is now disconnected with a grace
     /// until `deadline`. False if that session is not the node's live one (superseded,
     /// expired, removed), in which case nothing changes.
     pub fn stream_closed(&self, node_id: &str, session_id: &str, deadline: Instant) -> bool {
         match self.lock().get_mut(node_id) {
             Some(e) if e.is_live() && e.session_id == session_id => {
+                if let State::Live { ended, .. } = &e.state {
+                    ended.cancel();
+                }
                 e.state = State::Disconnected;
                 e.deadline = deadline;
                 true
@@ -296,6 +327,8 @@ mod tests {
             t.open("n", "s1", now + Duration::from_secs(3), tx)
                 .is_none()
         );
+        let s1_ended = t.session_ended("n", "s1").unwrap();
+        assert!(t.session_ended("n", "other").is_none());
         assert!(t.heartbeat("n", "s1", now + Duration::from_secs(4)));
         assert!(!t.heartbeat("n", "other", now + Duration::from_secs(4)));
         assert!(!t.heartbeat("m", "s1", now + Duration::from_secs(4)));
@@ -310,8 +343,14 @@ mod tests {
             .unwrap();
         old.end(Status::aborted("superseded"));
         assert_eq!(rx.try_recv().unwrap().code(), tonic::Code::Aborted);
+        drop(old);
+        assert!(s1_ended.is_cancelled(), "a replaced session has ended");
+        let s2_ended = t.session_ended("n", "s2").unwrap();
+        assert!(!s2_ended.is_cancelled());
         assert!(!t.stream_closed("n", "s1", now));
         assert!(t.stream_closed("n", "s2", now + Duration::from_secs(3)));
+        assert!(s2_ended.is_cancelled(), "a closed session has ended");
+        assert!(t.session_ended("n", "s2").is_none());
         assert!(!t.heartbeat("n", "s2", now + Duration::from_secs(9)));
         assert_eq!(t.counts().disconnected, 1);
         assert!(!t.orphan("n", "s2", None, now));

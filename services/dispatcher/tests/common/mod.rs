@@ -14,14 +14,20 @@ use shoal_dispatcher::{Dispatcher, DispatcherOptions, DispatcherService, presenc
 use shoal_events::EventBus;
 use shoal_grpc_host::{ClusterState, ShutdownToken};
 use shoal_pki::{DEFAULT_CA_VALIDITY, NodeCredentials, NodeKey, Role, RootCa, San};
+use shoal_proto::v1::assignment::Item;
+use shoal_proto::v1::assignment_change::Action;
 use shoal_proto::v1::dispatcher_client::DispatcherClient;
 use shoal_proto::v1::dispatcher_server::DispatcherServer;
 use shoal_proto::v1::node_spec::Membership;
 use shoal_proto::v1::node_status::State as NodeState;
+use shoal_proto::v1::task_spec::Runtime;
+use shoal_proto::v1::update_task_status_request::TaskStatusUpdate;
+use shoal_proto::v1::update_task_status_response::Rejected;
 use shoal_proto::v1::{
-    Annotations, Cluster, ClusterSpec, DispatcherConfig, HeartbeatRequest, Meta, Node,
-    NodeDescription, NodeRole, NodeSpec, Platform, Resources, RootCa as RootCaObject,
-    SessionMessage, SessionRequest,
+    Annotations, AssignmentsMessage, AssignmentsRequest, Cluster, ClusterSpec, ContainerSpec,
+    DispatcherConfig, HeartbeatRequest, Meta, Node, NodeDescription, NodeRole, NodeSpec, Platform,
+    Resources, RootCa as RootCaObject, SessionMessage, SessionRequest, Task, TaskSpec, TaskState,
+    TaskStatus, UpdateTaskStatusRequest,
 };
 use shoal_store::{Store, WatchEvent};
 use shoal_testkit::Infra;
@@ -510,5 +516,154 @@ async fn run_worker(
                 }
             }
         }
+    }
+}
+
+/// A task of service `service` (slot `slot`) placed on `node_id` in `state`, as the
+/// scheduler leaves it (desired RUNNING).
+pub fn task_on(node_id: &str, service: &str, slot: u64, state: TaskState) -> Task {
+    Task {
+        meta: Some(Meta {
+            id: shoal_store::new_id(),
+            ..Default::default()
+        }),
+        spec: Some(TaskSpec {
+            runtime: Some(Runtime::Container(ContainerSpec {
+                image: "busybox:latest".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        service_id: format!("{service}-id"),
+        slot,
+        node_id: node_id.into(),
+        service_annotations: Some(Annotations {
+            name: service.into(),
+            ..Default::default()
+        }),
+        status: Some(TaskStatus {
+            state: state as i32,
+            message: "scheduler assigned task to node".into(),
+            ..Default::default()
+        }),
+        desired_state: TaskState::Running as i32,
+        ..Default::default()
+    }
+}
+
+/// Opens the assignment stream of `session_id`.
+pub async fn open_assignments(
+    client: &mut DispatcherClient<Channel>,
+    session_id: &str,
+) -> Result<Streaming<AssignmentsMessage>, Status> {
+    Ok(client
+        .assignments(AssignmentsRequest {
+            session_id: session_id.into(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// The next assignments message, within [`DEADLINE`].
+pub async fn next_assignments(
+    stream: &mut Streaming<AssignmentsMessage>,
+) -> anyhow::Result<AssignmentsMessage> {
+    tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .context("no assignments message within the deadline")??
+        .context("the assignments stream ended")
+}
+
+/// The ids a message updates, sorted.
+pub fn updated_ids(msg: &AssignmentsMessage) -> Vec<String> {
+    ids_with(msg, Action::Update)
+}
+
+/// The ids a message removes, sorted.
+pub fn removed_ids(msg: &AssignmentsMessage) -> Vec<String> {
+    ids_with(msg, Action::Remove)
+}
+
+/// The tasks a message updates.
+pub fn updated_tasks(msg: &AssignmentsMessage) -> Vec<Task> {
+    msg.changes
+        .iter()
+        .filter(|c| c.action() == Action::Update)
+        .filter_map(|c| match c.assignment.as_ref()?.item.as_ref()? {
+            Item::Task(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ids_with(msg: &AssignmentsMessage, action: Action) -> Vec<String> {
+    let mut ids: Vec<String> = msg
+        .changes
+        .iter()
+        .filter(|c| c.action() == action)
+        .filter_map(|c| match c.assignment.as_ref()?.item.as_ref()? {
+            Item::Task(t) => Some(t.meta.as_ref()?.id.clone()),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+pub fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+pub fn status(state: TaskState, message: &str) -> TaskStatus {
+    TaskStatus {
+        state: state as i32,
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+pub fn status_update(task_id: &str, state: TaskState, message: &str) -> TaskStatusUpdate {
+    TaskStatusUpdate {
+        task_id: task_id.into(),
+        status: Some(status(state, message)),
+    }
+}
+
+pub async fn update_status(
+    client: &mut DispatcherClient<Channel>,
+    session_id: &str,
+    updates: Vec<TaskStatusUpdate>,
+) -> Result<Vec<Rejected>, Status> {
+    Ok(client
+        .update_task_status(UpdateTaskStatusRequest {
+            session_id: session_id.into(),
+            updates,
+        })
+        .await?
+        .into_inner()
+        .rejected)
+}
+
+/// A worker's session on `d`: its client, first message and session stream.
+pub struct WorkerSession {
+    pub node_id: String,
+    pub client: DispatcherClient<Channel>,
+    pub session_id: String,
+    pub stream: Streaming<SessionMessage>,
+}
+
+impl Swarm {
+    /// Joins a worker and opens its session on `d`.
+    pub async fn worker_session(&self, d: &RunningDispatcher) -> anyhow::Result<WorkerSession> {
+        let (node_id, creds) = self.join(Role::Worker).await?;
+        let mut client = connect_as(d.addr, &creds).await?;
+        let (first, stream) = open_session(&mut client, &node_id).await?;
+        Ok(WorkerSession {
+            node_id,
+            client,
+            session_id: first.session_id,
+            stream,
+        })
     }
 }

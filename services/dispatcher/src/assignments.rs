@@ -1,0 +1,561 @@
+//! What each worker runs: the `Assignments` stream of a node's session.
+//!
+//! # How it works
+//! - **One cache.** The dispatcher keeps one list+watch [`Cache<Task>`] indexed by node
+//!   ([`TASKS_BY_NODE`]); no session opens a watch of its own.
+//! - **Fan-out.** One task follows the cache's change notifications and marks the
+//!   changed task id *dirty* for every assignment stream of the task's node (a map node
+//!   id → subscribers). A subscriber's backlog is a bounded set of task ids (changes to
+//!   the same task collapse into one); when it overflows, or the cache was rebuilt, or the
+//!   fan-out itself fell behind the cache, the subscriber is marked for a fresh COMPLETE
+//!   instead: nothing is ever lost, at worst re-sent whole.
+//! - **Each stream** first sends `TYPE_COMPLETE` with every task of the node whose
+//!   observed state is ASSIGNED or later (`applies_to` "", `results_in` its sequence
+//!   number). Then, after a change is marked, it waits a short window (50 ms by default,
+//!   Swarm batches the same way) so that a burst becomes one message, and sends
+//!   `TYPE_INCREMENTAL` with `applies_to` = the previous `results_in`: `ACTION_UPDATE` with
+//!   the whole task for new tasks and changed ones, `ACTION_REMOVE` with only the id for
+//!   tasks deleted from the store. What the worker has is tracked per stream, so the
+//!   message is the difference between that and the cache, whatever the notifications
+//!   were.
+//! - **Only what the worker cares about.** As Swarm's `TasksEqualStable`: a task already
+//!   sent is sent again only if something besides its meta (version) and its status
+//!   changed — the desired state, the spec, … — so the worker's own status reports are
+//!   not echoed back to it.
+//! - **Tracing.** The first time a task still ASSIGNED is sent to its node, a span
+//!   "assign <task name>" is recorded as a child of the task's stored trace context.
+//! - **The stream ends** when its session does (replaced, closed, expired, node
+//!   removed: ABORTED) or the dispatcher shuts down (UNAVAILABLE).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shoal_grpc_host::ShutdownToken;
+use shoal_proto::v1::assignment::Item;
+use shoal_proto::v1::assignment_change::Action;
+use shoal_proto::v1::assignments_message::Type as MessageType;
+use shoal_proto::v1::{Assignment, AssignmentChange, AssignmentsMessage, Meta, Task, TaskState};
+use shoal_store::cache::{TASKS_BY_NODE, task_node};
+use shoal_store::{Cache, CacheEvent, CacheReader, Object, Store};
+use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+/// How many task-change notifications the fan-out may fall behind the cache.
+const CACHE_EVENTS: usize = 1 << 16;
+/// Dirty task ids one subscriber may hold before it gets a fresh COMPLETE instead.
+pub(crate) const BACKLOG: usize = 4096;
+
+/// The task cache and the subscribers of each node.
+pub(crate) struct Assignments {
+    pub tasks: Cache<Task>,
+    subscribers: Mutex<HashMap<String, HashMap<u64, Arc<Pending>>>>,
+    next_id: AtomicU64,
+    backlog: usize,
+}
+
+/// The changes one stream has not looked at yet.
+#[derive(Default)]
+struct Pending {
+    inner: Mutex<Dirty>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Dirty {
+    ids: HashSet<String>,
+    complete: bool,
+}
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, Dirty> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark(&self, id: &str, backlog: usize) {
+        {
+            let mut d = self.lock();
+            if d.complete || d.ids.contains(id) {
+                return;
+            }
+            if d.ids.len() >= backlog {
+                d.ids.clear();
+                d.complete = true;
+            } else {
+                d.ids.insert(id.to_string());
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    fn mark_complete(&self) {
+        {
+            let mut d = self.lock();
+            d.ids.clear();
+            d.complete = true;
+        }
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Dirty {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+/// A stream's registration; dropping it unsubscribes.
+struct Subscription {
+    assignments: Arc<Assignments>,
+    node_id: String,
+    id: u64,
+    pending: Arc<Pending>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut subs = self.assignments.lock();
+        if let Some(node) = subs.get_mut(&self.node_id) {
+            node.remove(&self.id);
+            if node.is_empty() {
+                subs.remove(&self.node_id);
+            }
+        }
+    }
+}
+
+impl Assignments {
+    /// Starts the task cache (not yet synced: see [`CacheReader::wait_until_synced`]).
+    pub fn start(store: &Store, backlog: usize) -> Arc<Assignments> {
+        let tasks = Cache::<Task>::builder(store)
+            .index(TASKS_BY_NODE, task_node)
+            .events_capacity(CACHE_EVENTS)
+            .start();
+        Arc::new(Assignments {
+            tasks,
+            subscribers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            backlog: backlog.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<u64, Arc<Pending>>>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn subscribe(self: &Arc<Self>, node_id: &str) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let pending = Arc::new(Pending::default());
+        self.lock()
+            .entry(node_id.to_string())
+            .or_default()
+            .insert(id, pending.clone());
+        Subscription {
+            assignments: self.clone(),
+            node_id: node_id.to_string(),
+            id,
+            pending,
+        }
+    }
+
+    /// How many assignment streams are open.
+    pub fn streams(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
+
+    fn changed(&self, task: &Task) {
+        if task.node_id.is_empty() {
+            return;
+        }
+        let subs = self.lock();
+        if let Some(node) = subs.get(&task.node_id) {
+            for pending in node.values() {
+                pending.mark(task.id(), self.backlog);
+            }
+        }
+    }
+
+    fn resync_all(&self) {
+        for node in self.lock().values() {
+            for pending in node.values() {
+                pending.mark_complete();
+            }
+        }
+    }
+
+    /// Follows the cache's changes until shutdown.
+    pub async fn fan_out(self: Arc<Self>, shutdown: ShutdownToken) {
+        let mut events = self.tasks.subscribe();
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = events.recv() => ev,
+            };
+            match ev {
+                Ok(CacheEvent::Upserted(task)) | Ok(CacheEvent::Deleted(task)) => {
+                    self.changed(&task)
+                }
+                Ok(CacheEvent::Restarted { .. }) => self.resync_all(),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "assignment fan-out fell behind the task cache; resending complete sets"
+                    );
+                    self.resync_all();
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The assignment stream of `node_id`'s session: ends when `session_ended` or
+    /// `shutdown` fires.
+    pub fn stream(
+        self: &Arc<Self>,
+        node_id: &str,
+        session_id: &str,
+        window: Duration,
+        session_ended: CancellationToken,
+        shutdown: ShutdownToken,
+    ) -> impl futures::Stream<Item = Result<AssignmentsMessage, Status>> + Send + 'static {
+        // Subscribe before the first snapshot: a change between the two is then looked
+        // at twice, never missed.
+        let sub = self.subscribe(node_id);
+        let state = StreamState {
+            tasks: self.tasks.reader(),
+            node_id: node_id.to_string(),
+            session_id: session_id.to_string(),
+            sub,
+            sent: HashMap::new(),
+            seq: 0,
+            last: String::new(),
+            window,
+            session_ended,
+            shutdown,
+            started: false,
+            done: false,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            if !st.started {
+                st.started = true;
+                let msg = st.complete();
+                return Some((Ok(msg), st));
+            }
+            match st.next_change().await {
+                Ok(msg) => Some((Ok(msg), st)),
+                Err(status) => {
+                    st.done = true;
+                    Some((Err(status), st))
+                }
+            }
+        })
+    }
+}
+
+struct StreamState {
+    tasks: CacheReader<Task>,
+    node_id: String,
+    session_id: String,
+    sub: Subscription,
+    /// The tasks the worker has, as last sent.
+    sent: HashMap<String, Arc<Task>>,
+    seq: u64,
+    /// The previous message's `results_in`.
+    last: String,
+    window: Duration,
+    session_ended: CancellationToken,
+    shutdown: ShutdownToken,
+    started: bool,
+    done: bool,
+}
+
+impl StreamState {
+    fn next_seq(&mut self) -> (String, String) {
+        self.seq += 1;
+        let results_in = self.seq.to_string();
+        let applies_to = std::mem::replace(&mut self.last, results_in.clone());
+        (applies_to, results_in)
+    }
+
+    /// The node's whole set, as a COMPLETE message.
+    fn complete(&mut self) -> AssignmentsMessage {
+        let current: Vec<Arc<Task>> = self
+            .tasks
+            .by_index(TASKS_BY_NODE, &self.node_id)
+            .into_iter()
+            .filter(|t| assigned(t))
+            .collect();
+        let mut sent = HashMap::with_capacity(current.len());
+        let mut changes = Vec::with_capacity(current.len());
+        for task in current {
+            if !self.sent.contains_key(task.id()) {
+                record_assign(&task);
+            }
+            changes.push(update(&task));
+            sent.insert(task.id().to_string(), task);
+        }
+        self.sent = sent;
+        let (_, results_in) = self.next_seq();
+        AssignmentsMessage {
+            r#type: MessageType::Complete as i32,
+            applies_to: String::new(),
+            results_in,
+            changes,
+        }
+    }
+
+    /// Waits for the next message worth sending.
+    async fn next_change(&mut self) -> Result<AssignmentsMessage, Status> {
+        loop {
+            let pending = self.sub.pending.clone();
+            self.until_ended(pending.notify.notified()).await?;
+            // Let a burst of changes gather into one message.
+            self.until_ended(tokio::time::sleep(self.window)).await?;
+            let dirty = pending.take();
+            if dirty.complete {
+                return Ok(self.complete());
+            }
+            let mut changes = Vec::new();
+            for id in dirty.ids {
+                let current = self
+                    .tasks
+                    .get(&id)
+                    .filter(|t| t.node_id == self.node_id && assigned(t));
+                match (current, self.sent.get(&id)) {
+                    (Some(task), Some(old)) => {
+                        if !stable_eq(old, &task) {
+                            changes.push(update(&task));
+                        }
+                        // Keep the newest copy either way: the comparison is with it.
+                        self.sent.insert(id, task);
+                    }
+                    (Some(task), None) => {
+                        record_assign(&task);
+                        changes.push(update(&task));
+                        self.sent.insert(id, task);
+                    }
+                    (None, Some(_)) => {
+                        self.sent.remove(&id);
+                        changes.push(remove(&id));
+                    }
+                    (None, None) => {}
+                }
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            let (applies_to, results_in) = self.next_seq();
+            return Ok(AssignmentsMessage {
+                r#type: MessageType::Incremental as i32,
+                applies_to,
+                results_in,
+                changes,
+            });
+        }
+    }
+
+    async fn until_ended<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, Status> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(Status::unavailable(
+                "the dispatcher is shutting down; open a session with another manager",
+            )),
+            _ = self.session_ended.cancelled() => Err(Status::aborted(format!(
+                "session {} of node {} ended; open a new session",
+                self.session_id, self.node_id
+            ))),
+            v = fut => Ok(v),
+        }
+    }
+}
+
+/// Observed state ASSIGNED or later: the task is the node's to run (or to report on).
+fn assigned(task: &Task) -> bool {
+    task.status
+        .as_ref()
+        .is_some_and(|s| s.state >= TaskState::Assigned as i32)
+}
+
+fn update(task: &Task) -> AssignmentChange {
+    AssignmentChange {
+        assignment: Some(Assignment {
+            item: Some(Item::Task(task.clone())),
+        }),
+        action: Action::Update as i32,
+    }
+}
+
+fn remove(id: &str) -> AssignmentChange {
+    AssignmentChange {
+        assignment: Some(Assignment {
+            item: Some(Item::Task(Task {
+                meta: Some(Meta {
+                    id: id.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        }),
+        action: Action::Remove as i32,
+    }
+}
+
+/// Equal but for meta and status (Swarm's `TasksEqualStable`): nothing the worker acts on
+/// changed. Every field is named, so a new one is a compile error here until decided.
+pub(crate) fn stable_eq(a: &Task, b: &Task) -> bool {
+    let Task {
+        meta: _,
+        spec,
+        service_id,
+        slot,
+        node_id,
+        annotations,
+        service_annotations,
+        status: _,
+        desired_state,
+        networks,
+        endpoint,
+        log_driver,
+        spec_version,
+        job_iteration,
+        trace_context: _,
+    } = a;
+    *spec == b.spec
+        && *desired_state == b.desired_state
+        && *spec_version == b.spec_version
+        && *service_id == b.service_id
+        && *slot == b.slot
+        && *node_id == b.node_id
+        && *annotations == b.annotations
+        && *service_annotations == b.service_annotations
+        && *networks == b.networks
+        && *endpoint == b.endpoint
+        && *log_driver == b.log_driver
+        && *job_iteration == b.job_iteration
+}
+
+/// `<service>.<slot>` (or `<service>.<node id>` for global tasks), or the task's own
+/// name when it has one.
+pub fn task_name(task: &Task) -> String {
+    if let Some(name) = task
+        .annotations
+        .as_ref()
+        .map(|a| a.name.as_str())
+        .filter(|n| !n.is_empty())
+    {
+        return name.to_string();
+    }
+    let service = task
+        .service_annotations
+        .as_ref()
+        .map(|a| a.name.as_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(task.service_id.as_str());
+    if task.slot > 0 {
+        format!("{service}.{}", task.slot)
+    } else {
+        format!("{service}.{}", task.node_id)
+    }
+}
+
+/// The "assign <task name>" span, the first time a task the worker has not acknowledged
+/// yet is sent to its node.
+fn record_assign(task: &Task) {
+    let still_assigned = task
+        .status
+        .as_ref()
+        .is_some_and(|s| s.state == TaskState::Assigned as i32);
+    if !still_assigned {
+        return;
+    }
+    let name = task_name(task);
+    let span = tracing::info_span!(
+        "assign",
+        otel.name = %format!("assign {name}"),
+        task.id = %task.id(),
+        task.name = %name,
+        node.id = %task.node_id,
+        service.id = %task.service_id,
+    );
+    if let Some(tc) = &task.trace_context {
+        shoal_telemetry::set_parent(&span, shoal_telemetry::context_from_stored(tc));
+    }
+    span.in_scope(|| tracing::debug!("task sent to its node"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::v1::{Annotations, TaskStatus};
+
+    fn task(id: &str, state: TaskState) -> Task {
+        Task {
+            meta: Some(Meta {
+                id: id.into(),
+                version: Some(shoal_proto::v1::Version { index: 3 }),
+                ..Default::default()
+            }),
+            service_id: "svc".into(),
+            slot: 2,
+            node_id: "n1".into(),
+            service_annotations: Some(Annotations {
+                name: "web".into(),
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            desired_state: TaskState::Running as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_follow_swarm() {
+        let mut t = task("t", TaskState::Assigned);
+        assert_eq!(task_name(&t), "web.2");
+        t.slot = 0;
+        assert_eq!(task_name(&t), "web.n1");
+        t.annotations = Some(Annotations {
+            name: "web.7.abc".into(),
+            ..Default::default()
+        });
+        assert_eq!(task_name(&t), "web.7.abc");
+    }
+
+    #[test]
+    fn status_and_version_changes_are_not_sent_again() {
+        let a = task("t", TaskState::Assigned);
+        let mut b = task("t", TaskState::Running);
+        b.meta = Some(Meta {
+            id: "t".into(),
+            version: Some(shoal_proto::v1::Version { index: 9 }),
+            ..Default::default()
+        });
+        assert!(stable_eq(&a, &b));
+        b.desired_state = TaskState::Shutdown as i32;
+        assert!(!stable_eq(&a, &b));
+    }
+
+    #[test]
+    fn backlog_overflow_turns_into_a_complete() {
+        let p = Pending::default();
+        p.mark("a", 2);
+        p.mark("b", 2);
+        p.mark("a", 2);
+        let d = p.take();
+        assert!(!d.complete);
+        assert_eq!(d.ids.len(), 2);
+        p.mark("a", 2);
+        p.mark("b", 2);
+        p.mark("c", 2);
+        let d = p.take();
+        assert!(d.complete);
+        assert!(d.ids.is_empty());
+        assert!(!p.take().complete, "taking resets the backlog");
+    }
+}
