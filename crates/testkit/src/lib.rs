@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod docker;
 pub mod otlp;
 pub use otlp::{OtlpCollector, SeenSpan};
 

@@ -23,6 +23,8 @@ pub struct WorkerConfig {
     pub state_dir: PathBuf,
     /// The node's hostname as `node ls` shows it; empty: the system hostname.
     pub hostname: String,
+    /// NATS server for task output (`shoal.logs.*`); empty: output is not shipped.
+    pub nats_url: String,
     pub otlp_endpoint: String,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -37,6 +39,7 @@ impl Default for WorkerConfig {
             manager_addrs: Vec::new(),
             state_dir: PathBuf::from(".shoal-worker"),
             hostname: String::new(),
+            nats_url: String::new(),
             otlp_endpoint: String::new(),
             log_format: LogFormat::Text,
             log_filter: "info".into(),
@@ -86,6 +89,9 @@ impl Settings for WorkerConfig {
                 "advertise_addr",
                 format!("\"{}\" is not an IP address", self.advertise_addr),
             ));
+        }
+        if !self.nats_url.is_empty() {
+            check::url("nats_url", &self.nats_url, &["nats", "tls"])?;
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(Invalid::new("state_dir", "must not be empty"));

@@ -9,17 +9,21 @@
 //! - [`renew`]: automatic certificate renewal;
 //! - `shoal_node_description`: the node description sent when a session opens;
 //! - [`identity`]: the node identity in the state dir and in use;
-//! - [`tls`]: the worker's TLS, server and client side.
-//!
-//! The executors and data plane are added by the services and networking work on top
-//! of this entry point.
+//! - [`tls`]: the worker's TLS, server and client side;
+//! - [`executor`]: the Docker and process executors;
+//! - [`tasks`]: the task manager fed by the dispatcher's assignments, its state file
+//!   and its batched status reports;
+//! - [`logs`]: task output over NATS (live lines and history requests).
 
 pub mod backoff;
 pub mod config;
+pub mod executor;
 pub mod identity;
 pub mod join;
+pub mod logs;
 pub mod renew;
 pub mod session;
+pub mod tasks;
 pub mod tls;
 
 use std::sync::Arc;
@@ -55,13 +59,21 @@ pub async fn run(cfg: WorkerConfig, host: BoundHost) -> Result<(), RunError> {
     )?);
     let mut server = tokio::spawn(host.serve_tls(tonic::service::Routes::default(), server_tls));
 
+    let node_id = creds
+        .info()
+        .map(|i| i.node_id)
+        .map_err(|e| std::io::Error::other(format!("node certificate: {e}")))?;
+    let (link_tx, link_rx) = tokio::sync::watch::channel(None);
+    let tasks = start_tasks(&cfg, &node_id, link_rx, &shutdown).await;
+
     let agent = Agent::new(
         AgentConfig::from_config(&cfg),
         resolver,
         verifier,
         health,
         shutdown.clone(),
-    );
+    )
+    .with_link(link_tx);
     let mut agent = tokio::spawn(agent.run(creds));
     tokio::select! {
         served = &mut server => {
@@ -78,7 +90,60 @@ pub async fn run(cfg: WorkerConfig, host: BoundHost) -> Result<(), RunError> {
             served??;
         }
     }
+    // The tasks keep running: the next worker process adopts them.
+    tasks.detach();
     Ok(())
+}
+
+/// The executors, the task manager, its status reporter and assignments follower,
+/// and (with `nats_url`) the log shipping.
+async fn start_tasks(
+    cfg: &WorkerConfig,
+    node_id: &str,
+    link: tokio::sync::watch::Receiver<Option<tasks::Link>>,
+    shutdown: &shoal_grpc_host::ShutdownToken,
+) -> tasks::TaskManager {
+    let advertise = cfg.effective_advertise_addr();
+    let docker = executor::docker::DockerExecutor::connect(node_id).await;
+    let process = executor::process::ProcessExecutor::new(&cfg.state_dir, node_id, &advertise);
+    let found = match &docker {
+        Some(d) => d.managed().await,
+        None => Vec::new(),
+    };
+    let executors = executor::Executors {
+        docker: docker.map(|d| d as Arc<dyn executor::Executor>),
+        process,
+    };
+    let bus = logs::connect(&cfg.nats_url).await;
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(tasks::reporter::QUEUE);
+    let manager = tasks::TaskManager::new(
+        &cfg.state_dir,
+        executors,
+        reports_tx,
+        bus.as_ref().map(|b| b.log_publisher(logs::PUBLISH_QUEUE)),
+    );
+    manager.add_adoptable(
+        found
+            .into_iter()
+            .map(|(task, id)| (task, executor::Handle::Container { id }))
+            .collect(),
+    );
+    tokio::spawn(tasks::reporter::run(reports_rx, link.clone()));
+    let stop = shutdown.child_token();
+    tokio::spawn(tasks::assignments::follow(
+        manager.clone(),
+        link,
+        stop.clone(),
+    ));
+    if let Some(bus) = bus {
+        tokio::spawn(logs::serve_history(
+            bus,
+            node_id.to_string(),
+            manager.clone(),
+            stop,
+        ));
+    }
+    manager
 }
 
 /// The state dir holds the node's private key: only its owner may read it.

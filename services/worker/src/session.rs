@@ -23,6 +23,7 @@ use shoal_pki::NodeCredentials;
 use shoal_proto::v1::dispatcher_client::DispatcherClient;
 use shoal_proto::v1::{HeartbeatRequest, SessionMessage, SessionRequest, WeightedPeer};
 use shoal_telemetry::TraceInterceptor;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::codegen::InterceptedService;
@@ -34,6 +35,7 @@ use crate::config::WorkerConfig;
 use crate::identity::{Identity, OnDisk, recorded_managers, wait_for_identity};
 use crate::join::error_chain;
 use crate::renew::Renewer;
+use crate::tasks::Link;
 use crate::tls::{ClientVerifier, connect_mtls};
 use shoal_node_description::node_description;
 
@@ -85,6 +87,9 @@ pub struct Agent {
     verifier: Arc<ClientVerifier>,
     health: HealthReporter,
     shutdown: ShutdownToken,
+    /// Where the open session is announced (to the task manager); None while there is
+    /// none.
+    link: Option<watch::Sender<Option<Link>>>,
 }
 
 /// Why the agent stopped using an identity.
@@ -116,6 +121,20 @@ impl Agent {
             verifier,
             health,
             shutdown,
+            link: None,
+        }
+    }
+
+    /// Announces each open session (client and session id) on `link`, and None when
+    /// it ends: the task manager's assignments and status reports use it.
+    pub fn with_link(mut self, link: watch::Sender<Option<Link>>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    fn announce(&self, link: Option<Link>) {
+        if let Some(tx) = &self.link {
+            tx.send_replace(link);
         }
     }
 
@@ -205,9 +224,14 @@ impl Agent {
                         "session open"
                     );
                     self.set_ready(true).await;
+                    self.announce(Some(Link {
+                        client: session.client.clone(),
+                        session_id: session.id.clone(),
+                    }));
                     let end = self
                         .keep(&mut session, identity, &mut dispatchers, &mut backoff)
                         .await;
+                    self.announce(None);
                     self.set_ready(false).await;
                     // Dropping the session closes its stream: the dispatcher sees it end.
                     drop(session);

@@ -1,0 +1,568 @@
+//! The Docker executor: a `ContainerSpec` task as a container of the local engine.
+//!
+//! The image must already be on the node (it is inspected, never pulled: a missing
+//! image fails the task with Docker's `No such image: <ref>`). The container is named
+//! `<service>.<slot>.<task id>` (global: `<service>.<node id>.<task id>`) and carries
+//! labels linking it to its task. Exits are seen on ONE engine events stream (die
+//! events of containers labelled `shoal.task.id`), not by polling; after the stream
+//! reconnects, every container still awaited is inspected once, so a missed event
+//! costs nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use shoal_proto::v1::task_spec::Runtime;
+use shoal_proto::v1::{Task, mount};
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    Executor, Exit, Handle, Kind, Liveness, LogLine, TaskError, service_name, split_lines,
+    task_grace, task_id,
+};
+
+/// Labels linking a container to its task.
+pub const LABEL_TASK_ID: &str = "shoal.task.id";
+pub const LABEL_TASK_NAME: &str = "shoal.task.name";
+pub const LABEL_TASK_SLOT: &str = "shoal.task.slot";
+pub const LABEL_SERVICE_ID: &str = "shoal.service.id";
+pub const LABEL_SERVICE_NAME: &str = "shoal.service.name";
+pub const LABEL_NODE_ID: &str = "shoal.node.id";
+
+/// How long the engine may take to answer when the executor starts.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Pause before reopening a broken events stream.
+const EVENTS_RETRY: Duration = Duration::from_millis(500);
+
+type Waiters = Arc<Mutex<HashMap<String, watch::Sender<Option<i32>>>>>;
+
+/// Runs container tasks on the local Docker Engine.
+pub struct DockerExecutor {
+    docker: Docker,
+    node_id: String,
+    /// Containers whose exit someone awaits: the events stream resolves them.
+    waiters: Waiters,
+    events: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DockerExecutor {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+fn docker_err(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn status_code(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// `busybox` → `busybox:latest`, as Docker names an image reference without a tag.
+pub fn normalize_image(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// The container name: `<service>.<slot>.<task id>` or `<service>.<node id>.<task id>`.
+pub fn container_name(task: &Task) -> String {
+    format!("{}.{}", super::task_name(task), task_id(task))
+}
+
+impl DockerExecutor {
+    /// Connects to the local engine; None when none answers soon.
+    pub async fn connect(node_id: &str) -> Option<Arc<Self>> {
+        let docker = Docker::connect_with_local_defaults().ok()?;
+        let docker = match tokio::time::timeout(PROBE_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "no Docker Engine: container tasks will be rejected");
+                return None;
+            }
+            Err(_) => {
+                tracing::info!(
+                    "the Docker Engine did not answer: container tasks will be rejected"
+                );
+                return None;
+            }
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, docker.ping()).await {
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
+        let waiters: Waiters = Arc::default();
+        let events = tokio::spawn(watch_exits(docker.clone(), waiters.clone()));
+        Some(Arc::new(Self {
+            docker,
+            node_id: node_id.to_string(),
+            waiters,
+            events,
+        }))
+    }
+
+    /// The engine client (tests use it to look at containers).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Containers of this node's tasks: (task id, container id), running or not.
+    pub async fn managed(&self) -> Vec<(String, String)> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_string(),
+            vec![format!("{LABEL_NODE_ID}={}", self.node_id)],
+        );
+        let opts = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        match self.docker.list_containers(Some(opts)).await {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|c| {
+                    let task = c.labels.as_ref()?.get(LABEL_TASK_ID)?.clone();
+                    Some((task, c.id?))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list this node's containers");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Exit code of a container that is not running; None while it runs.
+    async fn exited(&self, id: &str) -> Result<Option<i32>, bollard::errors::Error> {
+        let info = self.docker.inspect_container(id, None).await?;
+        let state = info.state.unwrap_or_default();
+        if state.running.unwrap_or(false) || state.restarting.unwrap_or(false) {
+            return Ok(None);
+        }
+        Ok(Some(
+            state
+                .exit_code
+                .and_then(|c| i32::try_from(c).ok())
+                .unwrap_or(-1),
+        ))
+    }
+
+    fn create_body(&self, task: &Task) -> Result<ContainerCreateBody, TaskError> {
+        let Some(Runtime::Container(spec)) = task.spec.as_ref().and_then(|s| s.runtime.as_ref())
+        else {
+            return Err(TaskError::rejected("not a container task"));
+        };
+        let mut labels = spec.labels.clone();
+        labels.insert(LABEL_TASK_ID.into(), task_id(task).to_string());
+        labels.insert(LABEL_TASK_NAME.into(), super::task_name(task));
+        labels.insert(LABEL_TASK_SLOT.into(), task.slot.to_string());
+        labels.insert(LABEL_SERVICE_ID.into(), task.service_id.clone());
+        labels.insert(LABEL_SERVICE_NAME.into(), service_name(task));
+        labels.insert(LABEL_NODE_ID.into(), self.node_id.clone());
+        let mut mounts = Vec::with_capacity(spec.mounts.len());
+        for m in &spec.mounts {
+            let typ = match mount::Type::try_from(m.r#type) {
+                Ok(mount::Type::Bind) => MountType::BIND,
+                Ok(mount::Type::Volume) => MountType::VOLUME,
+                Ok(mount::Type::Tmpfs) => MountType::TMPFS,
+                Err(_) => {
+                    return Err(TaskError::failed(format!(
+                        "mount {}: unknown type {}",
+                        m.target, m.r#type
+                    )));
+                }
+            };
+            mounts.push(Mount {
+                target: Some(m.target.clone()),
+                source: (!m.source.is_empty()).then(|| m.source.clone()),
+                typ: Some(typ),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            });
+        }
+        let limits = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.limits.as_ref());
+        let grace = task_grace(task);
+        Ok(ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
+            env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+            working_dir: (!spec.dir.is_empty()).then(|| spec.dir.clone()),
+            user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+            hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
+            labels: Some(labels),
+            tty: Some(spec.tty),
+            stop_signal: (!spec.stop_signal.is_empty()).then(|| spec.stop_signal.clone()),
+            stop_timeout: Some(i64::try_from(grace.as_secs().max(1)).unwrap_or(i64::MAX)),
+            host_config: Some(HostConfig {
+                mounts: (!mounts.is_empty()).then_some(mounts),
+                memory: limits.map(|l| l.memory_bytes).filter(|m| *m > 0),
+                nano_cpus: limits.map(|l| l.nano_cpus).filter(|c| *c > 0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+/// Follows the engine's die events of task containers and resolves their waiters.
+async fn watch_exits(docker: Docker, waiters: Waiters) {
+    let mut filters = HashMap::new();
+    filters.insert("type".to_string(), vec!["container".to_string()]);
+    filters.insert("event".to_string(), vec!["die".to_string()]);
+    filters.insert("label".to_string(), vec![LABEL_TASK_ID.to_string()]);
+    let mut first = true;
+    loop {
+        let opts = EventsOptionsBuilder::new().filters(&filters).build();
+        let mut events = docker.events(Some(opts));
+        if !first {
+            // Exits while the stream was down: look at every awaited container once.
+            let ids: Vec<String> = waiters
+                .lock()
+                .map(|w| w.keys().cloned().collect())
+                .unwrap_or_default();
+            for id in ids {
+                if let Ok(info) = docker.inspect_container(&id, None).await {
+                    let state = info.state.unwrap_or_default();
+                    if !state.running.unwrap_or(false) {
+                        let code = state
+                            .exit_code
+                            .and_then(|c| i32::try_from(c).ok())
+                            .unwrap_or(-1);
+                        resolve(&waiters, &id, code);
+                    }
+                }
+            }
+        }
+        first = false;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(msg) => {
+                    let Some(actor) = msg.actor else { continue };
+                    let Some(id) = actor.id else { continue };
+                    let code = actor
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get("exitCode"))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(-1);
+                    resolve(&waiters, &id, code);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "docker events stream broke; reopening");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(EVENTS_RETRY).await;
+    }
+}
+
+fn resolve(waiters: &Waiters, id: &str, code: i32) {
+    if let Ok(w) = waiters.lock()
+        && let Some(tx) = w.get(id)
+    {
+        let _ = tx.send(Some(code));
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for DockerExecutor {
+    fn kind(&self) -> Kind {
+        Kind::Docker
+    }
+
+    async fn prepare(&self, task: &Task) -> Result<Handle, TaskError> {
+        let body = self.create_body(task)?;
+        let image = body.image.clone().unwrap_or_default();
+        if image.is_empty() {
+            return Err(TaskError::rejected("container task has no image"));
+        }
+        if let Err(e) = self.docker.inspect_image(&image).await {
+            return Err(TaskError::failed(if status_code(&e) == Some(404) {
+                format!("No such image: {}", normalize_image(&image))
+            } else {
+                format!("inspecting image {image}: {}", docker_err(&e))
+            }));
+        }
+        let name = container_name(task);
+        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+        match self.docker.create_container(Some(opts), body).await {
+            Ok(created) => Ok(Handle::Container { id: created.id }),
+            Err(e) if status_code(&e) == Some(409) => {
+                // Created by an earlier attempt of this same task (the name holds its id).
+                let info = self
+                    .docker
+                    .inspect_container(&name, None)
+                    .await
+                    .map_err(|e| TaskError::failed(docker_err(&e)))?;
+                let id = info.id.unwrap_or_default();
+                if id.is_empty() {
+                    return Err(TaskError::failed(docker_err(&e)));
+                }
+                Ok(Handle::Container { id })
+            }
+            Err(e) => Err(TaskError::failed(docker_err(&e))),
+        }
+    }
+
+    async fn start(&self, _task: &Task, handle: &mut Handle) -> Result<(), TaskError> {
+        let Handle::Container { id } = handle else {
+            return Err(TaskError::failed("not a container handle"));
+        };
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| TaskError::failed(docker_err(&e)))
+    }
+
+    async fn wait(&self, handle: &Handle) -> Exit {
+        let Handle::Container { id } = handle else {
+            return Exit::Unknown("not a container handle".into());
+        };
+        let mut rx = {
+            let Ok(mut w) = self.waiters.lock() else {
+                return Exit::Unknown("waiters lock poisoned".into());
+            };
+            w.entry(id.clone())
+                .or_insert_with(|| watch::channel(None).0)
+                .subscribe()
+        };
+        // It may have ended before we listened.
+        let code = match self.exited(id).await {
+            Ok(Some(code)) => Some(code),
+            Ok(None) => match rx.wait_for(Option::is_some).await {
+                Ok(code) => Some(code.unwrap_or(-1)),
+                Err(_) => None,
+            },
+            Err(e) if status_code(&e) == Some(404) => None,
+            Err(_) => match rx.wait_for(Option::is_some).await {
+                Ok(code) => Some(code.unwrap_or(-1)),
+                Err(_) => None,
+            },
+        };
+        if let Ok(mut w) = self.waiters.lock()
+            && w.get(id).is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            w.remove(id);
+        }
+        match code {
+            Some(code) => Exit::Code(code),
+            None => Exit::Unknown(format!("container {id} is gone")),
+        }
+    }
+
+    async fn inspect(&self, handle: &Handle) -> Liveness {
+        let Handle::Container { id } = handle else {
+            return Liveness::Gone;
+        };
+        match self.docker.inspect_container(id, None).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                if state.running.unwrap_or(false) || state.restarting.unwrap_or(false) {
+                    Liveness::Running
+                } else if state
+                    .started_at
+                    .as_deref()
+                    .is_none_or(|s| s.starts_with("0001-"))
+                {
+                    // Created, never started.
+                    Liveness::Gone
+                } else {
+                    Liveness::Exited(Exit::Code(
+                        state
+                            .exit_code
+                            .and_then(|c| i32::try_from(c).ok())
+                            .unwrap_or(-1),
+                    ))
+                }
+            }
+            Err(_) => Liveness::Gone,
+        }
+    }
+
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), TaskError> {
+        let Handle::Container { id } = handle else {
+            return Err(TaskError::failed("not a container handle"));
+        };
+        let secs = i32::try_from(grace.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
+        let opts = StopContainerOptionsBuilder::new().t(secs).build();
+        match self.docker.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_code(&e), Some(304) | Some(404)) => Ok(()),
+            Err(e) => Err(TaskError::failed(docker_err(&e))),
+        }
+    }
+
+    async fn remove(&self, handle: &Handle) -> Result<(), TaskError> {
+        let Handle::Container { id } = handle else {
+            return Err(TaskError::failed("not a container handle"));
+        };
+        let opts = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            // Already being removed.
+            Err(e) if status_code(&e) == Some(409) => Ok(()),
+            Err(e) => Err(TaskError::failed(docker_err(&e))),
+        }
+    }
+
+    async fn logs(&self, handle: &Handle, tail: i64) -> Result<Vec<LogLine>, TaskError> {
+        let Handle::Container { id } = handle else {
+            return Err(TaskError::failed("not a container handle"));
+        };
+        let tail = if tail < 0 {
+            "all".to_string()
+        } else {
+            tail.to_string()
+        };
+        let opts = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .tail(&tail)
+            .build();
+        let mut stream = self.docker.logs(id, Some(opts));
+        let mut out = Vec::new();
+        let (mut po, mut pe) = (Vec::new(), Vec::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| TaskError::failed(docker_err(&e)))?;
+            push_output(&mut out, &mut po, &mut pe, chunk, true);
+        }
+        flush_pending(&mut out, &mut po, false, true);
+        flush_pending(&mut out, &mut pe, true, true);
+        Ok(out)
+    }
+
+    async fn follow(&self, handle: &Handle, lines: mpsc::Sender<LogLine>) {
+        let Handle::Container { id } = handle else {
+            return;
+        };
+        let opts = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .timestamps(true)
+            .tail("0")
+            .build();
+        let mut stream = self.docker.logs(id, Some(opts));
+        let (mut po, mut pe) = (Vec::new(), Vec::new());
+        while let Some(Ok(chunk)) = stream.next().await {
+            let mut out = Vec::new();
+            push_output(&mut out, &mut po, &mut pe, chunk, true);
+            for line in out {
+                if lines.send(line).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        flush_pending(&mut out, &mut po, false, true);
+        flush_pending(&mut out, &mut pe, true, true);
+        for line in out {
+            if lines.send(line).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn push_output(
+    out: &mut Vec<LogLine>,
+    pending_out: &mut Vec<u8>,
+    pending_err: &mut Vec<u8>,
+    chunk: bollard::container::LogOutput,
+    timestamps: bool,
+) {
+    use bollard::container::LogOutput;
+    let (stderr, message, pending) = match chunk {
+        LogOutput::StdErr { message } => (true, message, pending_err),
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            (false, message, pending_out)
+        }
+        LogOutput::StdIn { .. } => return,
+    };
+    for data in split_lines(pending, &message) {
+        out.push(parse_line(data, stderr, timestamps));
+    }
+}
+
+fn flush_pending(out: &mut Vec<LogLine>, pending: &mut Vec<u8>, stderr: bool, timestamps: bool) {
+    if !pending.is_empty() {
+        out.push(parse_line(std::mem::take(pending), stderr, timestamps));
+    }
+}
+
+/// A line as the engine sends it with `timestamps`: `<RFC 3339 nanos> <data>`.
+fn parse_line(data: Vec<u8>, stderr: bool, timestamps: bool) -> LogLine {
+    if timestamps && let Some(space) = data.iter().position(|b| *b == b' ') {
+        let ts = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok());
+        if ts.is_some() {
+            return LogLine {
+                stderr,
+                timestamp: ts,
+                data: data[space + 1..].to_vec(),
+            };
+        }
+    }
+    LogLine {
+        stderr,
+        timestamp: None,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_get_docker_s_default_tag() {
+        assert_eq!(normalize_image("foo"), "foo:latest");
+        assert_eq!(normalize_image("foo:1"), "foo:1");
+        assert_eq!(normalize_image("reg:5000/foo"), "reg:5000/foo:latest");
+        assert_eq!(normalize_image("foo@sha256:abc"), "foo@sha256:abc");
+    }
+
+    #[test]
+    fn timestamped_lines_are_split() {
+        let l = parse_line(
+            b"2024-01-02T03:04:05.123456789Z hello".to_vec(),
+            false,
+            true,
+        );
+        assert_eq!(l.data, b"hello");
+        assert!(l.timestamp.is_some());
+        let l = parse_line(b"no-time here".to_vec(), true, true);
+        assert_eq!(l.data, b"no-time here");
+        assert!(l.stderr);
+    }
+}

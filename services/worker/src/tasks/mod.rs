@@ -1,0 +1,638 @@
+//! The task manager: runs the node's assigned tasks.
+//!
+//! It is fed the dispatcher's `Assignments` stream ([`assignments`]): a COMPLETE set
+//! replaces what the worker has, INCREMENTAL changes apply on top of the message they
+//! name (a gap is an error that makes the caller reopen the stream for a fresh
+//! COMPLETE). Every task in the set has one runner: it starts tasks desired RUNNING
+//! (reporting ACCEPTED → PREPARING → READY → STARTING → RUNNING with Docker's
+//! messages), stops them when they are desired SHUTDOWN or REMOVE (reporting
+//! SHUTDOWN), reports COMPLETE / FAILED when they end, and removes their runtime
+//! (container, log file) once the task leaves the set. A task that is no longer in a
+//! COMPLETE set is stopped and forgotten.
+//!
+//! Runtimes are recorded in the state file ([`state`]); a worker that restarts adopts
+//! what still runs. Reports go through the [`reporter`] in batches.
+
+pub mod assignments;
+pub mod reporter;
+pub mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use shoal_events::logs::LogPublisher;
+use shoal_proto::v1::assignment::Item;
+use shoal_proto::v1::assignment_change::Action;
+use shoal_proto::v1::assignments_message::Type;
+use shoal_proto::v1::dispatcher_client::DispatcherClient;
+use shoal_proto::v1::task_status::RuntimeStatus;
+use shoal_proto::v1::{
+    AssignmentsMessage, LogHistoryRequest, LogHistoryResponse, Task, TaskState, TaskStatus,
+};
+use shoal_telemetry::TraceInterceptor;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+use tracing::Instrument;
+
+use crate::executor::{
+    Executor, Executors, Exit, Handle, Liveness, TaskError, log_message, task_grace, task_id,
+    task_name,
+};
+use reporter::Report;
+use state::{Record, StateFile};
+
+pub type Client = DispatcherClient<InterceptedService<Channel, TraceInterceptor>>;
+
+/// The session the worker's tasks are talked about on.
+#[derive(Clone)]
+pub struct Link {
+    pub client: Client,
+    pub session_id: String,
+}
+
+/// An INCREMENTAL message that does not apply on top of the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub expected: Option<String>,
+    pub applies_to: String,
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "assignments message applies to {:?}, the last one was {:?}",
+            self.applies_to, self.expected
+        )
+    }
+}
+
+const SHUTDOWN: i32 = TaskState::Shutdown as i32;
+const ASSIGNED: i32 = TaskState::Assigned as i32;
+const RUNNING: i32 = TaskState::Running as i32;
+/// Capacity of a task's queue of output lines on their way to NATS.
+const FOLLOW_QUEUE: usize = 256;
+
+/// Runs the tasks assigned to one node. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    executors: Executors,
+    reports: mpsc::Sender<Report>,
+    state: Mutex<StateFile>,
+    set: Mutex<Set>,
+    logs: Option<LogPublisher>,
+}
+
+#[derive(Default)]
+struct Set {
+    tasks: HashMap<String, Entry>,
+    /// The last message's sequence number; None before the first COMPLETE.
+    last_seq: Option<String>,
+    /// Runtimes from the state file not matched with an assigned task yet.
+    adoptable: HashMap<String, Record>,
+    /// Whether a COMPLETE set came since the worker started.
+    complete_seen: bool,
+}
+
+struct Entry {
+    /// The task as last assigned; dropping the sender tells the runner the task left
+    /// the set.
+    task: watch::Sender<Task>,
+    runner: AbortHandle,
+}
+
+impl TaskManager {
+    /// A manager using the records in `state_dir` (adopted when their tasks are
+    /// assigned again, stopped after the first COMPLETE set if not), reporting task
+    /// status on `reports` and publishing output on `logs`.
+    pub fn new(
+        state_dir: &Path,
+        executors: Executors,
+        reports: mpsc::Sender<Report>,
+        logs: Option<LogPublisher>,
+    ) -> Self {
+        let state = StateFile::load(state_dir);
+        let adoptable = state.records().clone().into_iter().collect();
+        Self {
+            inner: Arc::new(Inner {
+                executors,
+                reports,
+                state: Mutex::new(state),
+                set: Mutex::new(Set {
+                    adoptable,
+                    ..Default::default()
+                }),
+                logs,
+            }),
+        }
+    }
+
+    /// Adds containers of this node that the state file does not know (a worker that
+    /// died between creating a container and recording it) to what may be adopted.
+    pub fn add_adoptable(&self, found: Vec<(String, Handle)>) {
+        let Ok(mut set) = self.inner.set.lock() else {
+            return;
+        };
+        if set.complete_seen {
+            return;
+        }
+        for (task, handle) in found {
+            if set.adoptable.contains_key(&task) {
+                continue;
+            }
+            set.adoptable.insert(
+                task.clone(),
+                Record {
+                    name: task,
+                    handle,
+                    grace_ms: crate::executor::DEFAULT_STOP_GRACE.as_millis() as u64,
+                },
+            );
+        }
+    }
+
+    /// The last sequence number applied (the reopened stream starts from COMPLETE).
+    pub fn last_seq(&self) -> Option<String> {
+        self.inner.set.lock().ok().and_then(|s| s.last_seq.clone())
+    }
+
+    /// Ids of the tasks in the current set.
+    pub fn task_ids(&self) -> Vec<String> {
+        self.inner
+            .set
+            .lock()
+            .map(|s| s.tasks.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The runtime recorded for a task.
+    pub fn handle(&self, task_id: &str) -> Option<Handle> {
+        self.inner
+            .state
+            .lock()
+            .ok()
+            .and_then(|s| s.get(task_id).map(|r| r.handle.clone()))
+    }
+
+    /// Applies one message of the Assignments stream.
+    pub fn apply(&self, msg: AssignmentsMessage) -> Result<(), Gap> {
+        let Ok(mut set) = self.inner.set.lock() else {
+            return Ok(());
+        };
+        let typ = Type::try_from(msg.r#type).unwrap_or(Type::Complete);
+        match typ {
+            Type::Complete => {
+                let mut keep = HashSet::with_capacity(msg.changes.len());
+                for change in msg.changes {
+                    if Action::try_from(change.action) != Ok(Action::Update) {
+                        continue;
+                    }
+                    if let Some(Item::Task(task)) = change.assignment.and_then(|a| a.item) {
+                        keep.insert(task_id(&task).to_string());
+                        self.upsert(&mut set, task);
+                    }
+                }
+                set.tasks.retain(|id, _| keep.contains(id));
+                if !set.complete_seen {
+                    set.complete_seen = true;
+                    for (id, record) in set.adoptable.drain() {
+                        tracing::info!(task = %id, name = %record.name, "task no longer assigned to this node: stopping what is left of it");
+                        tokio::spawn(self.inner.clone().discard(id, record));
+                    }
+                }
+            }
+            Type::Incremental => {
+                if set.last_seq.as_deref() != Some(msg.applies_to.as_str()) {
+                    return Err(Gap {
+                        expected: set.last_seq.clone(),
+                        applies_to: msg.applies_to,
+                    });
+                }
+                for change in msg.changes {
+                    let Some(Item::Task(task)) = change.assignment.and_then(|a| a.item) else {
+                        continue;
+                    };
+                    match Action::try_from(change.action) {
+                        Ok(Action::Remove) => {
+                            set.tasks.remove(task_id(&task));
+                        }
+                        _ => self.upsert(&mut set, task),
+                    }
+                }
+            }
+        }
+        set.last_seq = Some(msg.results_in);
+        Ok(())
+    }
+
+    fn upsert(&self, set: &mut Set, task: Task) {
+        let id = task_id(&task).to_string();
+        if id.is_empty() {
+            return;
+        }
+        if let Some(entry) = set.tasks.get(&id) {
+            entry.task.send_replace(task);
+            return;
+        }
+        let adopted = set.adoptable.remove(&id).or_else(|| {
+            self.inner
+                .state
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&id).cloned())
+        });
+        let (tx, rx) = watch::channel(task);
+        let runner = tokio::spawn(self.inner.clone().run_task(rx, adopted)).abort_handle();
+        set.tasks.insert(id, Entry { task: tx, runner });
+    }
+
+    /// Stops the runners without touching the tasks' runtimes (they keep running and
+    /// are adopted by the next worker process).
+    pub fn detach(&self) {
+        if let Ok(mut set) = self.inner.set.lock() {
+            for (_, entry) in set.tasks.drain() {
+                entry.runner.abort();
+            }
+        }
+    }
+
+    /// Answers a log history request from the runtimes of the tasks it names.
+    pub async fn history(&self, request: &LogHistoryRequest) -> LogHistoryResponse {
+        let mut messages = Vec::new();
+        for id in &request.task_ids {
+            let task = self
+                .inner
+                .set
+                .lock()
+                .ok()
+                .and_then(|s| s.tasks.get(id).map(|e| e.task.borrow().clone()));
+            let Some(task) = task else { continue };
+            let Some(handle) = self.handle(id) else {
+                continue;
+            };
+            let Some(executor) = self.inner.executors.for_handle(&handle) else {
+                continue;
+            };
+            match executor.logs(&handle, request.tail).await {
+                Ok(lines) => messages.extend(lines.iter().map(|l| log_message(&task, l))),
+                Err(e) => tracing::debug!(task = %id, error = %e, "no log history"),
+            }
+        }
+        LogHistoryResponse { messages }
+    }
+}
+
+/// A task's status now.
+fn status(
+    state: TaskState,
+    message: &str,
+    err: &str,
+    runtime: Option<RuntimeStatus>,
+) -> TaskStatus {
+    TaskStatus {
+        timestamp: Some(prost_types::Timestamp::from(SystemTime::now())),
+        state: state as i32,
+        message: message.to_string(),
+        err: err.to_string(),
+        runtime_status: runtime,
+        ..Default::default()
+    }
+}
+
+/// How a runner's work on a task ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Done (or never run); the runner waits for the task to leave the set.
+    Ended,
+    /// The task left the set while it ran.
+    Removed,
+}
+
+impl Inner {
+    async fn report(&self, id: &str, status: TaskStatus) {
+        let _ = self
+            .reports
+            .send(Report::Status(id.to_string(), status))
+            .await;
+    }
+
+    fn record(&self, id: &str, task: &Task, handle: &Handle) {
+        if let Ok(mut s) = self.state.lock() {
+            s.put(
+                id,
+                Record {
+                    name: task_name(task),
+                    handle: handle.clone(),
+                    grace_ms: task_grace(task).as_millis() as u64,
+                },
+            );
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.forget(id);
+        }
+    }
+
+    /// One task, from its assignment until it leaves the set.
+    async fn run_task(self: Arc<Self>, mut rx: watch::Receiver<Task>, adopted: Option<Record>) {
+        let task = rx.borrow().clone();
+        let id = task_id(&task).to_string();
+        let name = task_name(&task);
+        let mut handle = adopted.map(|r| r.handle);
+        let mut follower: Option<AbortHandle> = None;
+        let outcome = self
+            .drive(&mut rx, &task, &id, &name, &mut handle, &mut follower)
+            .await;
+        if outcome == Outcome::Ended {
+            // Keep what is left (a stopped container keeps its logs) until removal.
+            while rx.changed().await.is_ok() {}
+        }
+        if let Some(f) = follower {
+            f.abort();
+        }
+        if let Some(h) = handle
+            && let Some(executor) = self.executors.for_handle(&h)
+        {
+            if executor.inspect(&h).await == Liveness::Running {
+                let _ = executor.stop(&h, task_grace(&task)).await;
+            }
+            if let Err(e) = executor.remove(&h).await {
+                tracing::warn!(task = %name, error = %e, "cannot remove the task's runtime");
+            }
+        }
+        self.forget(&id);
+        let _ = self.reports.send(Report::Forget(id.clone())).await;
+        tracing::debug!(task = %name, "task removed from the node");
+    }
+
+    /// Starts (or adopts) the task and follows it until it ends or leaves the set.
+    async fn drive(
+        &self,
+        rx: &mut watch::Receiver<Task>,
+        task: &Task,
+        id: &str,
+        name: &str,
+        handle: &mut Option<Handle>,
+        follower: &mut Option<AbortHandle>,
+    ) -> Outcome {
+        let observed = task.status.as_ref().map(|s| s.state).unwrap_or(0);
+        let live = observed <= RUNNING;
+        let executor = match handle.as_ref() {
+            Some(h) => self
+                .executors
+                .for_handle(h)
+                .ok_or_else(|| TaskError::rejected(crate::executor::NO_DOCKER)),
+            None => self.executors.for_task(task),
+        };
+        let executor = match executor {
+            Ok(e) => e,
+            Err(e) => {
+                if observed <= ASSIGNED {
+                    let state = if e.reject {
+                        TaskState::Rejected
+                    } else {
+                        TaskState::Failed
+                    };
+                    self.report(id, status(state, "preparing", &e.message, None))
+                        .await;
+                }
+                return Outcome::Ended;
+            }
+        };
+        let desired = |rx: &watch::Receiver<Task>| rx.borrow().desired_state;
+
+        let running = match handle.clone() {
+            Some(h) => match executor.inspect(&h).await {
+                Liveness::Running => {
+                    tracing::info!(task = %name, ?h, "adopted a running task");
+                    Some(h)
+                }
+                Liveness::Exited(exit) => {
+                    if live {
+                        self.report_exit(id, &h, exit).await;
+                    }
+                    return Outcome::Ended;
+                }
+                Liveness::Gone => {
+                    if observed <= ASSIGNED && desired(rx) < SHUTDOWN {
+                        let _ = executor.remove(&h).await;
+                        *handle = None;
+                        self.forget(id);
+                        None
+                    } else {
+                        if live && observed > ASSIGNED {
+                            self.report(
+                                id,
+                                status(
+                                    TaskState::Failed,
+                                    "started",
+                                    "task: its runtime is gone",
+                                    None,
+                                ),
+                            )
+                            .await;
+                        }
+                        return Outcome::Ended;
+                    }
+                }
+            },
+            None => None,
+        };
+        let h = match running {
+            Some(h) => h,
+            None => {
+                if !live {
+                    return Outcome::Ended;
+                }
+                if observed > ASSIGNED {
+                    self.report(
+                        id,
+                        status(
+                            TaskState::Failed,
+                            "started",
+                            "task: the worker restarted without a record of it",
+                            None,
+                        ),
+                    )
+                    .await;
+                    return Outcome::Ended;
+                }
+                match self
+                    .start(rx, task, id, name, executor.as_ref(), handle)
+                    .await
+                {
+                    Some(h) => h,
+                    None => return Outcome::Ended,
+                }
+            }
+        };
+        if let Some(logs) = &self.logs {
+            let (tx, mut lines) = mpsc::channel(FOLLOW_QUEUE);
+            let exec = executor.clone();
+            let h2 = h.clone();
+            let logs = logs.clone();
+            let task2 = task.clone();
+            let follow = tokio::spawn(async move {
+                let publish = async {
+                    while let Some(line) = lines.recv().await {
+                        logs.publish(log_message(&task2, &line));
+                    }
+                };
+                tokio::join!(exec.follow(&h2, tx), publish);
+            });
+            *follower = Some(follow.abort_handle());
+        }
+        let stop_wanted = async {
+            rx.wait_for(|t| t.desired_state >= SHUTDOWN)
+                .await
+                .map(|_| ())
+        };
+        tokio::select! {
+            exit = executor.wait(&h) => {
+                self.report_exit(id, &h, exit).await;
+                Outcome::Ended
+            }
+            wanted = stop_wanted => match wanted {
+                Ok(()) => {
+                    let grace = task_grace(task);
+                    if let Err(e) = executor.stop(&h, grace).await {
+                        tracing::warn!(task = %name, error = %e, "cannot stop the task");
+                    }
+                    let code = match executor.inspect(&h).await {
+                        Liveness::Exited(Exit::Code(c)) => c,
+                        _ => 0,
+                    };
+                    self.report(id, status(TaskState::Shutdown, "shutdown", "", Some(h.runtime_status(code)))).await;
+                    Outcome::Ended
+                }
+                Err(_) => Outcome::Removed,
+            }
+        }
+    }
+
+    /// Prepares and starts a fresh task; None when it did not get to RUNNING.
+    async fn start(
+        &self,
+        rx: &watch::Receiver<Task>,
+        task: &Task,
+        id: &str,
+        name: &str,
+        executor: &dyn Executor,
+        handle: &mut Option<Handle>,
+    ) -> Option<Handle> {
+        let stopping = |rx: &watch::Receiver<Task>| rx.borrow().desired_state >= SHUTDOWN;
+        if stopping(rx) {
+            self.report(id, status(TaskState::Shutdown, "shutdown", "", None))
+                .await;
+            return None;
+        }
+        self.report(id, status(TaskState::Accepted, "accepted", "", None))
+            .await;
+        self.report(id, status(TaskState::Preparing, "preparing", "", None))
+            .await;
+        let mut h = match executor.prepare(task).await {
+            Ok(h) => h,
+            Err(e) => {
+                let state = if e.reject {
+                    TaskState::Rejected
+                } else {
+                    TaskState::Failed
+                };
+                self.report(id, status(state, "preparing", &e.message, None))
+                    .await;
+                return None;
+            }
+        };
+        *handle = Some(h.clone());
+        self.record(id, task, &h);
+        if stopping(rx) {
+            self.report(id, status(TaskState::Shutdown, "shutdown", "", None))
+                .await;
+            return None;
+        }
+        self.report(id, status(TaskState::Ready, "prepared", "", None))
+            .await;
+        self.report(id, status(TaskState::Starting, "starting", "", None))
+            .await;
+        let span = tracing::info_span!("start", otel.name = %format!("start {name}"), task = %name, task_id = %id);
+        if let Some(tc) = &task.trace_context {
+            shoal_telemetry::set_parent(&span, shoal_telemetry::context_from_stored(tc));
+        }
+        let started = executor.start(task, &mut h).instrument(span).await;
+        *handle = Some(h.clone());
+        self.record(id, task, &h);
+        if let Err(e) = started {
+            self.report(
+                id,
+                status(
+                    TaskState::Failed,
+                    "starting",
+                    &e.message,
+                    Some(h.runtime_status(0)),
+                ),
+            )
+            .await;
+            return None;
+        }
+        tracing::info!(task = %name, ?h, "task started");
+        self.report(
+            id,
+            status(TaskState::Running, "started", "", Some(h.runtime_status(0))),
+        )
+        .await;
+        Some(h)
+    }
+
+    async fn report_exit(&self, id: &str, h: &Handle, exit: Exit) {
+        let s = match exit {
+            Exit::Code(0) => status(
+                TaskState::Complete,
+                "finished",
+                "",
+                Some(h.runtime_status(0)),
+            ),
+            Exit::Code(code) => status(
+                TaskState::Failed,
+                "started",
+                &format!("task: non-zero exit ({code})"),
+                Some(h.runtime_status(code)),
+            ),
+            Exit::Unknown(why) => status(
+                TaskState::Failed,
+                "started",
+                &format!("task: {why}"),
+                Some(h.runtime_status(-1)),
+            ),
+        };
+        self.report(id, s).await;
+    }
+
+    /// Stops and removes the runtime of a task that is not assigned here any more.
+    async fn discard(self: Arc<Self>, id: String, record: Record) {
+        if let Some(executor) = self.executors.for_handle(&record.handle) {
+            if executor.inspect(&record.handle).await == Liveness::Running {
+                let grace = Duration::from_millis(record.grace_ms);
+                if let Err(e) = executor.stop(&record.handle, grace).await {
+                    tracing::warn!(task = %record.name, error = %e, "cannot stop a task no longer assigned");
+                }
+            }
+            if let Err(e) = executor.remove(&record.handle).await {
+                tracing::warn!(task = %record.name, error = %e, "cannot remove a task no longer assigned");
+            }
+        }
+        self.forget(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests;
