@@ -1,0 +1,374 @@
+//! The shoal-worker binary running tasks handed out by a real dispatcher (in-process,
+//! behind mTLS) over real etcd and NATS: tasks are written ASSIGNED into the store, as
+//! the scheduler leaves them; the worker runs them, its status reaches the store, its
+//! output answers history requests over NATS, and a restarted worker adopts its
+//! running task instead of starting it again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_dispatcher::{Dispatcher, DispatcherOptions, DispatcherService};
+use shoal_events::EventBus;
+use shoal_grpc_host::{ClusterState, ShutdownToken};
+use shoal_pki::{DEFAULT_CA_VALIDITY, NodeCredentials, NodeKey, Role, RootCa, San};
+use shoal_proto::v1::dispatcher_server::DispatcherServer;
+use shoal_proto::v1::node_spec::Membership;
+use shoal_proto::v1::task_spec::Runtime;
+use shoal_proto::v1::task_status::RuntimeStatus;
+use shoal_proto::v1::{
+    Annotations, Cluster, ClusterSpec, DispatcherConfig, LogHistoryRequest, Meta, Node, NodeRole,
+    NodeSpec, ProcessSpec, RootCa as RootCaObject, Task, TaskSpec, TaskState, TaskStatus,
+};
+use shoal_store::Store;
+use shoal_testkit::{Infra, Process, binary, free_port, wait_for};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn issue(ca: &RootCa, node_id: &str, role: Role, cluster: &str, sans: &[San]) -> NodeCredentials {
+    let key = NodeKey::generate();
+    let cert_pem = ca
+        .issue(
+            &key.csr_pem().unwrap(),
+            node_id,
+            role,
+            cluster,
+            Duration::from_secs(3600),
+            sans,
+        )
+        .unwrap();
+    NodeCredentials {
+        cert_pem,
+        key_pem: key.key_pem(),
+        ca_pem: ca.cert_pem().to_string(),
+    }
+}
+
+struct World {
+    infra: Infra,
+    store: Store,
+    bus: EventBus,
+    dispatcher_addr: String,
+    node_id: String,
+    state_dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    _stop: ShutdownToken,
+}
+
+async fn world() -> World {
+    let infra = Infra::start().await.unwrap();
+    let store = Store::connect(&[infra.etcd.endpoint()], "/shoal/v1")
+        .await
+        .unwrap();
+    let bus = EventBus::connect(&infra.nats.url(), "worker-test")
+        .await
+        .unwrap();
+    let ca = RootCa::generate(DEFAULT_CA_VALIDITY).unwrap();
+    let cluster_id = shoal_store::new_id();
+    store
+        .create(Cluster {
+            meta: Some(Meta {
+                id: cluster_id.clone(),
+                ..Default::default()
+            }),
+            spec: Some(ClusterSpec {
+                annotations: Some(Annotations {
+                    name: "default".into(),
+                    ..Default::default()
+                }),
+                dispatcher: Some(DispatcherConfig {
+                    heartbeat_period: Some(prost_types::Duration {
+                        seconds: 5,
+                        nanos: 0,
+                    }),
+                }),
+                ..Default::default()
+            }),
+            root_ca: Some(RootCaObject {
+                ca_cert: ca.cert_pem().as_bytes().to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let node_id = shoal_store::new_id();
+    store
+        .create(Node {
+            meta: Some(Meta {
+                id: node_id.clone(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                desired_role: NodeRole::Worker as i32,
+                membership: Membership::Accepted as i32,
+                ..Default::default()
+            }),
+            role: NodeRole::Worker as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // The dispatcher, in this process, behind mTLS.
+    let server_creds = issue(
+        &ca,
+        "dispatcher-under-test",
+        Role::Manager,
+        &cluster_id,
+        &[
+            San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            San::Dns("swarm-manager".into()),
+        ],
+    );
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = ShutdownToken::new();
+    let dispatcher = Dispatcher::start(
+        ClusterState {
+            store: store.clone(),
+            bus: bus.clone(),
+        },
+        DispatcherOptions {
+            advertise_addr: addr.to_string(),
+            ..Default::default()
+        },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let server = Server::builder()
+        .tls_config(server_creds.server_tls().client_auth_optional(true))
+        .unwrap()
+        .add_service(DispatcherServer::new(DispatcherService::new(dispatcher)))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.clone().cancelled_owned());
+    tokio::spawn(server);
+
+    // The worker's identity and config, as `shoal swarm join` leaves them.
+    let state_dir = infra.dir.path().join("worker-state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    issue(&ca, &node_id, Role::Worker, &cluster_id, &[])
+        .store(&state_dir)
+        .unwrap();
+    let config = infra.dir.path().join("worker.toml");
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\ndispatcher_addrs = [\"{addr}\"]\nnats_url = \"{}\"\nlog_filter = \"info,shoal_worker=debug\"\n",
+            state_dir.display(),
+            infra.nats.url()
+        ),
+    )
+    .unwrap();
+    World {
+        infra,
+        store,
+        bus,
+        dispatcher_addr: addr.to_string(),
+        node_id,
+        state_dir,
+        config,
+        _stop: stop,
+    }
+}
+
+fn spawn_worker(w: &World, log: &Path) -> Process {
+    Process::spawn(
+        &binary("shoal-worker").unwrap(),
+        &["--config".into(), w.config.display().to_string()],
+        &[],
+        log,
+    )
+    .unwrap()
+}
+
+fn process_task(node_id: &str, argv: &[&str]) -> Task {
+    Task {
+        meta: Some(Meta {
+            id: shoal_store::new_id(),
+            ..Default::default()
+        }),
+        spec: Some(TaskSpec {
+            runtime: Some(Runtime::Process(ProcessSpec {
+                command: argv.iter().map(|s| s.to_string()).collect(),
+                stop_grace_period: Some(prost_types::Duration {
+                    seconds: 2,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        service_id: shoal_store::new_id(),
+        slot: 1,
+        node_id: node_id.into(),
+        service_annotations: Some(Annotations {
+            name: "web".into(),
+            ..Default::default()
+        }),
+        status: Some(TaskStatus {
+            state: TaskState::Assigned as i32,
+            message: "scheduler assigned task to node".into(),
+            ..Default::default()
+        }),
+        desired_state: TaskState::Running as i32,
+        ..Default::default()
+    }
+}
+
+fn id(t: &Task) -> String {
+    t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
+}
+
+fn state(t: &Task) -> i32 {
+    t.status.as_ref().map(|s| s.state).unwrap_or(0)
+}
+
+async fn wait_state(store: &Store, task_id: &str, at_least: TaskState) -> Task {
+    wait_for(
+        &format!("task {task_id} to reach {at_least:?}"),
+        DEADLINE,
+        || async {
+            let t: Task = store.get(task_id).await.ok()?;
+            (state(&t) >= at_least as i32).then_some(t)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Live processes whose environment says they are task `task_id`.
+fn processes_of(task_id: &str) -> Vec<i32> {
+    let marker = format!("SHOAL_TASK_ID={task_id}");
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie && env.split(|b| *b == 0).any(|e| e == marker.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_assigned_tasks_reports_them_and_readopts_them() {
+    let w = world().await;
+    let log = w.infra.dir.path().join("worker.log");
+    let mut worker = spawn_worker(&w, &log);
+
+    let long = w
+        .store
+        .create(process_task(
+            &w.node_id,
+            &["sh", "-c", "echo hello-from-task; exec sleep 300"],
+        ))
+        .await
+        .unwrap();
+    let short = w
+        .store
+        .create(process_task(&w.node_id, &["sh", "-c", "exit 4"]))
+        .await
+        .unwrap();
+
+    let running = wait_state(&w.store, &id(&long), TaskState::Running).await;
+    assert_eq!(
+        state(&running),
+        TaskState::Running as i32,
+        "{}",
+        worker.log_tail(40)
+    );
+    let status = running.status.clone().unwrap();
+    assert_eq!(status.message, "started");
+    let Some(RuntimeStatus::Process(p)) = status.runtime_status else {
+        panic!("no process status: {status:?}");
+    };
+    let pid = p.pid;
+    assert_eq!(processes_of(&id(&long)), vec![pid]);
+
+    let failed = wait_state(&w.store, &id(&short), TaskState::Failed).await;
+    let st = failed.status.unwrap();
+    assert_eq!(st.state, TaskState::Failed as i32);
+    assert_eq!(st.err, "task: non-zero exit (4)");
+
+    // The output is on the node, and its worker answers history requests.
+    let history = wait_for("the task's output in the history", DEADLINE, || async {
+        let r = w
+            .bus
+            .request_log_history(
+                &w.node_id,
+                &LogHistoryRequest {
+                    task_ids: vec![id(&long)],
+                    tail: -1,
+                },
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()?;
+        (!r.messages.is_empty()).then_some(r)
+    })
+    .await
+    .unwrap();
+    assert_eq!(history.messages[0].data, b"hello-from-task");
+    assert_eq!(history.messages[0].node_id, w.node_id);
+
+    // kill -9 the worker and start it again: the task is adopted, not started twice.
+    worker.kill_now();
+    let mut worker = spawn_worker(&w, &log);
+    // A probe task shows the new worker has worked through its assignments.
+    let probe = w
+        .store
+        .create(process_task(&w.node_id, &["true"]))
+        .await
+        .unwrap();
+    wait_state(&w.store, &id(&probe), TaskState::Complete).await;
+    assert_eq!(
+        processes_of(&id(&long)),
+        vec![pid],
+        "{}",
+        worker.log_tail(40)
+    );
+    let t: Task = w.store.get(&id(&long)).await.unwrap();
+    assert_eq!(state(&t), TaskState::Running as i32);
+
+    // Desired SHUTDOWN stops it.
+    let mut stop = t;
+    stop.desired_state = TaskState::Shutdown as i32;
+    w.store.update(stop).await.unwrap();
+    let done = wait_state(&w.store, &id(&long), TaskState::Shutdown).await;
+    assert_eq!(state(&done), TaskState::Shutdown as i32);
+    wait_for("the task's process to end", DEADLINE, || async {
+        processes_of(&id(&long)).is_empty().then_some(())
+    })
+    .await
+    .unwrap();
+    let _ = &w.dispatcher_addr;
+    let _ = &w.state_dir;
+    worker.kill_now();
+}
