@@ -611,8 +611,12 @@ impl CreateArgs {
             anyhow::bail!("max-concurrent can only be used with replicated-job mode");
         }
         let max_replicas = opt_uint(&self.replicas_max_per_node, "--replicas-max-per-node")?;
-        if max_replicas.is_some_and(|m| m > 0) && !matches!(self.mode.as_str(), "replicated") {
-            anyhow::bail!("replicas-max-per-node can only be used with replicated mode");
+        if max_replicas.is_some_and(|m| m > 0)
+            && matches!(self.mode.as_str(), "global" | "global-job")
+        {
+            anyhow::bail!(
+                "replicas-max-per-node can only be used with replicated or replicated-job mode"
+            );
         }
 
         let mut preferences = Vec::new();
@@ -739,6 +743,29 @@ impl CreateArgs {
             })
         };
 
+        let update_set = [
+            &self.update_parallelism,
+            &self.update_delay,
+            &self.update_failure_action,
+            &self.update_monitor,
+            &self.update_max_failure_ratio,
+            &self.update_order,
+        ]
+        .iter()
+        .any(|f| f.is_some());
+        let rollback_set = [
+            &self.rollback_parallelism,
+            &self.rollback_delay,
+            &self.rollback_failure_action,
+            &self.rollback_monitor,
+            &self.rollback_max_failure_ratio,
+            &self.rollback_order,
+        ]
+        .iter()
+        .any(|f| f.is_some());
+        if (update_set || rollback_set) && self.mode.ends_with("-job") {
+            anyhow::bail!("update and rollback configuration is not supported for jobs");
+        }
         let update = update_config(
             &self.update_parallelism,
             &self.update_delay,
@@ -771,8 +798,8 @@ impl CreateArgs {
                 ..Default::default()
             }),
             mode: Some(mode),
-            update: Some(update),
-            rollback: Some(rollback),
+            update: update_set.then_some(update),
+            rollback: rollback_set.then_some(rollback),
             networks: Vec::new(),
             endpoint: (!ports.is_empty()).then_some(EndpointSpec { mode: 0, ports }),
         })

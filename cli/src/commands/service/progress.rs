@@ -129,10 +129,16 @@ pub struct Tracker {
     done: bool,
 }
 
+/// Swarm's `_up-to-date`: the task runs the service's current task spec (a scale bumps
+/// the service's spec version but leaves the tasks as they are).
 fn up_to_date(service: &Service, task: &Task) -> bool {
     let want = service.spec_version.as_ref().map(|v| v.index).unwrap_or(0);
     let have = task.spec_version.as_ref().map(|v| v.index).unwrap_or(0);
-    want == 0 || have == 0 || want == have
+    if want == 0 || have == 0 || want == have {
+        return true;
+    }
+    let current = service.spec.as_ref().and_then(|s| s.task.as_ref());
+    current.is_some() && current == task.spec.as_ref()
 }
 
 fn this_iteration(service: &Service, task: &Task) -> bool {

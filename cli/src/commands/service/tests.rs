@@ -218,7 +218,34 @@ fn defaults_and_modes() {
     );
     assert!(s.endpoint.is_none());
     assert!(s.task.as_ref().unwrap().restart.is_none());
-    assert_eq!(s.update.unwrap().parallelism, 1);
+    assert!(s.update.is_none() && s.rollback.is_none());
+    assert_eq!(
+        spec(&["--update-delay", "1s", "busybox"])
+            .update
+            .unwrap()
+            .parallelism,
+        1
+    );
+    assert_eq!(
+        err(&[
+            "--mode",
+            "replicated-job",
+            "--update-parallelism",
+            "2",
+            "busybox"
+        ]),
+        "update and rollback configuration is not supported for jobs"
+    );
+    assert_eq!(
+        err(&[
+            "--mode",
+            "global",
+            "--replicas-max-per-node",
+            "1",
+            "busybox"
+        ]),
+        "replicas-max-per-node can only be used with replicated or replicated-job mode"
+    );
     assert!(matches!(
         spec(&["--mode", "global", "busybox"]).mode,
         Some(service_spec::Mode::Global(_))
@@ -602,6 +629,7 @@ fn progress_shows_states_errors_and_prefers_the_live_task() {
     let stale = {
         let mut t = task("s1", 3, "n1", TaskState::Running, TaskState::Running);
         t.spec_version = Some(Version { index: 6 });
+        t.spec = Some(TaskSpec::default());
         t
     };
     let tasks = vec![pending.clone(), failed.clone(), retry, stale];
@@ -640,6 +668,26 @@ fn progress_shows_states_errors_and_prefers_the_live_task() {
         ]
     );
     assert_eq!(trunc_error(&"x".repeat(80)).chars().count(), 75);
+}
+
+#[test]
+fn progress_after_a_scale_counts_tasks_of_the_same_task_spec() {
+    let svc = service(
+        "s1",
+        "web",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 2 }),
+        "nginx",
+    );
+    let tasks: Vec<Task> = (1..=2)
+        .map(|slot| {
+            let mut t = task("s1", slot, "n1", TaskState::Running, TaskState::Running);
+            t.spec_version = Some(Version { index: 3 });
+            t.spec = svc.spec.as_ref().unwrap().task.clone();
+            t
+        })
+        .collect();
+    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]));
+    assert!(snap.converged, "{:?}", snap.rows);
 }
 
 #[test]
@@ -831,6 +879,8 @@ fn inspect_pretty_and_json() {
         "node.role==worker",
         "--restart-condition",
         "none",
+        "--update-parallelism",
+        "2",
         "--reserve-memory",
         "64M",
         "-p",
@@ -853,7 +903,7 @@ fn inspect_pretty_and_json() {
         "Name:\t\tweb\n",
         "Service Mode:\tReplicated\n Replicas:\t2\n",
         "Placement:\n Constraints:\t[node.role==worker]\n",
-        "UpdateConfig:\n Parallelism:\t1\n On failure:\tpause\n",
+        "UpdateConfig:\n Parallelism:\t2\n On failure:\tpause\n",
         " Update order:      stop-first\n",
         "RestartPolicy:\n Condition:\tnone\n",
         "ContainerSpec:\n Image:\t\tnginx:latest\n Args:\t\tnginx -g \n",
