@@ -13,21 +13,23 @@
 use std::time::Duration;
 
 use shoal_grpc_host::ShutdownToken;
-use shoal_store::{Election, Leadership, Store};
+use shoal_store::{Election, Fence, Leadership, Store};
 use tokio::sync::watch;
 
 /// The election every manager runs in.
 pub const ELECTION: &str = "manager";
 
 /// Holds the election `name` as `candidate_id` until shutdown: campaigns, keeps the
-/// lease alive, campaigns again when it is lost. `held` says whether it holds now.
+/// lease alive, campaigns again when it is lost. `held` carries the fence of the term
+/// held now (`None` while not holding): leader-only work subscribes to it, writes only
+/// through `store.fenced(fence)` and stops as soon as the value changes.
 pub async fn hold(
     store: Store,
     name: String,
     candidate_id: String,
     ttl: Duration,
     shutdown: ShutdownToken,
-    held: watch::Sender<bool>,
+    held: watch::Sender<Option<Fence>>,
 ) {
     let election = Election::new(&store, &name, &candidate_id, ttl);
     loop {
@@ -44,16 +46,15 @@ pub async fn hold(
                 }
             },
         };
-        let _ = held.send(true);
+        let _ = held.send(Some(leadership.fence()));
         tracing::info!(election = %name, candidate = %candidate_id, fence = leadership.revision(), "holding");
-        // Leader-only work receives `store.fenced(&leadership)` and starts here.
         tokio::select! {
             _ = leadership.lost() => {
-                let _ = held.send(false);
+                let _ = held.send(None);
                 tracing::warn!(election = %name, "lost; campaigning again");
             }
             _ = shutdown.cancelled() => {
-                let _ = held.send(false);
+                let _ = held.send(None);
                 if let Err(e) = leadership.resign().await {
                     tracing::warn!(election = %name, error = %e, "could not resign; the key expires with its lease");
                 }

@@ -126,7 +126,7 @@ async fn manager_lifecycle(state: ClusterState, cfg: Arc<ManagerConfig>, shutdow
             .map(|a| a.to_string())
             .unwrap_or_default();
         let candidate = swarm::candidate_id(&node_id, &advertise);
-        let (present, _) = tokio::sync::watch::channel(false);
+        let (present, _) = tokio::sync::watch::channel(None);
         let presence = tokio::spawn(leadership::hold(
             state.store.clone(),
             swarm::presence_election(&node_id),
@@ -135,7 +135,15 @@ async fn manager_lifecycle(state: ClusterState, cfg: Arc<ManagerConfig>, shutdow
             round.clone(),
             present,
         ));
-        let (leading, _) = tokio::sync::watch::channel(false);
+        // Leader-only work: the orchestrators run while this manager leads.
+        let (leading, leader) = tokio::sync::watch::channel(None);
+        let orchestrator = tokio::spawn(orchestrator::run_while_leading(
+            state.store.clone(),
+            state.bus.clone(),
+            leader,
+            round.clone(),
+            orchestrator::ControllerOptions::default(),
+        ));
         leadership::hold(
             state.store.clone(),
             leadership::ELECTION.to_string(),
@@ -146,6 +154,7 @@ async fn manager_lifecycle(state: ClusterState, cfg: Arc<ManagerConfig>, shutdow
         )
         .await;
         let _ = presence.await;
+        let _ = orchestrator.await;
         dissolved.abort();
         if shutdown.is_cancelled() {
             mark_stopped(&state, &node_id).await;

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use shoal_proto::v1::node_spec::Availability;
 use shoal_proto::v1::{Node, Service, Task, node_status, service_spec::Mode};
+use shoal_scheduler::placement::constraint;
 
 use super::replicated::restart_policy;
 use super::restart::{RestartDecision, decide_restart};
@@ -14,20 +15,31 @@ use super::{
     task_id, tasks_or_removal,
 };
 
-/// Whether `service` may run on `node` at all.
-///
-/// TODO: placement constraints and platforms (`node.role==manager`, `node.labels.*`,
-/// ...) — the scheduler's filters decide them; this hook should call the same filter
-/// code once it is shared, so that a node not matching gets no task and loses its
-/// task when the constraints change.
+/// Whether `service` may run on `node` at all: its placement constraints
+/// (`node.role==manager`, `node.labels.*`, ...) match, with the scheduler's own
+/// constraint code. A service whose constraints do not parse runs nowhere (the
+/// Control API refuses such specs; this only guards stored data). A node that stops
+/// matching loses its task.
 pub fn eligible(node: &Node, service: &Service) -> bool {
-    let _ = (node, service);
-    true
+    let exprs: &[String] = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.placement.as_ref())
+        .map(|p| p.constraints.as_slice())
+        .unwrap_or_default();
+    if exprs.is_empty() {
+        return true;
+    }
+    match constraint::parse_all(exprs) {
+        Ok(constraints) => constraint::matches_all(&constraints, node),
+        Err(_) => false,
+    }
 }
 
 /// Whether a new task may go to `node` now: READY and ACTIVE (a paused node keeps its
 /// tasks but gets no new one; a disconnected one waits).
-fn accepts_new_tasks(node: &Node) -> bool {
+pub(crate) fn accepts_new_tasks(node: &Node) -> bool {
     node_state(node) == node_status::State::Ready && availability(node) == Availability::Active
 }
 

@@ -24,7 +24,9 @@
 //! tasks on down or drained nodes by a new task in the same slot, restart policies, and
 //! a bounded task history per slot.
 
+pub mod controller;
 pub mod global;
+pub mod job;
 pub mod reaper;
 pub mod replicated;
 pub mod restart;
@@ -37,7 +39,9 @@ use shoal_proto::TaskStateExt;
 use shoal_proto::v1::node_spec::Availability;
 use shoal_proto::v1::{Node, Task, TaskState, node_status};
 
+pub use controller::{Controller, ControllerOptions, run_while_leading};
 pub use global::reconcile_global;
+pub use job::{reconcile_global_job, reconcile_replicated_job};
 pub use reaper::{DEFAULT_TASK_HISTORY_LIMIT, ReapPlan, reap};
 pub use replicated::reconcile_replicated;
 pub use restart::{DEFAULT_RESTART_DELAY, RestartDecision, decide_restart};
@@ -70,6 +74,41 @@ impl Plan {
             Some(t) if t <= at => t,
             _ => at,
         });
+    }
+}
+
+/// Reconciles one service by its mode (replicated, global, replicated job, global job).
+/// `tasks` may hold other services' tasks (ignored); `nodes` are all nodes by id.
+pub fn reconcile(
+    service: &shoal_proto::v1::Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    now: SystemTime,
+) -> Plan {
+    use shoal_proto::v1::service_spec::Mode;
+    match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
+        Some(Mode::Global(_)) => reconcile_global(service, tasks, nodes, now),
+        Some(Mode::ReplicatedJob(_)) => reconcile_replicated_job(service, tasks, nodes, now),
+        Some(Mode::GlobalJob(_)) => reconcile_global_job(service, tasks, nodes, now),
+        Some(Mode::Replicated(_)) => reconcile_replicated(service, tasks, nodes, now),
+        None => match tasks_or_removal(service, tasks) {
+            Err(removal) => removal,
+            Ok(_) => Plan::default(),
+        },
+    }
+}
+
+/// The plan for the tasks of a service that no longer exists (`service rm` deletes the
+/// Service object at once): every one not already being removed is set desired REMOVE;
+/// the reaper deletes them once they are dead.
+pub fn orphans(tasks: &[Task]) -> Plan {
+    Plan {
+        remove: tasks
+            .iter()
+            .filter(|t| !is_being_removed(t))
+            .map(|t| task_id(t).to_string())
+            .collect(),
+        ..Plan::default()
     }
 }
 

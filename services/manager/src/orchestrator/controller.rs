@@ -1,0 +1,676 @@
+//! The orchestrator wired: a controller that runs on the leader manager only.
+//!
+//! Shape (kube-rs): reflector caches of services, tasks, nodes and the cluster feed a
+//! deduplicating queue of service ids; one worker loop takes an id, looks at
+//! everything the caches hold for that service now, asks the pure reconcile functions
+//! ([`super::reconcile`], [`super::orphans`], [`super::reap`]) for a plan, and applies it
+//! as batched, fenced writes. Nothing here polls per task:
+//!
+//! - a service written or deleted enqueues it;
+//! - a task that became terminal, whose desired state changed, or that was deleted
+//!   enqueues its service;
+//! - a node whose state or availability changed (or that was added or removed)
+//!   enqueues the services with tasks on it, and any node change enqueues every global
+//!   service (a joining node gets its task);
+//! - a [`super::Plan::requeue_at`] (a restart waiting out its delay) becomes a timer;
+//! - every service (and every service id that still has tasks: orphans of a removed
+//!   service) is enqueued at the start of every leadership term and on a periodic
+//!   resync, so a lost event only delays work.
+//!
+//! Writes go through `store.fenced(leadership)`: a manager that lost the leadership
+//! cannot write, even before it notices. A write that loses a race (`Conflict`) just
+//! requeues the service; the next pass sees the winner's write in the cache.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use shoal_events::{Event, EventBus, SCHEDULE_WORK_SUBJECT};
+use shoal_grpc_host::ShutdownToken;
+use shoal_proto::TaskStateExt;
+use shoal_proto::v1::{Cluster, Node, Service, Task, TaskState, service_spec::Mode};
+use shoal_store::{
+    Cache, CacheEvent, CacheReader, Fence, Object, Store,
+    cache::{TASKS_BY_NODE, TASKS_BY_SERVICE},
+};
+use tokio::sync::{broadcast, watch};
+use tokio_util::time::{DelayQueue, delay_queue};
+use tracing::Instrument;
+
+use super::{DEFAULT_TASK_HISTORY_LIMIT, Plan, ReapPlan, orphans, reap, reconcile};
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Every service is reconciled again this often, whatever the events said.
+    pub resync_interval: Duration,
+    /// At most this many service ids wait in the queue; beyond that ids are dropped
+    /// and a full resync follows once the queue drains.
+    pub queue_capacity: usize,
+    /// Delay before a service whose writes failed (not a conflict) is tried again.
+    pub retry_delay: Duration,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(30),
+            queue_capacity: 65_536,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The caches the controller reads. Started at the first leadership term and kept
+/// across terms, so a manager that becomes leader again starts from a warm copy.
+struct Caches {
+    services: Cache<Service>,
+    tasks: Cache<Task>,
+    nodes: Cache<Node>,
+    clusters: Cache<Cluster>,
+}
+
+impl Caches {
+    fn start(store: &Store) -> Self {
+        Self {
+            services: Cache::start(store),
+            tasks: Cache::tasks(store),
+            nodes: Cache::start(store),
+            clusters: Cache::start(store),
+        }
+    }
+}
+
+/// Runs the orchestrators whenever `leader` holds a fence (this manager holds the
+/// `manager` leadership), until `shutdown`. Each term gets a store fenced on it, starts
+/// with a full pass and ends as soon as the fence changes or goes.
+pub async fn run_while_leading(
+    store: Store,
+    bus: EventBus,
+    mut leader: watch::Receiver<Option<Fence>>,
+    shutdown: ShutdownToken,
+    opts: ControllerOptions,
+) {
+    let mut caches: Option<Caches> = None;
+    loop {
+        let fence = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            held = async { leader.wait_for(Option::is_some).await.map(|f| f.clone()) } => match held {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+        };
+        let Some(fence) = fence else { continue };
+        let caches = caches.get_or_insert_with(|| Caches::start(&store));
+        let controller = Controller::new(store.fenced(fence.clone()), bus.clone(), caches, &opts);
+        tracing::info!(
+            fence = fence.revision(),
+            "orchestrator starting: this manager leads"
+        );
+        let still = fence.clone();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = async { let _ = leader.wait_for(move |f| f.as_ref() != Some(&still)).await; } => {
+                tracing::info!(fence = fence.revision(), "orchestrator stopped: leadership lost");
+            }
+            r = controller.run() => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "orchestrator stopped; restarting while still leading");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(opts.retry_delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A bounded FIFO of service ids, each at most once.
+struct WorkQueue {
+    order: VecDeque<String>,
+    queued: HashSet<String>,
+    capacity: usize,
+    overflowed: bool,
+}
+
+impl WorkQueue {
+    fn new(capacity: usize) -> Self {
+        Self {
+            order: VecDeque::new(),
+            queued: HashSet::new(),
+            capacity: capacity.max(1),
+            overflowed: false,
+        }
+    }
+
+    fn push(&mut self, id: &str) {
+        if id.is_empty() || self.queued.contains(id) {
+            return;
+        }
+        if self.order.len() >= self.capacity {
+            self.overflowed = true;
+            return;
+        }
+        self.queued.insert(id.to_string());
+        self.order.push_back(id.to_string());
+    }
+
+    fn pop(&mut self) -> Option<String> {
+        let id = self.order.pop_front()?;
+        self.queued.remove(&id);
+        Some(id)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Why a write pass did not complete.
+#[derive(Debug, Default)]
+struct Applied {
+    /// Some write lost a race: reconcile again once the cache caught up.
+    conflict: bool,
+    /// Some write failed otherwise (etcd unavailable, fence lost, ...).
+    failed: bool,
+    /// Highest revision written.
+    revision: u64,
+}
+
+/// One leadership term's controller.
+pub struct Controller {
+    store: Store,
+    bus: EventBus,
+    services: CacheReader<Service>,
+    tasks: CacheReader<Task>,
+    nodes: CacheReader<Node>,
+    clusters: CacheReader<Cluster>,
+    opts: ControllerOptions,
+    queue: WorkQueue,
+    timers: DelayQueue<String>,
+    timer_keys: HashMap<String, (delay_queue::Key, Instant)>,
+    /// Last seen (state, desired state) per task: only transitions that matter enqueue.
+    task_seen: HashMap<String, (i32, i32)>,
+    /// Last seen (state, availability) per node.
+    node_seen: HashMap<String, (i32, i32)>,
+    node_snapshot: Option<Arc<HashMap<String, Node>>>,
+}
+
+impl Controller {
+    fn new(store: Store, bus: EventBus, caches: &Caches, opts: &ControllerOptions) -> Self {
+        Self {
+            store,
+            bus,
+            services: caches.services.reader(),
+            tasks: caches.tasks.reader(),
+            nodes: caches.nodes.reader(),
+            clusters: caches.clusters.reader(),
+            opts: opts.clone(),
+            queue: WorkQueue::new(opts.queue_capacity),
+            timers: DelayQueue::new(),
+            timer_keys: HashMap::new(),
+            task_seen: HashMap::new(),
+            node_seen: HashMap::new(),
+            node_snapshot: None,
+        }
+    }
+
+    /// Runs the term: waits for the caches to show everything written before it began
+    /// (a previous leader's tasks included), then a full pass, then events.
+    async fn run(mut self) -> shoal_store::Result<()> {
+        let mut service_events = self.services.subscribe();
+        let mut task_events = self.tasks.subscribe();
+        let mut node_events = self.nodes.subscribe();
+        self.services.wait_until_synced().await?;
+        self.tasks.wait_until_synced().await?;
+        self.nodes.wait_until_synced().await?;
+        self.clusters.wait_until_synced().await?;
+        let revision = self.store.revision().await?;
+        self.services.wait_for_revision(revision).await?;
+        self.tasks.wait_for_revision(revision).await?;
+        self.nodes.wait_for_revision(revision).await?;
+
+        for t in self.tasks.list() {
+            self.task_seen.insert(t.id().to_string(), state_pair(&t));
+        }
+        for n in self.nodes.list() {
+            self.node_seen.insert(n.id().to_string(), node_pair(&n));
+        }
+        self.enqueue_all();
+
+        let mut resync = tokio::time::interval(self.opts.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                ev = service_events.recv() => match ev {
+                    Ok(CacheEvent::Upserted(s)) | Ok(CacheEvent::Deleted(s)) => self.queue.push(s.id()),
+                    Ok(CacheEvent::Restarted { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => self.enqueue_all(),
+                    Err(broadcast::error::RecvError::Closed) => return Err(shoal_store::Error::CacheClosed),
+                },
+                ev = task_events.recv() => match ev {
+                    Ok(ev) => self.on_task(ev),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.enqueue_all(),
+                    Err(broadcast::error::RecvError::Closed) => return Err(shoal_store::Error::CacheClosed),
+                },
+                ev = node_events.recv() => match ev {
+                    Ok(ev) => self.on_node(ev),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.node_snapshot = None;
+                        self.enqueue_all();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(shoal_store::Error::CacheClosed),
+                },
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    let id = expired.into_inner();
+                    self.timer_keys.remove(&id);
+                    self.queue.push(&id);
+                }
+                _ = resync.tick() => self.enqueue_all(),
+                _ = std::future::ready(()), if !self.queue.is_empty() => {
+                    if let Some(id) = self.queue.pop() {
+                        self.process(&id).await;
+                    }
+                    if self.queue.is_empty() && self.queue.overflowed {
+                        self.queue.overflowed = false;
+                        self.enqueue_all();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every service, and every service id some task still points at (orphans).
+    fn enqueue_all(&mut self) {
+        for s in self.services.list() {
+            self.queue.push(s.id());
+        }
+        for id in self.tasks.index_counts(TASKS_BY_SERVICE).into_keys() {
+            self.queue.push(&id);
+        }
+    }
+
+    fn on_task(&mut self, ev: CacheEvent<Task>) {
+        match ev {
+            CacheEvent::Upserted(t) => {
+                let now = state_pair(&t);
+                let before = self.task_seen.insert(t.id().to_string(), now);
+                let terminal =
+                    |state: i32| TaskState::try_from(state).is_ok_and(|s| s.is_terminal());
+                let matters = match before {
+                    None => terminal(now.0),
+                    Some(b) => (terminal(now.0) && !terminal(b.0)) || b.1 != now.1,
+                };
+                if matters {
+                    self.queue.push(&t.service_id);
+                }
+            }
+            CacheEvent::Deleted(t) => {
+                self.task_seen.remove(t.id());
+                self.queue.push(&t.service_id);
+            }
+            CacheEvent::Restarted { .. } => {
+                self.task_seen = self
+                    .tasks
+                    .list()
+                    .iter()
+                    .map(|t| (t.id().to_string(), state_pair(t)))
+                    .collect();
+                self.enqueue_all();
+            }
+        }
+    }
+
+    fn on_node(&mut self, ev: CacheEvent<Node>) {
+        self.node_snapshot = None;
+        let changed = match &ev {
+            CacheEvent::Upserted(n) => {
+                let now = node_pair(n);
+                let before = self.node_seen.insert(n.id().to_string(), now);
+                (before != Some(now)).then(|| n.id().to_string())
+            }
+            CacheEvent::Deleted(n) => {
+                self.node_seen.remove(n.id());
+                Some(n.id().to_string())
+            }
+            CacheEvent::Restarted { .. } => {
+                self.node_seen = self
+                    .nodes
+                    .list()
+                    .iter()
+                    .map(|n| (n.id().to_string(), node_pair(n)))
+                    .collect();
+                self.enqueue_all();
+                return;
+            }
+        };
+        if let Some(node_id) = changed {
+            for t in self.tasks.by_index(TASKS_BY_NODE, &node_id) {
+                self.queue.push(&t.service_id);
+            }
+        }
+        for s in self.services.list() {
+            if is_global(&s) {
+                self.queue.push(s.id());
+            }
+        }
+    }
+
+    fn node_map(&mut self) -> Arc<HashMap<String, Node>> {
+        if let Some(m) = &self.node_snapshot {
+            return m.clone();
+        }
+        let map: HashMap<String, Node> = self
+            .nodes
+            .list()
+            .into_iter()
+            .map(|n| (n.id().to_string(), (*n).clone()))
+            .collect();
+        let map = Arc::new(map);
+        self.node_snapshot = Some(map.clone());
+        map
+    }
+
+    fn history_limit(&self) -> usize {
+        let limit = self
+            .clusters
+            .list()
+            .first()
+            .and_then(|c| c.spec.as_ref())
+            .and_then(|s| s.orchestration.as_ref())
+            .map(|o| o.task_history_retention_limit)
+            .unwrap_or(0);
+        match limit {
+            0 => DEFAULT_TASK_HISTORY_LIMIT,
+            n if n < 0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn requeue_at(&mut self, id: &str, at: Instant) {
+        if let Some((key, when)) = self.timer_keys.get(id).copied() {
+            if when <= at {
+                return;
+            }
+            self.timers.remove(&key);
+        }
+        let key = self.timers.insert_at(id.to_string(), at.into());
+        self.timer_keys.insert(id.to_string(), (key, at));
+    }
+
+    /// Reconciles one service id (a live service, or the leftovers of a removed one).
+    async fn process(&mut self, id: &str) {
+        let service = self.services.get(id);
+        let cached: Vec<Arc<Task>> = self.tasks.by_index(TASKS_BY_SERVICE, id);
+        let tasks: Vec<Task> = cached.iter().map(|t| (**t).clone()).collect();
+        let nodes = self.node_map();
+        let now = SystemTime::now();
+        let plan = match service.as_deref() {
+            Some(s) => reconcile(s, &tasks, &nodes, now),
+            None => orphans(&tasks),
+        };
+        let mut reaped = reap(service.as_deref(), &tasks, &nodes, self.history_limit());
+        // Tasks changing now are reaped on a later pass, at their new version.
+        let changing: HashSet<&str> = plan
+            .shutdown
+            .iter()
+            .chain(&plan.remove)
+            .map(String::as_str)
+            .collect();
+        reaped
+            .delete_tasks
+            .retain(|id| !changing.contains(id.as_str()));
+        if let Some(at) = plan.requeue_at {
+            let wait = at.duration_since(now).unwrap_or_default();
+            self.requeue_at(id, Instant::now() + wait);
+        }
+        if plan.is_empty() && reaped.delete_tasks.is_empty() && !reaped.delete_service {
+            let span = tracing::debug_span!("reconcile", otel.name = %format!("reconcile {}", name_of(service.as_deref(), id)), service.id = %id);
+            span.in_scope(|| tracing::trace!("nothing to do"));
+            return;
+        }
+
+        let span = tracing::info_span!(
+            "reconcile",
+            otel.name = %format!("reconcile {}", name_of(service.as_deref(), id)),
+            service.id = %id,
+            tasks.create = plan.create.len(),
+            tasks.shutdown = plan.shutdown.len(),
+            tasks.remove = plan.remove.len(),
+            tasks.delete = reaped.delete_tasks.len(),
+        );
+        if let Some(tc) = service.as_ref().and_then(|s| s.trace_context.as_ref()) {
+            shoal_telemetry::set_parent(&span, shoal_telemetry::context_from_stored(tc));
+        }
+        let by_id: HashMap<&str, &Arc<Task>> = cached.iter().map(|t| (t.id(), t)).collect();
+        let applied = self
+            .apply(id, service.as_deref(), plan, reaped, &by_id)
+            .instrument(span)
+            .await;
+        if applied.revision > 0 {
+            let wait = self.tasks.wait_for_revision(applied.revision);
+            if tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .is_err()
+            {
+                tracing::warn!(service.id = %id, "task cache slow to show our writes");
+            }
+        }
+        if applied.conflict {
+            tracing::debug!(service.id = %id, "a write lost a race; reconciling again");
+            self.queue.push(id);
+        } else if applied.failed {
+            let at = Instant::now() + self.opts.retry_delay;
+            self.requeue_at(id, at);
+        }
+    }
+
+    /// Writes a plan: desired-state changes (CAS against the cached tasks), new tasks,
+    /// reaped tasks — each batched and fenced — then the task events and, when tasks
+    /// were created, one hint to the schedulers.
+    async fn apply(
+        &self,
+        service_id: &str,
+        service: Option<&Service>,
+        plan: Plan,
+        reaped: ReapPlan,
+        cached: &HashMap<&str, &Arc<Task>>,
+    ) -> Applied {
+        let mut applied = Applied::default();
+        let mut events: Vec<Event> = Vec::new();
+        let note = |applied: &mut Applied, e: &shoal_store::Error, what: &str| {
+            if e.is_conflict() || e.is_not_found() {
+                applied.conflict = true;
+            } else {
+                applied.failed = true;
+                tracing::warn!(error = %e, "cannot {what}");
+            }
+        };
+
+        // Desired state moves on (never back).
+        let mut changes: Vec<(&Task, Task)> = Vec::new();
+        let targets = plan
+            .shutdown
+            .iter()
+            .map(|id| (id, TaskState::Shutdown))
+            .chain(plan.remove.iter().map(|id| (id, TaskState::Remove)));
+        for (id, target) in targets {
+            let Some(prev) = cached.get(id.as_str()) else {
+                continue;
+            };
+            if prev.desired_state >= target as i32 {
+                continue;
+            }
+            let mut next = (***prev).clone();
+            next.desired_state = target as i32;
+            changes.push((prev.as_ref(), next));
+        }
+        if !changes.is_empty() {
+            for r in self.store.update_many_from(changes).await {
+                match r {
+                    Ok(t) => {
+                        applied.revision = applied.revision.max(t.version());
+                        events.push(task_event("update", &t));
+                    }
+                    Err(e) => note(&mut applied, &e, "change a task's desired state"),
+                }
+            }
+        }
+
+        // New tasks join the trace of this pass.
+        let created = plan.create.len();
+        let mut created_ok = 0usize;
+        if created > 0 {
+            let tc = shoal_telemetry::current_trace_context();
+            let trace = (!tc.traceparent.is_empty()).then_some(tc);
+            let new: Vec<Task> = plan
+                .create
+                .into_iter()
+                .map(|mut t| {
+                    t.trace_context = trace.clone();
+                    t
+                })
+                .collect();
+            for r in self.store.create_many(new).await {
+                match r {
+                    Ok(t) => {
+                        created_ok += 1;
+                        applied.revision = applied.revision.max(t.version());
+                        events.push(task_event("create", &t));
+                    }
+                    Err(e) => note(&mut applied, &e, "create a task"),
+                }
+            }
+        }
+
+        // The reaper.
+        let doomed: Vec<Task> = reaped
+            .delete_tasks
+            .iter()
+            .filter_map(|id| cached.get(id.as_str()).map(|t| (***t).clone()))
+            .collect();
+        let reaped_count = doomed.len();
+        if !doomed.is_empty() {
+            for r in self.store.delete_many(doomed).await {
+                match r {
+                    Ok(t) => {
+                        applied.revision = applied.revision.max(t.version());
+                        events.push(task_event("remove", &t));
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => note(&mut applied, &e, "delete a task"),
+                }
+            }
+        }
+        if reaped.delete_service
+            && !applied.conflict
+            && !applied.failed
+            && let Some(s) = service
+        {
+            match self
+                .store
+                .delete::<Service>(s.id(), Some(s.version()))
+                .await
+            {
+                Ok(gone) => {
+                    applied.revision = applied.revision.max(gone.version());
+                    let mut e = event_of("remove", &gone);
+                    e.attributes
+                        .insert("name".into(), name_of(Some(&gone), s.id()));
+                    events.push(e);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => note(&mut applied, &e, "delete a removed service"),
+            }
+        }
+
+        tracing::info!(
+            service.id = %service_id,
+            created = created_ok,
+            reaped = reaped_count,
+            events = events.len(),
+            "reconciled"
+        );
+        if !events.is_empty()
+            && let Err(e) = self.bus.publish_all(&events).await
+        {
+            tracing::warn!(error = %e, "task events not published");
+        }
+        if created_ok > 0
+            && let Err(e) = self
+                .bus
+                .publish_raw(SCHEDULE_WORK_SUBJECT, bytes_of(service_id))
+                .await
+        {
+            tracing::warn!(error = %e, "scheduling hint not published");
+        }
+        applied
+    }
+}
+
+fn bytes_of(s: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn state_pair(t: &Task) -> (i32, i32) {
+    (
+        t.status.as_ref().map(|s| s.state).unwrap_or(0),
+        t.desired_state,
+    )
+}
+
+fn node_pair(n: &Node) -> (i32, i32) {
+    (
+        n.status.as_ref().map(|s| s.state).unwrap_or(0),
+        n.spec.as_ref().map(|s| s.availability).unwrap_or(0),
+    )
+}
+
+fn is_global(s: &Service) -> bool {
+    matches!(
+        s.spec.as_ref().and_then(|s| s.mode.as_ref()),
+        Some(Mode::Global(_)) | Some(Mode::GlobalJob(_))
+    )
+}
+
+fn name_of(service: Option<&Service>, id: &str) -> String {
+    service
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.annotations.as_ref())
+        .map(|a| a.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| id.to_string())
+}
+
+fn event_of<T: Object>(action: &str, obj: &T) -> Event {
+    Event {
+        kind: T::KIND.as_str().to_string(),
+        action: action.to_string(),
+        id: obj.id().to_string(),
+        version: obj.version(),
+        time: Some(prost_types::Timestamp::from(SystemTime::now())),
+        attributes: HashMap::new(),
+    }
+}
+
+/// A task event with the facts consumers filter on.
+fn task_event(action: &str, t: &Task) -> Event {
+    let mut e = event_of(action, t);
+    let state = t
+        .status
+        .as_ref()
+        .and_then(|s| TaskState::try_from(s.state).ok())
+        .unwrap_or(TaskState::New);
+    e.attributes
+        .insert("service_id".into(), t.service_id.clone());
+    e.attributes.insert("node_id".into(), t.node_id.clone());
+    e.attributes
+        .insert("state".into(), state.display_name().to_ascii_lowercase());
+    if let Some(a) = &t.annotations {
+        e.attributes.insert("name".into(), a.name.clone());
+    }
+    e
+}
