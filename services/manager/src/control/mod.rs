@@ -2,13 +2,16 @@
 //! transactions, then a hint event. Errors carry gRPC codes a client can act on and
 //! messages in Swarm's words where Swarm has them.
 //!
-//! RPCs whose semantics belong to later parts of the system (service orchestration,
-//! networks and IPAM, the CA, secrets encryption) answer UNIMPLEMENTED until those
-//! parts exist, rather than storing objects nothing acts on.
+//! RPCs whose semantics belong to later parts of the system (networks and IPAM,
+//! secrets encryption) answer UNIMPLEMENTED until those parts exist, rather than
+//! storing objects nothing acts on.
 
 mod configs;
 mod filters;
+mod logs;
 pub mod nodes;
+mod services;
+pub mod validate;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -221,6 +224,88 @@ impl Control for ControlService {
     ) -> Result<Response<ListServicesResponse>, Status> {
         let services = self.list::<Service>(req.into_inner().filters).await?;
         Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<CreateServiceRequest>,
+    ) -> Result<Response<CreateServiceResponse>, Status> {
+        let service = services::create(self.state()?, req.into_inner()).await?;
+        Ok(Response::new(CreateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn update_service(
+        &self,
+        req: Request<UpdateServiceRequest>,
+    ) -> Result<Response<UpdateServiceResponse>, Status> {
+        let req = req.into_inner();
+        let current = self.resolve::<Service>(&req.service_id).await?;
+        let service = services::update(self.state()?, current, req).await?;
+        Ok(Response::new(UpdateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn remove_service(
+        &self,
+        req: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceResponse>, Status> {
+        let current = self
+            .resolve::<Service>(&req.into_inner().service_id)
+            .await?;
+        services::remove(self.state()?, current).await?;
+        Ok(Response::new(RemoveServiceResponse {}))
+    }
+
+    async fn service_logs(
+        &self,
+        req: Request<ServiceLogsRequest>,
+    ) -> Result<Response<logs::LogStream>, Status> {
+        let req = req.into_inner();
+        if req.selectors.is_empty() {
+            return Err(Status::invalid_argument(
+                "selectors: at least one service or task is required",
+            ));
+        }
+        let state = self.state()?;
+        let mut selection = logs::Selection::default();
+        for selector in &req.selectors {
+            match self.resolve::<Service>(selector).await {
+                Ok(service) => {
+                    let tasks = state
+                        .store
+                        .tasks_by_service(service.id())
+                        .await
+                        .map_err(store_status)?
+                        .objects;
+                    selection.add_service(service.id(), tasks);
+                    continue;
+                }
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            match self.resolve::<Task>(selector).await {
+                Ok(task) => selection.add_task(task),
+                // Docker's wording.
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    return Err(Status::not_found(format!(
+                        "no such task or service: {selector}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let stream = logs::stream(
+            state.bus.clone(),
+            selection,
+            req.follow,
+            req.tail,
+            self.shutdown.clone(),
+        )
+        .await?;
+        Ok(Response::new(stream))
     }
 
     async fn list_service_statuses(
