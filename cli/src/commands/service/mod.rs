@@ -174,10 +174,11 @@ async fn converge(
 ) -> anyhow::Result<ExitCode> {
     match progress::follow(control, service_id, opts).await? {
         Outcome::Converged | Outcome::Detached => Ok(ExitCode::SUCCESS),
-        Outcome::TimedOut(failures) => {
+        Outcome::TimedOut { name, failures } => {
             let _ = std::io::stdout().flush();
+            let shown = if name.is_empty() { service_id } else { &name };
             eprintln!(
-                "Error: service {service_id} did not converge within {}",
+                "Error: service {shown} did not converge within {}",
                 crate::output::go_duration(opts.timeout)
             );
             for f in failures {

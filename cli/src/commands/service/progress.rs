@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use shoal_proto::v1::{
     GetServiceRequest, ListFilters, ListNodesRequest, ListTasksRequest, Service, Task, TaskState,
     WatchEventsRequest, node_status, service_spec,
@@ -555,8 +556,11 @@ pub enum Outcome {
     Converged,
     /// Ctrl-C: the work goes on without us.
     Detached,
-    /// The deadline passed; the failing tasks' errors.
-    TimedOut(Vec<String>),
+    /// The deadline passed: the service's name and its failing tasks' errors.
+    TimedOut {
+        name: String,
+        failures: Vec<String>,
+    },
 }
 
 struct Printer {
@@ -692,7 +696,10 @@ pub async fn follow(
             printer.show(&[("verify".into(), "Detected task failure".into())]);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok(Outcome::TimedOut(failures(&service, &tasks)));
+            return Ok(Outcome::TimedOut {
+                name: super::render::name(&service).to_string(),
+                failures: failures(&service, &tasks),
+            });
         }
         // Wait for a relevant event (then let its batch arrive), the fallback re-read,
         // the deadline or Ctrl-C.
@@ -711,7 +718,10 @@ pub async fn follow(
                 item = next_event(&mut events) => {
                     match item {
                         Some(event) if relevant(&event, service_id) => {
+                            // Let the rest of the burst arrive, then take all of it
+                            // into this one re-read.
                             tokio::time::sleep(DEBOUNCE).await;
+                            while let Some(Some(_)) = next_event(&mut events).now_or_never() {}
                             break;
                         }
                         Some(_) => continue,
