@@ -129,3 +129,25 @@ mod tests {
         assert_eq!(parse_mem_total("MemTotal: 1 GB\n"), None);
     }
 }
+
+#[cfg(test)]
+mod docker_tests {
+    /// Where an engine answers the CLI, the description finds it too (API version
+    /// negotiated: an older engine refuses a client that asks for a newer API).
+    #[tokio::test]
+    async fn an_answering_engine_is_described() {
+        let cli = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output();
+        let Ok(out) = cli else {
+            eprintln!("NOTICE: no docker CLI; skipped");
+            return;
+        };
+        if !out.status.success() {
+            eprintln!("NOTICE: no Docker engine answers; skipped");
+            return;
+        }
+        let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(super::docker_version().await.as_deref(), Some(want.as_str()));
+    }
+}

@@ -283,14 +283,17 @@ async fn the_worker_runs_assigned_tasks_reports_them_and_readopts_them() {
     let log = w.infra.dir.path().join("worker.log");
     let mut worker = spawn_worker(&w, &log);
 
-    let long = w
-        .store
-        .create(process_task(
-            &w.node_id,
-            &["sh", "-c", "echo hello-from-task; exec sleep 300"],
-        ))
+    let long = process_task(
+        &w.node_id,
+        &["sh", "-c", "echo hello-from-task; exec sleep 300"],
+    );
+    // Its output is published live.
+    let mut live = w
+        .bus
+        .subscribe_logs(Some(&long.service_id), None)
         .await
         .unwrap();
+    let long = w.store.create(long).await.unwrap();
     let short = w
         .store
         .create(process_task(&w.node_id, &["sh", "-c", "exit 4"]))
@@ -316,6 +319,14 @@ async fn the_worker_runs_assigned_tasks_reports_them_and_readopts_them() {
     let st = failed.status.unwrap();
     assert_eq!(st.state, TaskState::Failed as i32);
     assert_eq!(st.err, "task: non-zero exit (4)");
+
+    let line = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut live))
+        .await
+        .expect("a live log line")
+        .expect("the log stream ends");
+    assert_eq!(line.data, b"hello-from-task");
+    assert_eq!(line.task_id, id(&long));
+    assert_eq!(line.service_name, "web");
 
     // The output is on the node, and its worker answers history requests.
     let history = wait_for("the task's output in the history", DEADLINE, || async {

@@ -460,7 +460,7 @@ impl Executor for DockerExecutor {
         Ok(out)
     }
 
-    async fn follow(&self, handle: &Handle, lines: mpsc::Sender<LogLine>) {
+    async fn follow(&self, handle: &Handle, from_start: bool, lines: mpsc::Sender<LogLine>) {
         let Handle::Container { id } = handle else {
             return;
         };
@@ -469,7 +469,7 @@ impl Executor for DockerExecutor {
             .stderr(true)
             .follow(true)
             .timestamps(true)
-            .tail("0")
+            .tail(if from_start { "all" } else { "0" })
             .build();
         let mut stream = self.docker.logs(id, Some(opts));
         let (mut po, mut pe) = (Vec::new(), Vec::new());

@@ -147,8 +147,14 @@ pub trait Executor: Send + Sync {
     async fn remove(&self, handle: &Handle) -> Result<(), TaskError>;
     /// The last `tail` lines of the task's output (negative: all that is kept).
     async fn logs(&self, handle: &Handle, tail: i64) -> Result<Vec<LogLine>, TaskError>;
-    /// Follows the task's output from now on, sending each line until it ends.
-    async fn follow(&self, handle: &Handle, lines: tokio::sync::mpsc::Sender<LogLine>);
+    /// Follows the task's output, from its first line (`from_start`, a task just
+    /// started) or from now (an adopted one), sending each line until it ends.
+    async fn follow(
+        &self,
+        handle: &Handle,
+        from_start: bool,
+        lines: tokio::sync::mpsc::Sender<LogLine>,
+    );
 }
 
 /// The executors of this node: always processes, Docker when an engine answers.

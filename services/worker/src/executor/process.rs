@@ -306,11 +306,15 @@ impl Executor for ProcessExecutor {
             .map_err(|e| TaskError::failed(format!("reading the log: {e}")))?
     }
 
-    async fn follow(&self, handle: &Handle, lines: mpsc::Sender<LogLine>) {
+    async fn follow(&self, handle: &Handle, from_start: bool, lines: mpsc::Sender<LogLine>) {
         let Handle::Process { log, .. } = handle else {
             return;
         };
-        let mut offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        let mut offset = if from_start {
+            0
+        } else {
+            std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+        };
         let mut pending = Vec::new();
         let mut tick = tokio::time::interval(FOLLOW_POLL);
         loop {

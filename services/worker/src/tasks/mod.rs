@@ -448,6 +448,7 @@ impl Inner {
             },
             None => None,
         };
+        let adopted = running.is_some();
         let h = match running {
             Some(h) => h,
             None => {
@@ -488,7 +489,7 @@ impl Inner {
                         logs.publish(log_message(&task2, &line));
                     }
                 };
-                tokio::join!(exec.follow(&h2, tx), publish);
+                tokio::join!(exec.follow(&h2, !adopted, tx), publish);
             });
             *follower = Some(follow.abort_handle());
         }
