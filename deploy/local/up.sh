@@ -213,7 +213,7 @@ CLI_DIR="$DIR/cli"
 MANAGER_STATE="$DIR/manager"
 MANAGER_SOCKET="$MANAGER_STATE/control.sock"
 KEK_FILE="$DIR/swarm-ca.kek"
-shoal_cli() { SHOAL_CERT_DIR="$CLI_DIR" SHOAL_STATE_DIR="$MANAGER_STATE" "$BIN_DIR/shoal" "$@"; }
+shoal_cli() { SHOAL_HOST="$MANAGER_ADDR" SHOAL_CERT_DIR="$CLI_DIR" SHOAL_STATE_DIR="$MANAGER_STATE" "$BIN_DIR/shoal" "$@"; }
 # shoal_healthy ADDR [SERVER_NAME]: SERVING over TLS, checked against the swarm's CA.
 shoal_healthy() { timeout 5 env SHOAL_CERT_DIR="$CLI_DIR" "$BIN_DIR/shoal" health -q "$1" --server-name "${2:-swarm-manager}"; }
 socket_healthy() { timeout 5 "$BIN_DIR/shoal" health -q "unix://$MANAGER_SOCKET" --service shoal.v1.Control; }
