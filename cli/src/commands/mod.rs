@@ -105,18 +105,10 @@ pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let result = match cli.command {
-            Command::Config(cmd) => config::run(&cfg, cmd).await,
-            Command::Events(args) => events::run(&cfg, args).await,
-            Command::Health(args) => health::run(&cfg, args).await,
-            Command::Node(cmd) => node::run(&cfg, cmd).await,
-            Command::Service(cmd) => service::run(&cfg, cmd).await,
-            Command::Swarm(cmd) => swarm::run(&cfg, cmd).await,
-            Command::Version => {
-                println!("shoal version {}", env!("CARGO_PKG_VERSION"));
-                Ok(ExitCode::SUCCESS)
-            }
-        };
+        // One root span per command (`shoal service create`): every RPC the command
+        // makes, and everything the cluster does for it, joins this trace.
+        let span = tracing::info_span!("command", otel.name = %command_path());
+        let result = tracing::Instrument::instrument(run_command(&cfg, cli.command), span).await;
         let code = match result {
             Ok(code) => code,
             Err(e) => {
@@ -130,6 +122,35 @@ pub fn run(cli: Cli, cfg: CliConfig) -> ExitCode {
         }
         code
     })
+}
+
+async fn run_command(cfg: &CliConfig, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Config(cmd) => config::run(cfg, cmd).await,
+        Command::Events(args) => events::run(cfg, args).await,
+        Command::Health(args) => health::run(cfg, args).await,
+        Command::Node(cmd) => node::run(cfg, cmd).await,
+        Command::Service(cmd) => service::run(cfg, cmd).await,
+        Command::Swarm(cmd) => swarm::run(cfg, cmd).await,
+        Command::Version => {
+            println!("shoal version {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The command as typed, without its arguments: `shoal service create`.
+fn command_path() -> String {
+    use clap::CommandFactory;
+    let mut parts = vec!["shoal".to_string()];
+    if let Ok(matches) = Cli::command().try_get_matches_from(std::env::args_os()) {
+        let mut current = &matches;
+        while let Some((name, sub)) = current.subcommand() {
+            parts.push(name.to_string());
+            current = sub;
+        }
+    }
+    parts.join(" ")
 }
 
 /// Turns a gRPC status into the one line a user reads.
