@@ -517,11 +517,27 @@ async fn remove_frees_the_name_at_once() -> anyhow::Result<()> {
 
     let first = create(&mut control, spec("web", "nginx", 1)).await?;
     create(&mut control, spec("db", "postgres", 1)).await?;
+    let mut events = control
+        .watch_events(WatchEventsRequest {
+            kinds: vec!["service".into()],
+            actions: vec!["remove".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
     control
         .remove_service(RemoveServiceRequest {
             service_id: "web".into(),
         })
         .await?;
+    let event = tokio::time::timeout(DEADLINE, events.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("event stream ended"))??;
+    assert_eq!(event.id, first.id());
+    assert_eq!(
+        event.attributes.get("name").map(String::as_str),
+        Some("web")
+    );
     let err = get(&mut control, first.id()).await.expect_err("removed");
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(names(&mut control).await?, vec!["db".to_string()]);
