@@ -8,7 +8,9 @@
 //! seen every event.
 //!
 //! The same connection also carries work for queue groups (pending tasks to schedulers
-//! on [`SCHEDULE_WORK_SUBJECT`]) through the `*_raw` calls.
+//! on [`SCHEDULE_WORK_SUBJECT`]) through the `*_raw` calls, and task output
+//! ([`logs`]: lines on `shoal.logs.<service>.<task>`, history requests answered by each
+//! node's worker on `shoal.logs.history.<node>`).
 //!
 //! Boundaries: this crate encodes, routes and traces messages; it never reads etcd and
 //! knows nothing about what an event means.
