@@ -211,6 +211,19 @@ fn state(t: &Task) -> TaskState {
         .unwrap_or(TaskState::New)
 }
 
+fn to_system(ts: Option<&prost_types::Timestamp>) -> SystemTime {
+    ts.and_then(|ts| SystemTime::try_from(*ts).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn created(t: &Task) -> SystemTime {
+    to_system(t.meta.as_ref().and_then(|m| m.created_at.as_ref()))
+}
+
+fn status_time(t: &Task) -> SystemTime {
+    to_system(t.status.as_ref().and_then(|s| s.timestamp.as_ref()))
+}
+
 fn desired(t: &Task) -> TaskState {
     TaskState::try_from(t.desired_state).unwrap_or(TaskState::New)
 }
@@ -462,7 +475,7 @@ async fn on_failure_restarts_exactly_max_attempts_times() -> anyhow::Result<()> 
     if let Some(task) = svc.spec.as_mut().and_then(|s| s.task.as_mut()) {
         task.restart = Some(RestartPolicy {
             condition: Condition::OnFailure as i32,
-            delay: Some(ms(100)),
+            delay: Some(ms(300)),
             max_attempts: 2,
             window: None,
         });
@@ -498,6 +511,19 @@ async fn on_failure_restarts_exactly_max_attempts_times() -> anyhow::Result<()> 
             .iter()
             .all(|t| t.slot == 1 && state(t) == TaskState::Failed)
     );
+    // Each restart was created no earlier than its predecessor's death plus the delay.
+    let mut by_creation: Vec<&Task> = tasks.iter().collect();
+    by_creation.sort_by_key(|t| created(t));
+    for pair in by_creation.windows(2) {
+        if let [dead, next] = pair {
+            let died = status_time(dead);
+            assert!(
+                created(next) >= died + Duration::from_millis(300),
+                "restart created before the delay: {died:?} -> {:?}",
+                created(next)
+            );
+        }
+    }
     // Barrier: a scale-up is served, the slot stays given up.
     c.scale(svc.id(), 2).await?;
     let tasks = c

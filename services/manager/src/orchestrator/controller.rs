@@ -460,8 +460,20 @@ impl Controller {
             }
         }
         if applied.conflict {
+            // Reconcile again once the cache shows the write that won.
             tracing::debug!(service.id = %id, "a write lost a race; reconciling again");
-            self.queue.push(id);
+            let caught_up = async {
+                let revision = self.store.revision().await?;
+                self.tasks.wait_for_revision(revision).await?;
+                self.services.wait_for_revision(revision).await
+            };
+            match tokio::time::timeout(Duration::from_secs(10), caught_up).await {
+                Ok(Ok(())) => self.queue.push(id),
+                _ => {
+                    let at = Instant::now() + self.opts.retry_delay;
+                    self.requeue_at(id, at);
+                }
+            }
         } else if applied.failed {
             let at = Instant::now() + self.opts.retry_delay;
             self.requeue_at(id, at);
@@ -479,6 +491,7 @@ impl Controller {
         reaped: ReapPlan,
         cached: &HashMap<&str, &Arc<Task>>,
     ) -> Applied {
+        let started = Instant::now();
         let mut applied = Applied::default();
         let mut events: Vec<Event> = Vec::new();
         let note = |applied: &mut Applied, e: &shoal_store::Error, what: &str| {
@@ -592,6 +605,7 @@ impl Controller {
             created = created_ok,
             reaped = reaped_count,
             events = events.len(),
+            took = ?started.elapsed(),
             "reconciled"
         );
         if !events.is_empty()
@@ -608,6 +622,29 @@ impl Controller {
             tracing::warn!(error = %e, "scheduling hint not published");
         }
         applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkQueue;
+
+    #[test]
+    fn the_queue_holds_each_id_once_and_is_bounded() {
+        let mut q = WorkQueue::new(2);
+        q.push("a");
+        q.push("b");
+        q.push("a");
+        q.push("");
+        assert!(!q.overflowed);
+        q.push("c");
+        assert!(q.overflowed, "a full queue drops and asks for a resync");
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        q.push("a");
+        assert_eq!(q.pop().as_deref(), Some("b"));
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        assert_eq!(q.pop(), None);
+        assert!(q.is_empty());
     }
 }
 
