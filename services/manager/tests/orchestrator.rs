@@ -276,7 +276,17 @@ async fn replicated_service_scales_up_and_down_by_slot() -> anyhow::Result<()> {
         );
     }
     let hint = tokio::time::timeout(DEADLINE, hints.next()).await?;
-    assert!(hint.is_some(), "a scheduling hint is published");
+    let revision: Option<u64> = hint.and_then(|m| {
+        std::str::from_utf8(&m.payload)
+            .ok()
+            .and_then(|p| p.parse().ok())
+    });
+    let newest = tasks.iter().map(|t| t.version()).max().unwrap_or(0);
+    assert_eq!(
+        revision,
+        Some(newest),
+        "the scheduling hint carries the new tasks' revision"
+    );
     let ev = tokio::time::timeout(DEADLINE, events.next())
         .await?
         .ok_or_else(|| anyhow::anyhow!("event stream ended"))?;

@@ -536,6 +536,7 @@ impl Controller {
         // New tasks join the trace of this pass.
         let created = plan.create.len();
         let mut created_ok = 0usize;
+        let mut created_revision = 0u64;
         if created > 0 {
             let tc = shoal_telemetry::current_trace_context();
             let trace = (!tc.traceparent.is_empty()).then_some(tc);
@@ -551,6 +552,7 @@ impl Controller {
                 match r {
                     Ok(t) => {
                         created_ok += 1;
+                        created_revision = created_revision.max(t.version());
                         applied.revision = applied.revision.max(t.version());
                         events.push(task_event("create", &t));
                     }
@@ -613,10 +615,15 @@ impl Controller {
         {
             tracing::warn!(error = %e, "task events not published");
         }
+        // The hint carries the revision of the new tasks: a scheduler waits (bounded)
+        // for its cache to show them before its pass.
         if created_ok > 0
             && let Err(e) = self
                 .bus
-                .publish_raw(SCHEDULE_WORK_SUBJECT, bytes_of(service_id))
+                .publish_raw(
+                    SCHEDULE_WORK_SUBJECT,
+                    bytes_of(&created_revision.to_string()),
+                )
                 .await
         {
             tracing::warn!(error = %e, "scheduling hint not published");

@@ -14,11 +14,13 @@
 //!    every leader change, and at a [`Plan::requeue_at`] a decision asked for (a restart
 //!    waiting out its delay).
 //!
-//! This module is step 3 only: the functions here take a service, its tasks and the
-//! nodes, and return a [`Plan`] (tasks to create, tasks whose desired state moves on)
-//! or the ids to reap. They do no I/O, spawn nothing and read no clock except through
-//! their `now` argument; the wiring applies a plan as batched compare-and-swap writes
-//! and simply reconciles again when a write loses a race.
+//! Steps 1, 2 and 4 live in [`controller`] (run on the leader by
+//! [`run_while_leading`], fenced on its leadership). The other submodules are step 3:
+//! the functions take a service, its tasks and the nodes, and return a [`Plan`] (tasks
+//! to create, tasks whose desired state moves on) or the ids to reap. They do no I/O,
+//! spawn nothing and read no clock except through their `now` argument; the controller
+//! applies a plan as batched compare-and-swap writes and simply reconciles again when
+//! a write loses a race.
 //!
 //! Semantics are Swarm's (moby/swarmkit `manager/orchestrator`): slots, replacement of
 //! tasks on down or drained nodes by a new task in the same slot, restart policies, and
