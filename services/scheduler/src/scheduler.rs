@@ -55,6 +55,8 @@ pub struct SchedulerOptions {
     pub queue_group: String,
     /// How long a hint carrying a revision waits for the task cache to reach it.
     pub hint_wait: Duration,
+    /// How many slices of a pass's writes are committed at once.
+    pub write_concurrency: usize,
     pub spread: SpreadOptions,
 }
 
@@ -66,6 +68,7 @@ impl Default for SchedulerOptions {
             max_tasks_per_pass: 20_000,
             queue_group: "shoal-scheduler".to_string(),
             hint_wait: Duration::from_secs(2),
+            write_concurrency: 4,
             spread: SpreadOptions::default(),
         }
     }
@@ -405,6 +408,7 @@ impl Loop {
         }
         let (groups, deferred) = pass::group(pending, self.options.max_tasks_per_pass.max(1));
         result.deferred = deferred;
+        let started = std::time::Instant::now();
         let (mut infos, by_id) = self.node_infos();
         let now = SystemTime::now();
 
@@ -451,10 +455,9 @@ impl Loop {
         if changes.is_empty() {
             return result;
         }
-        let results = self
-            .store
-            .update_many_from(changes.iter().map(|c| (&*c.old, c.new.clone())))
-            .await;
+        let decided_at = std::time::Instant::now();
+        let results = write_changes(&self.store, &changes, self.options.write_concurrency).await;
+        let (planning, writing) = (decided_at - started, decided_at.elapsed());
 
         // Record the outcome and announce the commits, each group under its span.
         let mut results = results.into_iter();
@@ -515,10 +518,32 @@ impl Loop {
         self.stats
             .conflicts
             .fetch_add(result.conflicts as u64, Ordering::Relaxed);
-        tracing::debug!(?result, "scheduling pass");
+        tracing::debug!(?result, ?planning, ?writing, "scheduling pass");
         result
     }
 }
+
+/// Writes `changes` as CAS updates, `concurrency` slices of [`WRITE_SLICE`] at once
+/// (each slice packs its own transactions and keeps several in flight); results in input
+/// order.
+async fn write_changes(
+    store: &Store,
+    changes: &[&Change],
+    concurrency: usize,
+) -> Vec<shoal_store::Result<Task>> {
+    let slices: Vec<_> = changes
+        .chunks(WRITE_SLICE)
+        .map(|slice| store.update_many_from(slice.iter().map(|c| (&*c.old, c.new.clone()))))
+        .collect();
+    futures::stream::iter(slices)
+        .buffered(concurrency.max(1))
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await
+}
+
+/// Tasks per [`Store::update_many_from`] call of a pass's write.
+const WRITE_SLICE: usize = 1024;
 
 /// The event announcing a committed task change.
 fn task_event(task: &Task) -> Event {
