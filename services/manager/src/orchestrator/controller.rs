@@ -303,7 +303,7 @@ impl Controller {
                 let matters = match before {
                     None => terminal(now.0),
                     Some(b) => (terminal(now.0) && !terminal(b.0)) || b.1 != now.1,
-                };
+                } || self.placed_on_lost_node(&t);
                 if matters {
                     self.queue.push(&t.service_id);
                 }
@@ -320,6 +320,21 @@ impl Controller {
                     .map(|t| (t.id().to_string(), state_pair(t)))
                     .collect();
                 self.enqueue_all();
+            }
+        }
+    }
+
+    /// A task still wanted on a node that is down, drained or gone (e.g. assigned just
+    /// as its node went down): the node's own event came before it.
+    fn placed_on_lost_node(&self, t: &Task) -> bool {
+        if t.node_id.is_empty() || t.desired_state > TaskState::Running as i32 {
+            return false;
+        }
+        match self.nodes.get(&t.node_id) {
+            None => true,
+            Some(n) => {
+                super::node_state(&n) == shoal_proto::v1::node_status::State::Down
+                    || super::availability(&n) == shoal_proto::v1::node_spec::Availability::Drain
             }
         }
     }
@@ -632,29 +647,6 @@ impl Controller {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::WorkQueue;
-
-    #[test]
-    fn the_queue_holds_each_id_once_and_is_bounded() {
-        let mut q = WorkQueue::new(2);
-        q.push("a");
-        q.push("b");
-        q.push("a");
-        q.push("");
-        assert!(!q.overflowed);
-        q.push("c");
-        assert!(q.overflowed, "a full queue drops and asks for a resync");
-        assert_eq!(q.pop().as_deref(), Some("a"));
-        q.push("a");
-        assert_eq!(q.pop().as_deref(), Some("b"));
-        assert_eq!(q.pop().as_deref(), Some("a"));
-        assert_eq!(q.pop(), None);
-        assert!(q.is_empty());
-    }
-}
-
 fn bytes_of(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(s.as_bytes())
 }
@@ -717,4 +709,27 @@ fn task_event(action: &str, t: &Task) -> Event {
         e.attributes.insert("name".into(), a.name.clone());
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkQueue;
+
+    #[test]
+    fn the_queue_holds_each_id_once_and_is_bounded() {
+        let mut q = WorkQueue::new(2);
+        q.push("a");
+        q.push("b");
+        q.push("a");
+        q.push("");
+        assert!(!q.overflowed);
+        q.push("c");
+        assert!(q.overflowed, "a full queue drops and asks for a resync");
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        q.push("a");
+        assert_eq!(q.pop().as_deref(), Some("b"));
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        assert_eq!(q.pop(), None);
+        assert!(q.is_empty());
+    }
 }
