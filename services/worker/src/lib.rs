@@ -106,10 +106,17 @@ async fn start_tasks(
     let advertise = cfg.effective_advertise_addr();
     let docker = executor::docker::DockerExecutor::connect(node_id).await;
     let process = executor::process::ProcessExecutor::new(&cfg.state_dir, node_id, &advertise);
-    let found = match &docker {
-        Some(d) => d.managed().await,
-        None => Vec::new(),
-    };
+    // Runtimes of this node's tasks the state file may not know (a worker that died
+    // between starting one and recording it).
+    let mut found: Vec<(String, executor::Handle)> = process.managed();
+    if let Some(d) = &docker {
+        found.extend(
+            d.managed()
+                .await
+                .into_iter()
+                .map(|(task, id)| (task, executor::Handle::Container { id })),
+        );
+    }
     let executors = executor::Executors {
         docker: docker.map(|d| d as Arc<dyn executor::Executor>),
         process,
@@ -122,12 +129,7 @@ async fn start_tasks(
         reports_tx,
         bus.as_ref().map(|b| b.log_publisher(logs::PUBLISH_QUEUE)),
     );
-    manager.add_adoptable(
-        found
-            .into_iter()
-            .map(|(task, id)| (task, executor::Handle::Container { id }))
-            .collect(),
-    );
+    manager.add_adoptable(found);
     tokio::spawn(tasks::reporter::run(reports_rx, link.clone()));
     let stop = shutdown.child_token();
     tokio::spawn(tasks::assignments::follow(

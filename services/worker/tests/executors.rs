@@ -320,3 +320,37 @@ async fn a_container_is_stopped_with_its_grace_period() {
     assert_eq!(exec.wait(&h).await, Exit::Code(0));
     exec.remove(&h).await.unwrap();
 }
+
+#[tokio::test]
+async fn task_processes_of_the_node_are_found_without_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = unique("node");
+    let first = ProcessExecutor::new(dir.path(), &node, "127.0.0.1");
+    // The leader forks a child: it inherits the environment but is not the leader.
+    let t = task(
+        "found1",
+        process(&["sh", "-c", "sleep 300 & exec sleep 300"], &[]),
+    );
+    let h = run_process(&first, &t).await;
+    let Handle::Process { pid, .. } = h.clone() else {
+        panic!("process handle")
+    };
+    let second = ProcessExecutor::new(dir.path(), &node, "127.0.0.1");
+    let found = wait_for("the task process", DEADLINE, || async {
+        let f = second.managed();
+        (!f.is_empty()).then_some(f)
+    })
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1, "only the group leader: {found:?}");
+    assert_eq!(found[0].0, "found1");
+    assert_eq!(found[0].1, h);
+    assert!(
+        ProcessExecutor::new(dir.path(), "another-node", "127.0.0.1")
+            .managed()
+            .iter()
+            .all(|(task, _)| task != "found1")
+    );
+    second.stop(&h, Duration::from_secs(5)).await.unwrap();
+    assert!(!alive(pid));
+}

@@ -56,6 +56,55 @@ impl ProcessExecutor {
         })
     }
 
+    /// Task processes of this node found running (group leaders whose environment
+    /// names this node and a task): what a worker that died before recording them
+    /// left behind. (task id, handle).
+    pub fn managed(&self) -> Vec<(String, Handle)> {
+        let node = format!("SHOAL_NODE_ID={}", self.node_id);
+        let mut found = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Some((state, start_time, pgrp)) = proc_stat_full(pid) else {
+                continue;
+            };
+            if pgrp != pid || state == 'Z' {
+                continue;
+            }
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            if !vars.contains(&node.as_bytes()) {
+                continue;
+            }
+            let task = vars.iter().find_map(|v| v.strip_prefix(b"SHOAL_TASK_ID="));
+            let Some(task) = task.and_then(|t| std::str::from_utf8(t).ok()) else {
+                continue;
+            };
+            if task.is_empty() || task.contains('/') {
+                continue;
+            }
+            found.push((
+                task.to_string(),
+                Handle::Process {
+                    pid,
+                    start_time,
+                    log: self.log_dir.join(format!("{task}.log")),
+                },
+            ));
+        }
+        found
+    }
+
     fn child(&self, pid: i32) -> Option<watch::Receiver<Option<i32>>> {
         self.children.lock().ok().and_then(|c| c.get(&pid).cloned())
     }
@@ -72,6 +121,11 @@ fn exit_code(status: ExitStatus) -> i32 {
 
 /// A process's state letter and start time from `/proc/<pid>/stat`.
 pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    proc_stat_full(pid).map(|(state, start, _)| (state, start))
+}
+
+/// State letter, start time and process group from `/proc/<pid>/stat`.
+fn proc_stat_full(pid: i32) -> Option<(char, u64, i32)> {
     if pid <= 0 {
         return None;
     }
@@ -79,10 +133,11 @@ pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
     // The command name is in parentheses and may contain anything: parse after it.
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
+    // Field 3 is the state, 4 the parent, 5 the process group, 22 the start time.
     let state = fields.next()?.chars().next()?;
-    // After the state come fields 4..; starttime is field 22, i.e. the 19th after state.
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some((state, start_time))
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    let start_time = fields.nth(16)?.parse().ok()?;
+    Some((state, start_time, pgrp))
 }
 
 /// Whether the process `pid` started at `start_time` is still alive (zombies are not).

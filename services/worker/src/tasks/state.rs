@@ -96,8 +96,8 @@ impl StateFile {
         let tmp = self.path.with_extension("json.tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
+            // No fsync: this guards against the worker dying, not the host.
             f.write_all(&body)?;
-            f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)
     }
