@@ -415,6 +415,14 @@ impl Inner {
             Some(h) => match executor.inspect(&h).await {
                 Liveness::Running => {
                     tracing::info!(task = %name, ?h, "adopted a running task");
+                    if observed < RUNNING {
+                        // The worker died between starting it and saying so.
+                        self.report(
+                            id,
+                            status(TaskState::Running, "started", "", Some(h.runtime_status(0))),
+                        )
+                        .await;
+                    }
                     Some(h)
                 }
                 Liveness::Exited(exit) => {

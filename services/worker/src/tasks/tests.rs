@@ -388,3 +388,23 @@ async fn a_task_dropped_from_a_complete_set_is_stopped() {
     wait_gone(pid).await;
     assert!(f.manager.task_ids().is_empty());
 }
+
+#[tokio::test]
+async fn an_adopted_task_not_yet_reported_running_is_reported_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m1, mut r1) = manager_in(dir.path(), false);
+    let t = process_task("late1", 1, &["sleep", "60"], TaskState::Running);
+    m1.apply(complete("1", vec![t.clone()])).unwrap();
+    until(&mut r1, "late1", TaskState::Running).await;
+    let pid = pid_of(&m1, "late1");
+    m1.detach();
+    // The store still says STARTING: the RUNNING report was lost with the worker.
+    let (m2, mut r2) = manager_in(dir.path(), false);
+    m2.apply(complete("1", vec![with_state(t, TaskState::Starting)]))
+        .unwrap();
+    let seen = until(&mut r2, "late1", TaskState::Running).await;
+    assert_eq!(seen.len(), 1, "only RUNNING: {seen:?}");
+    assert_eq!(pid_of(&m2, "late1"), pid);
+    m2.apply(complete("2", Vec::new())).unwrap();
+    wait_gone(pid).await;
+}
