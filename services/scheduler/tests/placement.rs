@@ -289,10 +289,11 @@ async fn a_hint_carrying_a_revision_is_served() -> anyhow::Result<()> {
         .publish_raw(SCHEDULE_WORK_SUBJECT, Bytes::from(revision.to_string()))
         .await?;
     c.wait_assigned("svc-h", 1).await?;
-    assert_eq!(
-        s.stats().placed.load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    // The counter moves once the pass has handled its results, just after the commit.
+    shoal_testkit::wait_for("the placement counted", DEADLINE, || async {
+        (s.stats().placed.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -366,8 +367,16 @@ async fn two_schedulers_assign_a_thousand_tasks_exactly_once() -> anyhow::Result
     assert_eq!(assigned.len(), TASKS);
     let twice: Vec<_> = assigned.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "assigned more than once: {twice:?}");
-    let placed = a.stats().placed.load(std::sync::atomic::Ordering::Relaxed)
-        + b.stats().placed.load(std::sync::atomic::Ordering::Relaxed);
+    let counted = || {
+        a.stats().placed.load(std::sync::atomic::Ordering::Relaxed)
+            + b.stats().placed.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // The counters move once a pass has handled its results, just after the commit.
+    let placed = shoal_testkit::wait_for("placements counted", DEADLINE, || async {
+        let n = counted();
+        (n >= TASKS as u64).then_some(n)
+    })
+    .await?;
     assert_eq!(
         placed, TASKS as u64,
         "committed placements of both schedulers"
