@@ -21,6 +21,32 @@ use super::{
 /// Control API refuses such specs; this only guards stored data). A node that stops
 /// matching loses its task.
 pub fn eligible(node: &Node, service: &Service) -> bool {
+    has_executor(node, service) && constraints_match(node, service)
+}
+
+/// Whether the node offers an executor for the service's runtime (containers need
+/// Docker, processes the process executor). A node that runs no worker — a manager
+/// alone on its host — offers none and gets no global task, as the scheduler would
+/// find no executor there either.
+fn has_executor(node: &Node, service: &Service) -> bool {
+    use shoal_proto::v1::executor_description::Kind;
+    use shoal_proto::v1::task_spec::Runtime;
+    let want = match service
+        .spec
+        .as_ref()
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.runtime.as_ref())
+    {
+        Some(Runtime::Container(_)) => Kind::Docker,
+        Some(Runtime::Process(_)) => Kind::Process,
+        None => return true,
+    };
+    node.description
+        .as_ref()
+        .is_some_and(|d| d.executors.iter().any(|e| e.kind() == want))
+}
+
+fn constraints_match(node: &Node, service: &Service) -> bool {
     let exprs: &[String] = service
         .spec
         .as_ref()
@@ -158,6 +184,38 @@ mod tests {
     use super::*;
     use crate::orchestrator::testutil::*;
     use shoal_proto::v1::{RestartPolicy, TaskState, restart_policy::Condition};
+
+    #[test]
+    fn a_node_without_an_executor_for_the_runtime_is_not_eligible() {
+        use shoal_proto::v1::executor_description::Kind;
+        use shoal_proto::v1::{ExecutorDescription, NodeDescription, ProcessSpec, task_spec};
+        let mut svc = global_service("s", "agent");
+        if let Some(task) = svc.spec.as_mut().and_then(|s| s.task.as_mut()) {
+            task.runtime = Some(task_spec::Runtime::Process(ProcessSpec {
+                command: vec!["sleep".into()],
+                ..Default::default()
+            }));
+        }
+        let bare = ready("manager");
+        let mut docker_only = ready("d");
+        docker_only.description = Some(NodeDescription {
+            executors: vec![ExecutorDescription {
+                kind: Kind::Docker as i32,
+                version: String::new(),
+            }],
+            ..Default::default()
+        });
+        let mut both = docker_only.clone();
+        if let Some(d) = both.description.as_mut() {
+            d.executors.push(ExecutorDescription {
+                kind: Kind::Process as i32,
+                version: String::new(),
+            });
+        }
+        assert!(!eligible(&bare, &svc));
+        assert!(!eligible(&docker_only, &svc));
+        assert!(eligible(&both, &svc));
+    }
 
     fn on_node(id: &str, node: &str) -> Task {
         task(id, 0, node, TaskState::Running)
