@@ -5,8 +5,9 @@
 //! - hints on [`SCHEDULE_WORK_SUBJECT`] through a NATS queue group (N replicas share
 //!   them); a hint whose payload is an etcd revision waits (bounded) for the task
 //!   cache to reach it first;
-//! - the task cache: a task becoming schedulable, and — while some task is
-//!   unplaceable — any task leaving a node or finishing (capacity freed);
+//! - the task cache: a task becoming schedulable (after `backup_grace`, so the replica
+//!   that got the task's hint places it and the others do not race it), and — while
+//!   some task is unplaceable — any task leaving a node or finishing (capacity freed);
 //! - the node cache: any node change (ready, availability, labels, resources);
 //! - NATS reconnects / slow-consumer signals and cache restarts or lag;
 //! - a periodic scan (`scan_interval`), the safety net.
@@ -57,6 +58,11 @@ pub struct SchedulerOptions {
     pub hint_wait: Duration,
     /// How many slices of a pass's writes are committed at once.
     pub write_concurrency: usize,
+    /// How long a new pending task seen only in the cache waits for the replica that
+    /// got its hint: with several replicas, the hinted one places it and the others
+    /// find nothing left to do instead of racing it; without a hint, this is the
+    /// latency.
+    pub backup_grace: Duration,
     pub spread: SpreadOptions,
 }
 
@@ -69,6 +75,7 @@ impl Default for SchedulerOptions {
             queue_group: "shoal-scheduler".to_string(),
             hint_wait: Duration::from_secs(2),
             write_concurrency: 4,
+            backup_grace: Duration::from_millis(250),
             spread: SpreadOptions::default(),
         }
     }
@@ -160,6 +167,7 @@ impl Scheduler {
         .await??;
 
         let work = Arc::new(Notify::new());
+        let backup = Arc::new(Notify::new());
         let stats = Arc::new(Stats::default());
         let tasks_reader = tasks.reader();
 
@@ -167,7 +175,14 @@ impl Scheduler {
         let task_events = tasks.subscribe();
         let node_events = nodes.subscribe();
         let signals = bus.signals();
-        spawn_until(&stop, watch_tasks(task_events, work.clone(), stats.clone()));
+        spawn_until(
+            &stop,
+            watch_tasks(task_events, work.clone(), backup.clone(), stats.clone()),
+        );
+        spawn_until(
+            &stop,
+            delay_backup(backup, work.clone(), options.backup_grace),
+        );
         spawn_until(&stop, watch_nodes(node_events, work.clone()));
         spawn_until(&stop, watch_bus(signals, work.clone()));
         spawn_until(
@@ -230,16 +245,31 @@ fn frees_node(task: &Task) -> bool {
             || task.desired_state > TaskState::Running as i32)
 }
 
+/// Turns backup triggers into work after `grace`, coalescing those that arrive
+/// meanwhile.
+async fn delay_backup(backup: Arc<Notify>, work: Arc<Notify>, grace: Duration) {
+    loop {
+        backup.notified().await;
+        tokio::time::sleep(grace).await;
+        work.notify_one();
+    }
+}
+
 async fn watch_tasks(
     mut events: broadcast::Receiver<CacheEvent<Task>>,
     work: Arc<Notify>,
+    backup: Arc<Notify>,
     stats: Arc<Stats>,
 ) {
     loop {
         let wake = match events.recv().await {
+            Ok(CacheEvent::Upserted(t)) if is_schedulable(&t) => {
+                // New work announced by a hint to some replica: back it up only.
+                backup.notify_one();
+                false
+            }
             Ok(CacheEvent::Upserted(t)) => {
-                is_schedulable(&t)
-                    || (stats.unplaceable.load(Ordering::Relaxed) > 0 && frees_node(&t))
+                stats.unplaceable.load(Ordering::Relaxed) > 0 && frees_node(&t)
             }
             Ok(CacheEvent::Deleted(_)) => stats.unplaceable.load(Ordering::Relaxed) > 0,
             Ok(CacheEvent::Restarted { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => true,

@@ -381,6 +381,15 @@ async fn two_schedulers_assign_a_thousand_tasks_exactly_once() -> anyhow::Result
         placed, TASKS as u64,
         "committed placements of both schedulers"
     );
+    println!(
+        "lost CAS: {} + {}",
+        a.stats()
+            .conflicts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        b.stats()
+            .conflicts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
 
     let stored = c.tasks("svc-many").await?;
     assert_eq!(stored.len(), TASKS);
