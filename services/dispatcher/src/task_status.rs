@@ -168,8 +168,12 @@ struct Pending {
 /// Counters for the bench and tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriterStats {
+    /// Task statuses written.
     pub written: u64,
+    /// Batches committed.
     pub batches: u64,
+    /// Time spent committing batches (not waiting for them to fill).
+    pub busy: Duration,
 }
 
 /// The writer task's state.
@@ -268,6 +272,7 @@ impl StatusWriterTask {
                 failed: None,
             });
         }
+        let started = Instant::now();
         let span = tracing::debug_span!(
             "write task status",
             reports = reports.len(),
@@ -408,6 +413,7 @@ impl StatusWriterTask {
             let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             stats.written += written;
             stats.batches += 1;
+            stats.busy += started.elapsed();
         }
 
         for p in reports {

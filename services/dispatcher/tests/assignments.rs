@@ -273,3 +273,27 @@ async fn shutdown_ends_the_stream_with_unavailable() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn removing_the_node_ends_its_assignment_stream() -> anyhow::Result<()> {
+    let swarm = Swarm::start(LONG_PERIOD).await?;
+    let d = swarm.start_dispatcher().await?;
+    let mut a = swarm.worker_session(&d).await?;
+    let mut stream = open_assignments(&mut a.client, &a.session_id).await?;
+    next_assignments(&mut stream).await?;
+    swarm
+        .store()
+        .delete::<shoal_proto::v1::Node>(&a.node_id, None)
+        .await?;
+    let end = tokio::time::timeout(DEADLINE, stream.message()).await?;
+    assert_eq!(
+        end.err().map(|s| s.code()),
+        Some(Code::Aborted),
+        "the stream ends with the session"
+    );
+    shoal_testkit::wait_for("no assignment stream left", DEADLINE, || async {
+        (d.dispatcher.assignment_streams() == 0).then_some(())
+    })
+    .await?;
+    d.stop().await
+}
