@@ -164,16 +164,17 @@ async fn seed_flow_create_scale_ps_rm() -> anyhow::Result<()> {
         processes_of("demo").is_empty().then_some(())
     })
     .await?;
-    let mut control = stack.control().await?;
     let service_ids: Vec<String> = tasks.iter().map(|t| t.service_id.clone()).collect();
     wait_for("demo's tasks to be reaped", DEADLINE, || {
         let filters = ListFilters {
             service_ids: service_ids.clone(),
             ..Default::default()
         };
-        let control = &mut control;
-        async move {
-            let left = control
+        async {
+            let left = stack
+                .control()
+                .await
+                .ok()?
                 .list_tasks(ListTasksRequest {
                     filters: Some(filters),
                 })

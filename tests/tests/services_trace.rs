@@ -53,7 +53,22 @@ async fn service_create_is_one_trace_across_every_service() -> anyhow::Result<()
             s.service_name.as_deref() == Some("shoal-cli") && s.parent_span_id_hex().is_empty()
         })
     })
-    .await?;
+    .await;
+    let root = match root {
+        Ok(root) => root,
+        Err(e) => {
+            let cli: Vec<String> = collector
+                .spans()
+                .into_iter()
+                .filter(|s| s.service_name.as_deref() == Some("shoal-cli"))
+                .map(|s| format!("{} (parent {:?})", s.span.name, s.parent_span_id_hex()))
+                .collect();
+            anyhow::bail!(
+                "{e}; the CLI's spans: {cli:?}; CLI stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
     let trace = root.trace_id_hex();
     let wanted: &[(&str, &str)] = &[
         ("shoal-manager", "CreateService"),

@@ -95,8 +95,7 @@ pub enum Error {
     Shutdown(#[from] opentelemetry_sdk::error::OTelSdkError),
 }
 
-type Filtered = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
-type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync + 'static>;
+type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync + 'static>;
 
 /// Installs the global subscriber (logs, optional OTLP span export) and the global W3C
 /// trace-context propagator. Call once per process, inside a tokio runtime, and keep
@@ -113,10 +112,12 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
             .with_writer(std::io::stderr)
             // Colours only for a person at a terminal, never into log files.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed(),
     };
     let mut layers = vec![fmt_layer];
@@ -142,10 +143,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
         None => None,
     };
 
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(layers)
-        .try_init()?;
+    tracing_subscriber::registry().with(layers).try_init()?;
     Ok(TelemetryGuard { provider })
 }
 
@@ -164,12 +162,13 @@ fn env_filter(configured: &str) -> Result<EnvFilter, Error> {
         })
 }
 
-/// Spans exported over OTLP follow the log filter, minus the gRPC/HTTP machinery that
-/// the exporter itself drives: tracing those would feed every export back into the
-/// next batch.
+/// Spans exported over OTLP: INFO and above whatever the log filter says (a CLI that
+/// logs only warnings still exports its command's span), minus the gRPC/HTTP machinery
+/// that the exporter itself drives: tracing those would feed every export back into
+/// the next batch.
 fn exporter_machinery_off() -> Targets {
     Targets::new()
-        .with_default(LevelFilter::TRACE)
+        .with_default(LevelFilter::INFO)
         .with_target("h2", LevelFilter::OFF)
         .with_target("hyper", LevelFilter::OFF)
         .with_target("hyper_util", LevelFilter::OFF)
