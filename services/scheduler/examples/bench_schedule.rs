@@ -128,14 +128,17 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = ShutdownToken::new();
     let started = Instant::now();
     let mut running = Vec::new();
+    // Placing starts as soon as the first scheduler is up.
+    let mut synced = None;
     for _ in 0..schedulers {
         let state = ClusterState {
             store: Store::connect(&endpoints, shoal_store::DEFAULT_PREFIX).await?,
             bus: EventBus::connect(&infra.nats.url(), "bench-scheduler").await?,
         };
         running.push(Scheduler::start(state, SchedulerOptions::default(), shutdown.clone()).await?);
+        synced.get_or_insert(started.elapsed());
     }
-    let synced = started.elapsed();
+    let synced = synced.unwrap_or_default();
     let placed = || {
         running
             .iter()
