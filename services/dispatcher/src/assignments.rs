@@ -422,6 +422,8 @@ pub(crate) fn stable_eq(a: &Task, b: &Task) -> bool {
         spec_version,
         job_iteration,
         trace_context: _,
+        // Never changes after creation; the worker has no use for it.
+        restart_count: _,
     } = a;
     *spec == b.spec
         && *desired_state == b.desired_state

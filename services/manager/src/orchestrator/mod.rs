@@ -87,6 +87,39 @@ pub fn reconcile(
     nodes: &HashMap<String, Node>,
     now: SystemTime,
 ) -> Plan {
+    let mut plan = reconcile_mode(service, tasks, nodes, now);
+    number_restarts(&mut plan.create, tasks);
+    plan
+}
+
+/// Gives each new task its `restart_count`: one more than the newest task of the same
+/// slot (node, for global tasks) under the same spec version, 0 for a fresh slot or a
+/// new spec. The count survives the reaper, so `--restart-max-attempts` above the task
+/// history limit still stops.
+pub fn number_restarts(created: &mut [Task], tasks: &[Task]) {
+    for new in created.iter_mut() {
+        let same_slot = |t: &&Task| {
+            t.service_id == new.service_id
+                && t.slot == new.slot
+                && (new.slot != 0 || t.node_id == new.node_id)
+        };
+        let predecessor = tasks
+            .iter()
+            .filter(same_slot)
+            .min_by(|a, b| newest_first(a, b));
+        new.restart_count = match predecessor {
+            Some(p) if p.spec_version == new.spec_version => p.restart_count + 1,
+            _ => 0,
+        };
+    }
+}
+
+fn reconcile_mode(
+    service: &shoal_proto::v1::Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    now: SystemTime,
+) -> Plan {
     use shoal_proto::v1::service_spec::Mode;
     match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
         Some(Mode::Global(_)) => reconcile_global(service, tasks, nodes, now),
@@ -241,3 +274,35 @@ pub(crate) fn duration(d: Option<&prost_types::Duration>) -> Option<Duration> {
 
 #[cfg(test)]
 pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn new_tasks_count_the_restarts_of_their_slot() {
+        let mut old = dead_task("a", 1, TaskState::Failed, 10, 11);
+        old.service_id = "svc1".into();
+        old.restart_count = 3;
+        let mut other_slot = dead_task("b", 2, TaskState::Failed, 12, 13);
+        other_slot.service_id = "svc1".into();
+        let mut created = vec![old.clone(), other_slot.clone()];
+        for (t, id) in created.iter_mut().zip(["n1", "n2"]) {
+            t.meta = Some(shoal_proto::v1::Meta {
+                id: id.into(),
+                ..Default::default()
+            });
+            t.restart_count = 0;
+        }
+        let mut fresh = old.clone();
+        fresh.slot = 3;
+        created.push(fresh);
+        let mut new_spec = old.clone();
+        new_spec.spec_version = Some(shoal_proto::v1::Version { index: 99 });
+        created.push(new_spec);
+        number_restarts(&mut created, &[old, other_slot]);
+        let counts: Vec<u64> = created.iter().map(|t| t.restart_count).collect();
+        assert_eq!(counts, vec![4, 1, 0, 0]);
+    }
+}

@@ -37,8 +37,9 @@ pub enum RestartDecision {
 /// The answer depends only on the tasks, never on the time of the call, so a
 /// level-triggered reconcile asking again gets the same decision.
 ///
-/// Limitation: the reaper keeps only the newest dead tasks of a slot, so a
-/// `max_attempts` above the task history limit is counted against what is left.
+/// Without a window, the dead task's `restart_count` (set when it was created) also
+/// counts, so attempts whose tasks the reaper removed still count. With a window, only
+/// the slot's tasks still in the store can say when they were created.
 pub fn decide_restart(
     dead: &Task,
     slot_tasks: &[Task],
@@ -71,11 +72,16 @@ pub fn decide_restart(
         });
         let window = duration(policy.window.as_ref()).filter(|w| !w.is_zero());
         let since = window.and_then(|w| died_at.checked_sub(w));
-        let restarts = peers
+        let mut restarts = peers
             .iter()
             .skip(1)
             .filter(|t| since.is_none_or(|since| created(t) >= since))
             .count() as u64;
+        // Without a window every attempt counts, including those the reaper removed:
+        // the dead task carries the count.
+        if window.is_none() {
+            restarts = restarts.max(dead.restart_count);
+        }
         if restarts >= policy.max_attempts {
             return RestartDecision::NoRestart;
         }
@@ -105,6 +111,23 @@ mod tests {
                 nanos: 0,
             }),
         }
+    }
+
+    #[test]
+    fn attempts_the_reaper_removed_still_count() {
+        let p = policy(Condition::Any, 0, 7, 0);
+        // Only the dead task is left in the store; it is the 8th of its slot.
+        let mut dead = dead_task("t8", 1, TaskState::Failed, 80, 81);
+        dead.restart_count = 7;
+        assert_eq!(
+            decide_restart(&dead, &[], Some(&p)),
+            RestartDecision::NoRestart
+        );
+        dead.restart_count = 6;
+        assert!(matches!(
+            decide_restart(&dead, &[], Some(&p)),
+            RestartDecision::Restart { .. }
+        ));
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub fn new_task_at(
         spec_version: service.spec_version,
         job_iteration,
         trace_context: trace,
+        // Set by `number_restarts` once the slot's history is known.
+        restart_count: 0,
     }
 }
 
