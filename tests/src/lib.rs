@@ -448,7 +448,11 @@ impl Stack {
     /// Starts a worker running as the manager's own node (sharing the manager's state
     /// dir and the node certificate the manager writes there), as `up.sh` does.
     /// Returns the manager's node id.
-    pub async fn add_manager_worker(&mut self, infra: &Infra, extra: &str) -> anyhow::Result<String> {
+    pub async fn add_manager_worker(
+        &mut self,
+        infra: &Infra,
+        extra: &str,
+    ) -> anyhow::Result<String> {
         let state_dir = self.swarm.manager.state_dir.clone();
         let node_id = std::fs::read_to_string(state_dir.join("node-id"))?
             .trim()
@@ -553,7 +557,12 @@ pub fn kill_task_leftovers(node_ids: &[String]) {
     }
     for id in node_ids {
         let listed = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=shoal.node.id={id}")])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=shoal.node.id={id}"),
+            ])
             .output();
         if let Ok(out) = listed {
             let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -590,7 +599,11 @@ pub fn task_processes() -> Vec<(u32, Vec<String>)> {
     };
     let mut found = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // Zombies keep their environ readable but are dead: skip them.

@@ -148,6 +148,9 @@ async fn containers_run_as_tasks_and_go_with_the_service() -> anyhow::Result<()>
     })
     .await?;
     let err = failed.status.map(|s| s.err).unwrap_or_default();
-    assert!(err.contains("No such image: shoal-test/not-here:1"), "{err}");
+    assert!(
+        err.contains("No such image: shoal-test/not-here:1"),
+        "{err}"
+    );
     Ok(())
 }

@@ -112,7 +112,13 @@ async fn seed_flow_create_scale_ps_rm() -> anyhow::Result<()> {
     // as a process.
     let out = stack
         .cli_ok(&[
-            "service", "create", "--process", "--name", "demo", "sh", "-c",
+            "service",
+            "create",
+            "--process",
+            "--name",
+            "demo",
+            "sh",
+            "-c",
             "while true; do sleep 3600; done",
         ])
         .await?;
@@ -318,7 +324,14 @@ async fn a_global_service_follows_the_nodes() -> anyhow::Result<()> {
     let mut stack = Stack::start(&infra, StackOptions::default()).await?;
     let out = stack
         .cli_ok(&[
-            "service", "create", "--process", "--name", "agent", "--mode", "global", "sleep",
+            "service",
+            "create",
+            "--process",
+            "--name",
+            "agent",
+            "--mode",
+            "global",
+            "sleep",
             "3600",
         ])
         .await?;
@@ -328,7 +341,11 @@ async fn a_global_service_follows_the_nodes() -> anyhow::Result<()> {
 
     let fourth = stack.add_worker(&infra, "").await?;
     let tasks = wait_running(&stack, "agent", 4).await?;
-    assert_eq!(per_node(&tasks).get(&fourth), Some(&1), "the new node gets one");
+    assert_eq!(
+        per_node(&tasks).get(&fourth),
+        Some(&1),
+        "the new node gets one"
+    );
     Ok(())
 }
 
@@ -355,7 +372,10 @@ async fn constraints_place_or_explain() -> anyhow::Result<()> {
         ])
         .await?;
     let tasks = wait_running(&stack, "ctl", 2).await?;
-    assert!(tasks.iter().all(|t| t.node_id == manager), "on the manager only");
+    assert!(
+        tasks.iter().all(|t| t.node_id == manager),
+        "on the manager only"
+    );
 
     // An impossible constraint: PENDING with Swarm's explanation, then placed once a
     // node gets the label.
@@ -563,7 +583,11 @@ async fn a_restarted_worker_readopts_its_tasks() -> anyhow::Result<()> {
     ids_after.sort();
     assert_eq!(ids_before, ids_after, "the same tasks");
     assert!(ids_after.contains(&node_task));
-    assert_eq!(processes_of("keep"), pids, "the same processes, none duplicated");
+    assert_eq!(
+        processes_of("keep"),
+        pids,
+        "the same processes, none duplicated"
+    );
     assert_eq!(tasks_of(&stack, "keep").await?.len(), 3, "no new task");
     Ok(())
 }

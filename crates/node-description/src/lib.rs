@@ -148,6 +148,9 @@ mod docker_tests {
             return;
         }
         let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert_eq!(super::docker_version().await.as_deref(), Some(want.as_str()));
+        assert_eq!(
+            super::docker_version().await.as_deref(),
+            Some(want.as_str())
+        );
     }
 }
