@@ -11,7 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use shoal_pki::{NodeCredentials, NodeKey};
 use shoal_proto::v1::control_client::ControlClient;
-use shoal_proto::v1::{InitClusterRequest, InitClusterResponse};
+use shoal_proto::v1::{
+    InitClusterRequest, InitClusterResponse, ListFilters, ListServicesRequest, ListTasksRequest,
+    Task, TaskState,
+};
 use shoal_testkit::{Infra, Process, binary, free_port, wait_for};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
@@ -494,6 +497,36 @@ impl Stack {
         self.swarm.manager.control(&self.swarm.admin).await
     }
 
+    /// Every task of the service named `name` (none when there is no such service).
+    pub async fn tasks_of(&self, name: &str) -> anyhow::Result<Vec<Task>> {
+        let mut control = self.control().await?;
+        let service = control
+            .list_services(ListServicesRequest {
+                filters: Some(ListFilters {
+                    names: vec![name.to_string()],
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .services
+            .into_iter()
+            .next();
+        let Some(service) = service else {
+            return Ok(Vec::new());
+        };
+        Ok(control
+            .list_tasks(ListTasksRequest {
+                filters: Some(ListFilters {
+                    service_ids: vec![service.meta.map(|m| m.id).unwrap_or_default()],
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .tasks)
+    }
+
     /// Runs the `shoal` CLI against this stack, as a user would (SHOAL_HOST and
     /// SHOAL_CERT_DIR set, no TTY).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
@@ -655,4 +688,22 @@ pub async fn join_worker_with(
     .await?;
     worker.wait_serving(&swarm.admin, "swarm-worker").await?;
     Ok((worker, joined.node_id))
+}
+
+/// A task's observed state (NEW when unknown).
+pub fn task_state(t: &Task) -> TaskState {
+    t.status
+        .as_ref()
+        .and_then(|s| TaskState::try_from(s.state).ok())
+        .unwrap_or(TaskState::New)
+}
+
+/// A task's desired state (NEW when unknown).
+pub fn task_desired(t: &Task) -> TaskState {
+    TaskState::try_from(t.desired_state).unwrap_or(TaskState::New)
+}
+
+/// A task's id.
+pub fn task_id(t: &Task) -> String {
+    t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
 }

@@ -5,48 +5,12 @@
 
 use std::time::Duration;
 
-use shoal_proto::v1::{ListFilters, ListServicesRequest, ListTasksRequest, Task, TaskState};
-use shoal_scenarios::{Stack, StackOptions};
+use shoal_proto::v1::{Task, TaskState};
+use shoal_scenarios::{Stack, StackOptions, task_state};
 use shoal_testkit::docker::{busybox_image, docker_available};
 use shoal_testkit::{Infra, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn state(t: &Task) -> TaskState {
-    t.status
-        .as_ref()
-        .and_then(|s| TaskState::try_from(s.state).ok())
-        .unwrap_or(TaskState::New)
-}
-
-async fn tasks_of(stack: &Stack, name: &str) -> anyhow::Result<Vec<Task>> {
-    let mut control = stack.control().await?;
-    let service = control
-        .list_services(ListServicesRequest {
-            filters: Some(ListFilters {
-                names: vec![name.to_string()],
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .services
-        .into_iter()
-        .next();
-    let Some(service) = service else {
-        return Ok(Vec::new());
-    };
-    Ok(control
-        .list_tasks(ListTasksRequest {
-            filters: Some(ListFilters {
-                service_ids: vec![service.meta.map(|m| m.id).unwrap_or_default()],
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .tasks)
-}
 
 /// Names of the containers (running or not) labelled as tasks of `service`.
 fn containers_of(service: &str) -> anyhow::Result<Vec<String>> {
@@ -101,10 +65,10 @@ async fn containers_run_as_tasks_and_go_with_the_service() -> anyhow::Result<()>
         ])
         .await?;
     assert!(out.contains("verify: Service converged"), "{out}");
-    let tasks = tasks_of(&stack, "box").await?;
+    let tasks = stack.tasks_of("box").await?;
     let running: Vec<&Task> = tasks
         .iter()
-        .filter(|t| state(t) == TaskState::Running)
+        .filter(|t| task_state(t) == TaskState::Running)
         .collect();
     assert_eq!(running.len(), 2);
     let names = containers_of("box")?;
@@ -139,14 +103,13 @@ async fn containers_run_as_tasks_and_go_with_the_service() -> anyhow::Result<()>
             "shoal-test/not-here:1",
         ])
         .await?;
-    let failed = wait_for("ghost's task to fail", DEADLINE, || async {
-        tasks_of(&stack, "ghost")
-            .await
-            .ok()?
-            .into_iter()
-            .find(|t| state(t) == TaskState::Failed || state(t) == TaskState::Rejected)
-    })
-    .await?;
+    let failed =
+        wait_for("ghost's task to fail", DEADLINE, || async {
+            stack.tasks_of("ghost").await.ok()?.into_iter().find(|t| {
+                task_state(t) == TaskState::Failed || task_state(t) == TaskState::Rejected
+            })
+        })
+        .await?;
     let err = failed.status.map(|s| s.err).unwrap_or_default();
     assert!(
         err.contains("No such image: shoal-test/not-here:1"),

@@ -8,62 +8,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use shoal_proto::v1::{ListFilters, ListTasksRequest, Task, TaskState};
-use shoal_scenarios::{Stack, StackOptions, task_processes};
+use shoal_scenarios::{Stack, StackOptions, task_desired, task_id, task_processes, task_state};
 use shoal_testkit::{Infra, wait_for};
 
 /// Long enough for a loaded 2-core CI machine; the conditions end the waits.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn state(t: &Task) -> TaskState {
-    t.status
-        .as_ref()
-        .and_then(|s| TaskState::try_from(s.state).ok())
-        .unwrap_or(TaskState::New)
-}
-
-fn desired(t: &Task) -> TaskState {
-    TaskState::try_from(t.desired_state).unwrap_or(TaskState::New)
-}
-
-fn id(t: &Task) -> String {
-    t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
-}
-
-/// Every task of the service named `name` (resolved through the Control API).
-async fn tasks_of(stack: &Stack, name: &str) -> anyhow::Result<Vec<Task>> {
-    let mut control = stack.control().await?;
-    let services = control
-        .list_services(shoal_proto::v1::ListServicesRequest {
-            filters: Some(ListFilters {
-                names: vec![name.to_string()],
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .services;
-    let Some(service) = services.into_iter().next() else {
-        return Ok(Vec::new());
-    };
-    let service_id = service.meta.map(|m| m.id).unwrap_or_default();
-    Ok(control
-        .list_tasks(ListTasksRequest {
-            filters: Some(ListFilters {
-                service_ids: vec![service_id],
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .tasks)
-}
-
 /// The service's tasks that are wanted and RUNNING.
 async fn running(stack: &Stack, name: &str) -> anyhow::Result<Vec<Task>> {
-    Ok(tasks_of(stack, name)
+    Ok(stack
+        .tasks_of(name)
         .await?
         .into_iter()
-        .filter(|t| state(t) == TaskState::Running && desired(t) == TaskState::Running)
+        .filter(|t| task_state(t) == TaskState::Running && task_desired(t) == TaskState::Running)
         .collect())
 }
 
@@ -150,7 +107,11 @@ async fn seed_flow_create_scale_ps_rm() -> anyhow::Result<()> {
     })
     .await?;
     for t in &tasks {
-        assert!(procs.contains_key(&id(t)), "no process for task {}", id(t));
+        assert!(
+            procs.contains_key(&task_id(t)),
+            "no process for task {}",
+            task_id(t)
+        );
     }
 
     // `service ps demo`: one row per task, by slot, running on a node by hostname.
@@ -220,7 +181,7 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
         let lost: Vec<String> = before
             .iter()
             .filter(|t| &t.node_id == node_id)
-            .map(id)
+            .map(task_id)
             .collect();
         (node_id.clone(), lost)
     };
@@ -242,11 +203,15 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
     let mut slots: Vec<u64> = after.iter().map(|t| t.slot).collect();
     slots.sort_unstable();
     assert_eq!(slots, vec![1, 2, 3, 4, 5, 6]);
-    let tasks = tasks_of(&stack, "web").await?;
+    let tasks = stack.tasks_of("web").await?;
     for lost_id in &lost {
-        let old = tasks.iter().find(|t| &id(t) == lost_id);
+        let old = tasks.iter().find(|t| &task_id(t) == lost_id);
         let old = old.ok_or_else(|| anyhow::anyhow!("replaced task {lost_id} kept as history"))?;
-        assert_eq!(desired(old), TaskState::Shutdown, "replaced task desired");
+        assert_eq!(
+            task_desired(old),
+            TaskState::Shutdown,
+            "replaced task desired"
+        );
     }
 
     // The worker comes back: it stops its stale processes and gets nothing back.
@@ -395,9 +360,9 @@ async fn constraints_place_or_explain() -> anyhow::Result<()> {
         .await?;
     assert_eq!(out.code, 0, "{out:?}");
     let pending = wait_for("the explanation on the pending task", DEADLINE, || async {
-        let tasks = tasks_of(&stack, "east").await.ok()?;
+        let tasks = stack.tasks_of("east").await.ok()?;
         tasks.into_iter().find(|t| {
-            state(t) == TaskState::Pending
+            task_state(t) == TaskState::Pending
                 && t.status
                     .as_ref()
                     .is_some_and(|s| s.err.starts_with("no suitable node ("))
@@ -435,7 +400,7 @@ async fn constraints_place_or_explain() -> anyhow::Result<()> {
         .await?;
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("constraint"), "{}", out.stderr);
-    assert!(tasks_of(&stack, "bad").await?.is_empty());
+    assert!(stack.tasks_of("bad").await?.is_empty());
     Ok(())
 }
 
@@ -466,11 +431,11 @@ async fn on_failure_restarts_twice_then_stays_failed() -> anyhow::Result<()> {
     // Three tasks in slot 1 (the first and two restarts), all FAILED with the exit
     // code, all given up on (desired SHUTDOWN): nothing more will be decided.
     let tasks = wait_for("three failed tasks, given up", DEADLINE, || async {
-        let tasks = tasks_of(&stack, "crash").await.ok()?;
+        let tasks = stack.tasks_of("crash").await.ok()?;
         (tasks.len() == 3
-            && tasks
-                .iter()
-                .all(|t| state(t) == TaskState::Failed && desired(t) == TaskState::Shutdown))
+            && tasks.iter().all(|t| {
+                task_state(t) == TaskState::Failed && task_desired(t) == TaskState::Shutdown
+            }))
         .then_some(tasks)
     })
     .await?;
@@ -505,11 +470,11 @@ async fn on_failure_restarts_twice_then_stays_failed() -> anyhow::Result<()> {
         ])
         .await?;
     wait_for("flaky's history trimmed to 5", DEADLINE, || async {
-        let tasks = tasks_of(&stack, "flaky").await.ok()?;
+        let tasks = stack.tasks_of("flaky").await.ok()?;
         let done = tasks.len() == 5
-            && tasks
-                .iter()
-                .all(|t| state(t) == TaskState::Failed && desired(t) == TaskState::Shutdown);
+            && tasks.iter().all(|t| {
+                task_state(t) == TaskState::Failed && task_desired(t) == TaskState::Shutdown
+            });
         done.then_some(())
     })
     .await?;
@@ -574,11 +539,11 @@ async fn a_restarted_worker_readopts_its_tasks() -> anyhow::Result<()> {
     let node_task = before
         .iter()
         .find(|t| t.node_id == node)
-        .map(id)
+        .map(task_id)
         .ok_or_else(|| anyhow::anyhow!("worker 1 runs a task of keep"))?;
     let after = wait_running(&stack, "keep", 3).await?;
-    let mut ids_before: Vec<String> = before.iter().map(id).collect();
-    let mut ids_after: Vec<String> = after.iter().map(id).collect();
+    let mut ids_before: Vec<String> = before.iter().map(task_id).collect();
+    let mut ids_after: Vec<String> = after.iter().map(task_id).collect();
     ids_before.sort();
     ids_after.sort();
     assert_eq!(ids_before, ids_after, "the same tasks");
@@ -588,6 +553,6 @@ async fn a_restarted_worker_readopts_its_tasks() -> anyhow::Result<()> {
         pids,
         "the same processes, none duplicated"
     );
-    assert_eq!(tasks_of(&stack, "keep").await?.len(), 3, "no new task");
+    assert_eq!(stack.tasks_of("keep").await?.len(), 3, "no new task");
     Ok(())
 }
