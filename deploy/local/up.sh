@@ -442,11 +442,11 @@ export SHOAL_LOCAL_DIR=$DIR
 EOF
 
 {
-    printf '%-12s %-24s %s\n' PROCESS ADDRESS LOG
-    printf '%-12s %-24s %s\n' etcd "$ETCD_EP" "$DIR/etcd.log"
-    printf '%-12s %-24s %s\n' nats "$NATS_URL" "$DIR/nats.log"
+    printf '%-15s %-24s %s\n' PROCESS ADDRESS LOG
+    printf '%-15s %-24s %s\n' etcd "$ETCD_EP" "$DIR/etcd.log"
+    printf '%-15s %-24s %s\n' nats "$NATS_URL" "$DIR/nats.log"
     for s in "${SERVICES[@]}"; do
-        printf '%-12s %-24s %s\n' "$s" "${ADDR[$s]}" "$DIR/$s.log"
+        printf '%-15s %-24s %s\n' "$s" "${ADDR[$s]}" "$DIR/$s.log"
     done
     echo
     echo "Use the CLI:  source $DIR/env && shoal node ls"
