@@ -227,60 +227,64 @@ async fn check_objects(state: &ClusterState, spec: &ServiceSpec) -> Result<(), S
         Some(task_spec::Runtime::Process(p)) => (&p.configs, &p.secrets),
         None => return Ok(()),
     };
+    check_named::<Config>(
+        state,
+        "config",
+        configs
+            .iter()
+            .map(|r| (r.config_id.as_str(), r.config_name.as_str())),
+        |c| {
+            c.spec
+                .as_ref()
+                .and_then(|s| s.annotations.as_ref())
+                .map(|a| a.name.as_str())
+        },
+    )
+    .await?;
+    check_named::<Secret>(
+        state,
+        "secret",
+        secrets
+            .iter()
+            .map(|r| (r.secret_id.as_str(), r.secret_name.as_str())),
+        |s| {
+            s.spec
+                .as_ref()
+                .and_then(|s| s.annotations.as_ref())
+                .map(|a| a.name.as_str())
+        },
+    )
+    .await
+}
+
+/// Fails with `<kind>s: <kind>(s) not found: <names>` unless every reference, an
+/// `(id, name)` pair, is to a stored `T` by that id that `name_of` still calls by
+/// that name.
+async fn check_named<'r, T: Object>(
+    state: &ClusterState,
+    kind: &str,
+    refs: impl Iterator<Item = (&'r str, &'r str)>,
+    name_of: impl Fn(&T) -> Option<&str>,
+) -> Result<(), Status> {
     let mut missing = Vec::new();
-    for r in configs {
-        let found = state
-            .store
-            .try_get::<Config>(&r.config_id)
-            .await
-            .map_err(store_status)?;
-        let name = found
-            .as_ref()
-            .and_then(|c| c.spec.as_ref())
-            .and_then(|s| s.annotations.as_ref())
-            .map(|a| a.name.as_str());
-        if name != Some(r.config_name.as_str()) {
-            missing.push(r.config_name.clone());
+    for (id, name) in refs {
+        let found = state.store.try_get::<T>(id).await.map_err(store_status)?;
+        if found.as_ref().and_then(&name_of) != Some(name) {
+            missing.push(name.to_string());
         }
     }
-    if !missing.is_empty() {
-        let what = if missing.len() == 1 {
-            "config"
-        } else {
-            "configs"
-        };
-        return Err(Status::invalid_argument(format!(
-            "configs: {what} not found: {}",
-            missing.join(", ")
-        )));
+    if missing.is_empty() {
+        return Ok(());
     }
-    for r in secrets {
-        let found = state
-            .store
-            .try_get::<Secret>(&r.secret_id)
-            .await
-            .map_err(store_status)?;
-        let name = found
-            .as_ref()
-            .and_then(|c| c.spec.as_ref())
-            .and_then(|s| s.annotations.as_ref())
-            .map(|a| a.name.as_str());
-        if name != Some(r.secret_name.as_str()) {
-            missing.push(r.secret_name.clone());
-        }
-    }
-    if !missing.is_empty() {
-        let what = if missing.len() == 1 {
-            "secret"
-        } else {
-            "secrets"
-        };
-        return Err(Status::invalid_argument(format!(
-            "secrets: {what} not found: {}",
-            missing.join(", ")
-        )));
-    }
-    Ok(())
+    let what = if missing.len() == 1 {
+        kind.to_string()
+    } else {
+        format!("{kind}s")
+    };
+    Err(Status::invalid_argument(format!(
+        "{kind}s: {what} not found: {}",
+        missing.join(", ")
+    )))
 }
 
 /// Swarm's best-effort check: an ingress port is the whole cluster's, so no other

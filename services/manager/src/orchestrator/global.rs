@@ -12,7 +12,7 @@ use super::restart::{RestartDecision, decide_restart};
 use super::task::new_task_at;
 use super::{
     Plan, availability, is_dead_unhandled, is_live, newest_first, node_loss, node_state, observed,
-    task_id, tasks_or_removal,
+    tasks_or_removal,
 };
 
 /// Whether `service` may run on `node` at all: its placement constraints
@@ -104,16 +104,8 @@ pub fn reconcile_global(
         return plan;
     }
 
-    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in ours {
-        by_node.entry(t.node_id.as_str()).or_default().push(t);
-    }
-    for id in nodes.keys() {
-        by_node.entry(id.as_str()).or_default();
-    }
-
     let mut create_on: Vec<&str> = Vec::new();
-    for (node_id, mut group) in by_node {
+    for (node_id, mut group) in tasks_by_node(ours, nodes) {
         group.sort_by(|a, b| newest_first(a, b));
         let mut live: Vec<&Task> = group.iter().copied().filter(|t| is_live(t)).collect();
         let unhandled: Vec<&Task> = group
@@ -121,16 +113,9 @@ pub fn reconcile_global(
             .copied()
             .filter(|t| is_dead_unhandled(t))
             .collect();
-        let ids = |list: &[&Task]| -> Vec<String> {
-            list.iter().map(|t| task_id(t).to_string()).collect()
-        };
-        let node = nodes.get(node_id);
-        let keeps_tasks = !node_id.is_empty()
-            && node_loss(node_id, nodes).is_none()
-            && node.is_some_and(|n| eligible(n, service));
-        let Some(node) = node.filter(|_| keeps_tasks) else {
-            plan.shutdown.extend(ids(&live));
-            plan.shutdown.extend(ids(&unhandled));
+        let Some(node) = keeping_node(node_id, nodes, service) else {
+            plan.shut_down(&live);
+            plan.shut_down(&unhandled);
             continue;
         };
         if !live.is_empty() {
@@ -140,43 +125,96 @@ pub fn reconcile_global(
                     .cmp(&(observed(a) as i32))
                     .then_with(|| newest_first(a, b))
             });
-            plan.shutdown.extend(ids(live.get(1..).unwrap_or_default()));
-            plan.shutdown.extend(ids(&unhandled));
+            plan.shut_down(live.get(1..).unwrap_or_default());
+            plan.shut_down(&unhandled);
             continue;
         }
-        if !accepts_new_tasks(node) {
-            continue;
-        }
-        let Some(newest) = unhandled.first().or(group.first()).copied() else {
+        if restart_on_node(service, node, &group, &unhandled, now, &mut plan) {
             create_on.push(node_id);
-            continue;
-        };
-        let history: Vec<Task> = group.iter().map(|t| (*t).clone()).collect();
-        let decision = decide_restart(newest, &history, restart_policy(newest));
-        match decision {
-            RestartDecision::Restart { not_before }
-                if !unhandled.is_empty() && not_before > now =>
-            {
-                plan.requeue(not_before);
-            }
-            RestartDecision::Restart { .. } => {
-                plan.shutdown.extend(ids(&unhandled));
-                create_on.push(node_id);
-            }
-            RestartDecision::NoRestart => {
-                plan.shutdown.extend(ids(&unhandled));
-                if newest.spec_version != service.spec_version {
-                    create_on.push(node_id);
-                }
-            }
         }
     }
 
-    plan.create = create_on
+    plan.create = new_tasks_on_nodes(service, create_on, now);
+    plan
+}
+
+/// New tasks of `service`, one assigned to each of these nodes.
+pub(crate) fn new_tasks_on_nodes(
+    service: &Service,
+    node_ids: Vec<&str>,
+    now: SystemTime,
+) -> Vec<Task> {
+    node_ids
         .into_iter()
         .map(|node_id| new_task_at(service, 0, Some(node_id), None, now))
-        .collect();
-    plan
+        .collect()
+}
+
+/// The service's tasks `ours` by node id, with an entry (maybe empty) for every node
+/// in `nodes`; unassigned tasks are under the empty id.
+pub(crate) fn tasks_by_node<'a>(
+    ours: Vec<&'a Task>,
+    nodes: &'a HashMap<String, Node>,
+) -> BTreeMap<&'a str, Vec<&'a Task>> {
+    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in ours {
+        by_node.entry(t.node_id.as_str()).or_default().push(t);
+    }
+    for id in nodes.keys() {
+        by_node.entry(id.as_str()).or_default();
+    }
+    by_node
+}
+
+/// The node `node_id`, if it may keep the service's tasks: a known node, not down,
+/// drained or removed, and [`eligible`]. `None` means its tasks are to be shut down.
+pub(crate) fn keeping_node<'a>(
+    node_id: &str,
+    nodes: &'a HashMap<String, Node>,
+    service: &Service,
+) -> Option<&'a Node> {
+    if node_id.is_empty() || node_loss(node_id, nodes).is_some() {
+        return None;
+    }
+    nodes.get(node_id).filter(|n| eligible(n, service))
+}
+
+/// For a node that keeps the service's tasks but has no live one: whether it gets a
+/// new task now. Only a READY, ACTIVE node does; `group` is the node's tasks (newest
+/// first), `unhandled` those that died while desired RUNNING. With no task at all the
+/// node gets one; else the restart supervisor judges the newest unhandled (or newest)
+/// task: a restart still in its delay requeues the service, a due one shuts the dead
+/// tasks down and restarts on the node, and a policy that gave up shuts them down and
+/// starts anew only for a task of an older spec version.
+pub(crate) fn restart_on_node(
+    service: &Service,
+    node: &Node,
+    group: &[&Task],
+    unhandled: &[&Task],
+    now: SystemTime,
+    plan: &mut Plan,
+) -> bool {
+    if !accepts_new_tasks(node) {
+        return false;
+    }
+    let Some(newest) = unhandled.first().or(group.first()).copied() else {
+        return true;
+    };
+    let history: Vec<Task> = group.iter().map(|t| (*t).clone()).collect();
+    match decide_restart(newest, &history, restart_policy(newest)) {
+        RestartDecision::Restart { not_before } if !unhandled.is_empty() && not_before > now => {
+            plan.requeue(not_before);
+            false
+        }
+        RestartDecision::Restart { .. } => {
+            plan.shut_down(unhandled);
+            true
+        }
+        RestartDecision::NoRestart => {
+            plan.shut_down(unhandled);
+            newest.spec_version != service.spec_version
+        }
+    }
 }
 
 #[cfg(test)]

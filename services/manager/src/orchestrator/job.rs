@@ -12,13 +12,9 @@ use std::time::SystemTime;
 
 use shoal_proto::v1::{Node, Service, Task, TaskState, service_spec::Mode};
 
-use super::global::{accepts_new_tasks, eligible};
-use super::replicated::restart_policy;
-use super::restart::{RestartDecision, decide_restart};
-use super::task::new_task_at;
-use super::{
-    Plan, is_dead_unhandled, is_live, newest_first, node_loss, observed, task_id, tasks_or_removal,
-};
+use super::global::{keeping_node, new_tasks_on_nodes, restart_on_node, tasks_by_node};
+use super::replicated::{SlotView, free_slots, new_tasks_in_slots};
+use super::{Plan, is_dead_unhandled, is_live, newest_first, observed, task_id, tasks_or_removal};
 
 /// The iteration a job is on (0 before the first re-run).
 fn service_iteration(service: &Service) -> u64 {
@@ -34,10 +30,6 @@ fn task_iteration(t: &Task) -> u64 {
     t.job_iteration.as_ref().map(|v| v.index).unwrap_or(0)
 }
 
-fn task_ids(list: &[&Task]) -> Vec<String> {
-    list.iter().map(|t| task_id(t).to_string()).collect()
-}
-
 /// The service's tasks of the current iteration; older live or unhandled ones are put
 /// on `plan.shutdown`.
 fn current<'a>(service: &Service, ours: Vec<&'a Task>, plan: &mut Plan) -> Vec<&'a Task> {
@@ -51,6 +43,28 @@ fn current<'a>(service: &Service, ours: Vec<&'a Task>, plan: &mut Plan) -> Vec<&
             .map(|t| task_id(t).to_string()),
     );
     now
+}
+
+/// The job's tasks of the current iteration, with the plan begun (older iterations' live
+/// or unhandled tasks shut down) — or, as `Err`, the whole plan: every task removed for
+/// a service being deleted, nothing for a service whose mode `is_mode` does not accept.
+fn current_job_tasks<'a>(
+    service: &Service,
+    tasks: &'a [Task],
+    is_mode: impl Fn(&Mode) -> bool,
+) -> Result<(Vec<&'a Task>, Plan), Plan> {
+    let ours = tasks_or_removal(service, tasks)?;
+    let mut plan = Plan::default();
+    if !service
+        .spec
+        .as_ref()
+        .and_then(|s| s.mode.as_ref())
+        .is_some_and(is_mode)
+    {
+        return Err(plan);
+    }
+    let ours = current(service, ours, &mut plan);
+    Ok((ours, plan))
 }
 
 /// `total_completions` and `max_concurrent` as Swarm reads them: no total means one run
@@ -83,15 +97,14 @@ pub fn reconcile_replicated_job(
     nodes: &HashMap<String, Node>,
     now: SystemTime,
 ) -> Plan {
-    let ours = match tasks_or_removal(service, tasks) {
-        Ok(ours) => ours,
-        Err(removal) => return removal,
-    };
-    let mut plan = Plan::default();
+    let (ours, mut plan) =
+        match current_job_tasks(service, tasks, |m| matches!(m, Mode::ReplicatedJob(_))) {
+            Ok(started) => started,
+            Err(plan) => return plan,
+        };
     let Some((total, concurrent)) = job_sizes(service) else {
         return plan;
     };
-    let ours = current(service, ours, &mut plan);
 
     let mut by_slot: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
     for t in ours {
@@ -107,8 +120,7 @@ pub fn reconcile_replicated_job(
     let mut active = 0u64;
     let mut settled: BTreeSet<u64> = BTreeSet::new();
     let mut create_slots: Vec<u64> = Vec::new();
-    for (&slot, group) in by_slot.iter_mut() {
-        group.sort_by(|a, b| newest_first(a, b));
+    for (slot, group) in by_slot {
         if group.iter().any(|t| observed(t) == TaskState::Complete) {
             // Done: whatever else is still running in the slot is extra.
             let extra: Vec<&Task> = group
@@ -118,79 +130,28 @@ pub fn reconcile_replicated_job(
                     is_live(t) || (is_dead_unhandled(t) && observed(t) != TaskState::Complete)
                 })
                 .collect();
-            plan.shutdown.extend(task_ids(&extra));
+            plan.shut_down(&extra);
             settled.insert(slot);
             continue;
         }
-        let live: Vec<&Task> = group.iter().copied().filter(|t| is_live(t)).collect();
-        let unhandled: Vec<&Task> = group
-            .iter()
-            .copied()
-            .filter(|t| is_dead_unhandled(t))
-            .collect();
-        let (lost, healthy): (Vec<&Task>, Vec<&Task>) = live
-            .iter()
-            .partition(|t| node_loss(&t.node_id, nodes).is_some());
-        if !healthy.is_empty() {
-            plan.shutdown.extend(task_ids(&lost));
-            plan.shutdown.extend(task_ids(&unhandled));
+        let view = SlotView::new(slot, group, service, nodes);
+        if view.occupied {
+            settled.insert(slot);
+        }
+        if view.active() {
             active += 1;
-            settled.insert(slot);
-            continue;
         }
-        if !lost.is_empty() {
-            plan.shutdown.extend(task_ids(&lost));
-            plan.shutdown.extend(task_ids(&unhandled));
+        if view.reconcile(now, &mut plan) {
             create_slots.push(slot);
-            active += 1;
-            settled.insert(slot);
-            continue;
-        }
-        let Some(newest) = unhandled.first().or(group.first()).copied() else {
-            continue;
-        };
-        let history: Vec<Task> = group.iter().map(|t| (*t).clone()).collect();
-        match decide_restart(newest, &history, restart_policy(newest)) {
-            RestartDecision::Restart { not_before }
-                if !unhandled.is_empty() && not_before > now =>
-            {
-                plan.requeue(not_before);
-                active += 1;
-                settled.insert(slot);
-            }
-            RestartDecision::Restart { .. } if !unhandled.is_empty() => {
-                plan.shutdown.extend(task_ids(&unhandled));
-                create_slots.push(slot);
-                active += 1;
-                settled.insert(slot);
-            }
-            RestartDecision::Restart { .. } => {
-                // Only history (shut down while replaced): free again.
-            }
-            RestartDecision::NoRestart => {
-                plan.shutdown.extend(task_ids(&unhandled));
-                if newest.spec_version == service.spec_version {
-                    settled.insert(slot);
-                }
-            }
         }
     }
 
-    let mut slot = 0u64;
-    while active < concurrent && slot < total {
-        slot += 1;
-        if settled.contains(&slot) {
-            continue;
-        }
-        create_slots.push(slot);
-        active += 1;
-    }
-
-    create_slots.sort_unstable();
-    plan.create = create_slots
-        .into_iter()
-        .map(|slot| new_task_at(service, slot, None, None, now))
-        .collect();
+    create_slots.extend(free_slots(
+        &settled,
+        concurrent.saturating_sub(active),
+        total,
+    ));
+    plan.create = new_tasks_in_slots(service, create_slots, now);
     plan
 }
 
@@ -204,29 +165,14 @@ pub fn reconcile_global_job(
     nodes: &HashMap<String, Node>,
     now: SystemTime,
 ) -> Plan {
-    let ours = match tasks_or_removal(service, tasks) {
-        Ok(ours) => ours,
-        Err(removal) => return removal,
-    };
-    let mut plan = Plan::default();
-    if !matches!(
-        service.spec.as_ref().and_then(|s| s.mode.as_ref()),
-        Some(Mode::GlobalJob(_))
-    ) {
-        return plan;
-    }
-    let ours = current(service, ours, &mut plan);
-
-    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in ours {
-        by_node.entry(t.node_id.as_str()).or_default().push(t);
-    }
-    for id in nodes.keys() {
-        by_node.entry(id.as_str()).or_default();
-    }
+    let (ours, mut plan) =
+        match current_job_tasks(service, tasks, |m| matches!(m, Mode::GlobalJob(_))) {
+            Ok(started) => started,
+            Err(plan) => return plan,
+        };
 
     let mut create_on: Vec<&str> = Vec::new();
-    for (node_id, mut group) in by_node {
+    for (node_id, mut group) in tasks_by_node(ours, nodes) {
         group.sort_by(|a, b| newest_first(a, b));
         let live: Vec<&Task> = group.iter().copied().filter(|t| is_live(t)).collect();
         let unhandled: Vec<&Task> = group
@@ -234,56 +180,27 @@ pub fn reconcile_global_job(
             .copied()
             .filter(|t| is_dead_unhandled(t) && observed(t) != TaskState::Complete)
             .collect();
-        let node = nodes.get(node_id);
-        let keeps_tasks = !node_id.is_empty()
-            && node_loss(node_id, nodes).is_none()
-            && node.is_some_and(|n| eligible(n, service));
-        let Some(node) = node.filter(|_| keeps_tasks) else {
-            plan.shutdown.extend(task_ids(&live));
-            plan.shutdown.extend(task_ids(&unhandled));
+        let Some(node) = keeping_node(node_id, nodes, service) else {
+            plan.shut_down(&live);
+            plan.shut_down(&unhandled);
             continue;
         };
         if group.iter().any(|t| observed(t) == TaskState::Complete) {
-            plan.shutdown.extend(task_ids(&live));
-            plan.shutdown.extend(task_ids(&unhandled));
+            plan.shut_down(&live);
+            plan.shut_down(&unhandled);
             continue;
         }
         if let Some((_, extra)) = live.split_first() {
-            plan.shutdown.extend(task_ids(extra));
-            plan.shutdown.extend(task_ids(&unhandled));
+            plan.shut_down(extra);
+            plan.shut_down(&unhandled);
             continue;
         }
-        if !accepts_new_tasks(node) {
-            continue;
-        }
-        let Some(newest) = unhandled.first().or(group.first()).copied() else {
+        if restart_on_node(service, node, &group, &unhandled, now, &mut plan) {
             create_on.push(node_id);
-            continue;
-        };
-        let history: Vec<Task> = group.iter().map(|t| (*t).clone()).collect();
-        match decide_restart(newest, &history, restart_policy(newest)) {
-            RestartDecision::Restart { not_before }
-                if !unhandled.is_empty() && not_before > now =>
-            {
-                plan.requeue(not_before);
-            }
-            RestartDecision::Restart { .. } => {
-                plan.shutdown.extend(task_ids(&unhandled));
-                create_on.push(node_id);
-            }
-            RestartDecision::NoRestart => {
-                plan.shutdown.extend(task_ids(&unhandled));
-                if newest.spec_version != service.spec_version {
-                    create_on.push(node_id);
-                }
-            }
         }
     }
 
-    plan.create = create_on
-        .into_iter()
-        .map(|node_id| new_task_at(service, 0, Some(node_id), None, now))
-        .collect();
+    plan.create = new_tasks_on_nodes(service, create_on, now);
     plan
 }
 

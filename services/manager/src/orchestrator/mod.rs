@@ -71,6 +71,12 @@ impl Plan {
         self.create.is_empty() && self.shutdown.is_empty() && self.remove.is_empty()
     }
 
+    /// Sets these tasks desired SHUTDOWN.
+    fn shut_down(&mut self, tasks: &[&Task]) {
+        self.shutdown
+            .extend(tasks.iter().map(|t| task_id(t).to_string()));
+    }
+
     fn requeue(&mut self, at: SystemTime) {
         self.requeue_at = Some(match self.requeue_at {
             Some(t) if t <= at => t,

@@ -11,8 +11,8 @@ use super::{
     Plan, is_dead_unhandled, is_live, newest_first, node_loss, observed, task_id, tasks_or_removal,
 };
 
-/// One slot's tasks, sorted out.
-struct SlotView<'a> {
+/// One slot's tasks, sorted out (for replicated services and replicated jobs).
+pub(super) struct SlotView<'a> {
     slot: u64,
     all: Vec<&'a Task>,
     /// Live tasks on nodes that can keep them (or not assigned yet).
@@ -24,12 +24,12 @@ struct SlotView<'a> {
     /// The restart decision for the newest unhandled task, or, for a slot with only
     /// history, for its newest task.
     decision: Option<RestartDecision>,
-    /// The slot counts towards the replicas.
-    occupied: bool,
+    /// The slot counts towards the replicas (for a job: is not free to start anew).
+    pub(super) occupied: bool,
 }
 
 impl<'a> SlotView<'a> {
-    fn new(
+    pub(super) fn new(
         slot: u64,
         mut all: Vec<&'a Task>,
         service: &Service,
@@ -78,6 +78,46 @@ impl<'a> SlotView<'a> {
         }
     }
 
+    /// Whether the slot has a task at work: a live one, or a dead one waiting for its
+    /// restart (an occupied slot the restart policy gave up on is not).
+    pub(super) fn active(&self) -> bool {
+        self.occupied && self.decision != Some(RestartDecision::NoRestart)
+    }
+
+    /// Puts what the slot's own tasks need on `plan`, and tells whether the slot gets a
+    /// new task: with a healthy live task, the lost and unhandled ones are shut down;
+    /// with only lost live tasks, those and the unhandled ones are shut down and
+    /// replaced; a dead task is restarted once its delay is over (until then the
+    /// service is requeued), or shut down for good when the policy gave up.
+    pub(super) fn reconcile(&self, now: SystemTime, plan: &mut Plan) -> bool {
+        if !self.healthy.is_empty() {
+            plan.shut_down(&self.lost);
+            plan.shut_down(&self.unhandled);
+            false
+        } else if !self.lost.is_empty() {
+            plan.shut_down(&self.lost);
+            plan.shut_down(&self.unhandled);
+            true
+        } else if !self.unhandled.is_empty() {
+            match self.decision {
+                Some(RestartDecision::Restart { not_before }) if not_before > now => {
+                    plan.requeue(not_before);
+                    false
+                }
+                Some(RestartDecision::Restart { .. }) => {
+                    plan.shut_down(&self.unhandled);
+                    true
+                }
+                _ => {
+                    plan.shut_down(&self.unhandled);
+                    false
+                }
+            }
+        } else {
+            false
+        }
+    }
+
     /// The one task that is there and RUNNING, if the slot is exactly that.
     fn running(&self) -> bool {
         self.lost.is_empty()
@@ -100,6 +140,31 @@ impl<'a> SlotView<'a> {
 /// The restart policy a task ran with.
 pub(crate) fn restart_policy(t: &Task) -> Option<&shoal_proto::v1::RestartPolicy> {
     t.spec.as_ref().and_then(|s| s.restart.as_ref())
+}
+
+/// The `count` lowest slot numbers in 1..=`last` that are not `taken` (fewer if the
+/// range runs out).
+pub(crate) fn free_slots(
+    taken: &BTreeSet<u64>,
+    count: u64,
+    last: u64,
+) -> impl Iterator<Item = u64> + '_ {
+    (1..=last)
+        .filter(|slot| !taken.contains(slot))
+        .take(usize::try_from(count).unwrap_or(usize::MAX))
+}
+
+/// New unassigned tasks of `service` for these slots, in slot order.
+pub(crate) fn new_tasks_in_slots(
+    service: &Service,
+    mut slots: Vec<u64>,
+    now: SystemTime,
+) -> Vec<Task> {
+    slots.sort_unstable();
+    slots
+        .into_iter()
+        .map(|slot| new_task_at(service, slot, None, None, now))
+        .collect()
 }
 
 /// Reconciles a replicated service: `tasks` may hold other services' tasks (ignored);
@@ -187,48 +252,15 @@ pub fn reconcile_replicated(
         .iter()
         .filter(|v| !v.occupied || kept.contains(&v.slot))
     {
-        let shut = |plan: &mut Plan, list: &[&Task]| {
-            plan.shutdown
-                .extend(list.iter().map(|t| task_id(t).to_string()));
-        };
-        if !v.healthy.is_empty() {
-            shut(&mut plan, &v.lost);
-            shut(&mut plan, &v.unhandled);
-        } else if !v.lost.is_empty() {
-            shut(&mut plan, &v.lost);
-            shut(&mut plan, &v.unhandled);
+        if v.reconcile(now, &mut plan) {
             create_slots.push(v.slot);
-        } else if !v.unhandled.is_empty() {
-            match v.decision {
-                Some(RestartDecision::Restart { not_before }) if not_before > now => {
-                    plan.requeue(not_before);
-                }
-                Some(RestartDecision::Restart { .. }) => {
-                    shut(&mut plan, &v.unhandled);
-                    create_slots.push(v.slot);
-                }
-                _ => shut(&mut plan, &v.unhandled),
-            }
         }
     }
 
     // Scale up: the lowest free slot numbers.
-    let mut held = kept.len();
-    let mut slot = 0u64;
-    while (held as u64) < replicas {
-        slot += 1;
-        if kept.contains(&slot) {
-            continue;
-        }
-        create_slots.push(slot);
-        held += 1;
-    }
-
-    create_slots.sort_unstable();
-    plan.create = create_slots
-        .into_iter()
-        .map(|slot| new_task_at(service, slot, None, None, now))
-        .collect();
+    let held = kept.len() as u64;
+    create_slots.extend(free_slots(&kept, replicas.saturating_sub(held), u64::MAX));
+    plan.create = new_tasks_in_slots(service, create_slots, now);
     debug_assert!(plan.shutdown.iter().all(|id| !plan.remove.contains(id)));
     plan
 }
