@@ -366,6 +366,9 @@ pub struct Stack {
     pub dispatcher: Service,
     /// (worker, its node id), in address order 127.0.1.1, .2, …
     pub workers: Vec<(Service, String)>,
+    /// The further replicas of the control plane (`StackOptions::replicas` > 1):
+    /// managers, schedulers and dispatchers, in that order.
+    pub replicas: Vec<Service>,
     /// The CLI's config dir (admin credentials).
     pub cli_dir: PathBuf,
     nats_url: String,
@@ -380,6 +383,9 @@ pub struct StackOptions {
     pub heartbeat: Duration,
     /// Extra config lines for every process (e.g. the OTLP endpoint).
     pub extra: String,
+    /// How many managers, schedulers and dispatchers (each); workers know every
+    /// dispatcher.
+    pub replicas: usize,
 }
 
 impl Default for StackOptions {
@@ -388,6 +394,7 @@ impl Default for StackOptions {
             workers: 3,
             heartbeat: Duration::from_secs(1),
             extra: String::new(),
+            replicas: 1,
         }
     }
 }
@@ -419,6 +426,15 @@ impl Stack {
         let dispatcher = spawn_service(infra, "shoal-dispatcher", &opts.extra)?;
         scheduler.wait_serving(&swarm.admin, MANAGER_NAME).await?;
         dispatcher.wait_serving(&swarm.admin, MANAGER_NAME).await?;
+        let mut replicas = Vec::new();
+        for kind in ["shoal-manager", "shoal-scheduler", "shoal-dispatcher"] {
+            for _ in 1..opts.replicas {
+                replicas.push(spawn_service(infra, kind, &opts.extra)?);
+            }
+        }
+        for r in &replicas {
+            r.wait_serving(&swarm.admin, MANAGER_NAME).await?;
+        }
         let cli_dir = infra.dir.path().join("cli");
         swarm.admin.store(&cli_dir)?;
         let mut stack = Stack {
@@ -426,6 +442,7 @@ impl Stack {
             scheduler,
             dispatcher,
             workers: Vec::new(),
+            replicas,
             cli_dir,
             nats_url: infra.nats.url(),
             node_ids: std::sync::Mutex::new(Vec::new()),
@@ -442,7 +459,7 @@ impl Stack {
         let ip = worker_ip(self.workers.len());
         let extra = format!("nats_url = \"{}\"\n{extra}", self.nats_url);
         let (worker, node_id) =
-            join_worker_with(infra, &self.swarm, &self.dispatcher, ip, &extra).await?;
+            join_worker_to(infra, &self.swarm, &self.dispatcher_addrs(), ip, &extra).await?;
         self.track(&node_id);
         self.workers.push((worker, node_id.clone()));
         Ok(node_id)
@@ -492,6 +509,33 @@ impl Stack {
         }
     }
 
+    /// Every dispatcher's address.
+    pub fn dispatcher_addrs(&self) -> Vec<String> {
+        std::iter::once(&self.dispatcher)
+            .chain(self.replicas.iter())
+            .filter(|s| s.name == "shoal-dispatcher")
+            .map(|s| s.addr.clone())
+            .collect()
+    }
+
+    /// Runs the `shoal` CLI against the manager at `host`.
+    pub async fn cli_on(&self, host: &str, args: &[&str]) -> anyhow::Result<CliOutput> {
+        let out = tokio::process::Command::new(binary("shoal")?)
+            .args(args)
+            .env("SHOAL_HOST", host)
+            .env("SHOAL_CERT_DIR", &self.cli_dir)
+            .env_remove("SHOAL_SOCKET")
+            .env_remove("SHOAL_STATE_DIR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await?;
+        Ok(CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// A Control API client as the admin.
     pub async fn control(&self) -> anyhow::Result<ControlClient<Channel>> {
         self.swarm.manager.control(&self.swarm.admin).await
@@ -499,7 +543,13 @@ impl Stack {
 
     /// Every task of the service named `name` (none when there is no such service).
     pub async fn tasks_of(&self, name: &str) -> anyhow::Result<Vec<Task>> {
-        let mut control = self.control().await?;
+        self.tasks_of_on(&self.swarm.manager.addr, name).await
+    }
+
+    /// [`Stack::tasks_of`], asking the manager at `host`.
+    pub async fn tasks_of_on(&self, host: &str, name: &str) -> anyhow::Result<Vec<Task>> {
+        let mut control =
+            ControlClient::new(tls_channel(host, &self.swarm.admin, MANAGER_NAME).await?);
         let service = control
             .list_services(ListServicesRequest {
                 filters: Some(ListFilters {
@@ -530,20 +580,7 @@ impl Stack {
     /// Runs the `shoal` CLI against this stack, as a user would (SHOAL_HOST and
     /// SHOAL_CERT_DIR set, no TTY).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
-        let out = tokio::process::Command::new(binary("shoal")?)
-            .args(args)
-            .env("SHOAL_HOST", &self.swarm.manager.addr)
-            .env("SHOAL_CERT_DIR", &self.cli_dir)
-            .env_remove("SHOAL_SOCKET")
-            .env_remove("SHOAL_STATE_DIR")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await?;
-        Ok(CliOutput {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        self.cli_on(&self.swarm.manager.addr, args).await
     }
 
     /// Like [`Stack::cli`], failing unless the command exits 0.
@@ -670,13 +707,34 @@ pub async fn join_worker_with(
     ip: IpAddr,
     extra: &str,
 ) -> anyhow::Result<(Service, String)> {
+    join_worker_to(
+        infra,
+        swarm,
+        std::slice::from_ref(&dispatcher.addr),
+        ip,
+        extra,
+    )
+    .await
+}
+
+/// A worker on `ip` that knows `dispatchers` (it fails over between them), joined with
+/// the real join flow, with extra config lines.
+pub async fn join_worker_to(
+    infra: &Infra,
+    swarm: &Swarm,
+    dispatchers: &[String],
+    ip: IpAddr,
+    extra: &str,
+) -> anyhow::Result<(Service, String)> {
+    let list: Vec<String> = dispatchers.iter().map(|a| format!("\"{a}\"")).collect();
     let worker = spawn_service_on(
         infra,
         "shoal-worker",
         ip,
         &format!(
-            "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"{ip}\"\n{extra}",
-            dispatcher.addr, swarm.manager.addr
+            "dispatcher_addrs = [{}]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"{ip}\"\n{extra}",
+            list.join(", "),
+            swarm.manager.addr
         ),
     )?;
     let joined = shoal_worker::join(
