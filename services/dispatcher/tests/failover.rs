@@ -39,7 +39,7 @@ async fn all_ready_on(swarm: &Swarm, ids: &[String], instance: &str) -> anyhow::
 #[tokio::test]
 async fn restarting_the_dispatcher_never_marks_a_healthy_node_down() -> anyhow::Result<()> {
     let swarm = Swarm::start(PERIOD).await?;
-    let log = StatusLog::start(swarm.store());
+    let log = StatusLog::start(swarm.store()).await?;
     // A manager's own node: READY without any dispatcher session (the manager proves it
     // is up with its own presence key). No dispatcher may touch it.
     let manager = swarm
@@ -150,7 +150,7 @@ async fn a_node_that_died_with_its_dispatcher_goes_down_after_the_doubled_grace(
 #[tokio::test]
 async fn two_replicas_leave_each_others_nodes_alone() -> anyhow::Result<()> {
     let swarm = Swarm::start(PERIOD).await?;
-    let log = StatusLog::start(swarm.store());
+    let log = StatusLog::start(swarm.store()).await?;
     let a = swarm.start_dispatcher().await?;
     let (id_a, creds_a) = swarm.join(Role::Worker).await?;
     let (_, rx_a) = watch::channel(a.addr);

@@ -116,7 +116,7 @@ async fn missing_heartbeats_mark_the_node_down_and_a_new_session_brings_it_back(
 #[tokio::test]
 async fn a_dropped_stream_disconnects_the_node_then_downs_it() -> anyhow::Result<()> {
     let swarm = Swarm::start(PERIOD).await?;
-    let log = StatusLog::start(swarm.store());
+    let log = StatusLog::start(swarm.store()).await?;
     let d = swarm.start_dispatcher().await?;
     let (id, creds) = swarm.join(Role::Worker).await?;
     let mut client = connect_as(d.addr, &creds).await?;

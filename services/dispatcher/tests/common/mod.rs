@@ -367,9 +367,13 @@ pub struct StatusLog {
 }
 
 impl StatusLog {
-    pub fn start(store: &Store) -> StatusLog {
+    /// Records every node change committed after this call returns (the watch resumes
+    /// from the store's revision now, so a change made before the spawned task first
+    /// polls is still seen).
+    pub async fn start(store: &Store) -> anyhow::Result<StatusLog> {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut watch = store.watch_kind::<Node>(None);
+        let from = store.revision().await?;
+        let mut watch = store.watch_kind::<Node>(Some(from));
         let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Some(ev) = watch.next().await {
@@ -393,7 +397,7 @@ impl StatusLog {
                 }
             }
         });
-        StatusLog { seen, task }
+        Ok(StatusLog { seen, task })
     }
 
     pub fn all(&self) -> Vec<Seen> {
