@@ -268,6 +268,10 @@ missing_pkgs=()
 find_bin etcd > /dev/null || missing_pkgs+=(etcd-server)
 find_bin nats-server > /dev/null || missing_pkgs+=(nats-server)
 find_bin protoc > /dev/null || missing_pkgs+=(protobuf-compiler)
+# busybox-static: the rootfs of the local `busybox` image the seeds' services use.
+DOCKER_UP=0
+if command -v docker > /dev/null && timeout 5 docker info > /dev/null 2>&1; then DOCKER_UP=1; fi
+if (( DOCKER_UP )) && [[ ! -x /bin/busybox ]]; then missing_pkgs+=(busybox-static); fi
 if (( ${#missing_pkgs[@]} > 0 )); then
     command -v apt-get > /dev/null || die "missing ${missing_pkgs[*]} and no apt-get to install them"
     SUDO=()
@@ -291,6 +295,23 @@ fi
 for b in shoal shoal-manager shoal-scheduler shoal-dispatcher shoal-dns shoal-worker; do
     [[ -x "$BIN_DIR/$b" ]] || die "$BIN_DIR/$b is missing (build it: cargo build --bins$([[ $PROFILE == release ]] && echo ' --release'))"
 done
+
+# A `busybox` image for the seeds' `service create … busybox …` when the engine has
+# none: imported from Debian's static busybox, never pulled (no registry here).
+if (( DOCKER_UP )) && ! docker image inspect busybox:latest > /dev/null 2>&1; then
+    rootfs="$(mktemp -d)"
+    mkdir -p "$rootfs/bin" "$rootfs/tmp"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [[ "$applet" == busybox ]] || ln -sf busybox "$rootfs/bin/$applet"
+    done
+    if tar -C "$rootfs" -c . | docker import -c 'CMD ["sh"]' -c 'ENV PATH=/bin' - busybox:latest > /dev/null; then
+        echo "up.sh: imported a local busybox:latest image from /bin/busybox"
+    else
+        echo "up.sh: warning: could not import a busybox image (container services need local images)" >&2
+    fi
+    rm -rf "$rootfs"
+fi
 
 # --------------------------------------------------------------------------- ports
 
