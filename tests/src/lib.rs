@@ -502,6 +502,11 @@ impl Stack {
         Ok(node_id)
     }
 
+    /// The nodes of this stack (their tasks are cleaned up on drop).
+    pub fn node_ids(&self) -> Vec<String> {
+        self.node_ids.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
     /// Remembers a node whose task processes/containers are cleaned up on drop.
     pub fn track(&self, node_id: &str) {
         if let Ok(mut ids) = self.node_ids.lock() {

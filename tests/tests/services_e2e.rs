@@ -46,12 +46,18 @@ fn per_node(tasks: &[Task]) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Live task processes of the service `name`: task id → pid.
-fn processes_of(name: &str) -> HashMap<String, u32> {
+/// Live task processes of the service `name` on the stack's nodes (tests run in
+/// parallel, each with its own stack): task id → pid.
+fn processes_of(stack: &Stack, name: &str) -> HashMap<String, u32> {
     let marker = format!("SHOAL_SERVICE_NAME={name}");
+    let nodes: Vec<String> = stack
+        .node_ids()
+        .iter()
+        .map(|id| format!("SHOAL_NODE_ID={id}"))
+        .collect();
     task_processes()
         .into_iter()
-        .filter(|(_, env)| env.contains(&marker))
+        .filter(|(_, env)| env.contains(&marker) && env.iter().any(|e| nodes.contains(e)))
         .filter_map(|(pid, env)| {
             env.iter()
                 .find_map(|e| e.strip_prefix("SHOAL_TASK_ID="))
@@ -102,7 +108,7 @@ async fn seed_flow_create_scale_ps_rm() -> anyhow::Result<()> {
 
     // Each RUNNING task is a live process with its task's identity.
     let procs = wait_for("5 demo processes", DEADLINE, || async {
-        let p = processes_of("demo");
+        let p = processes_of(&stack, "demo");
         (p.len() == 5).then_some(p)
     })
     .await?;
@@ -128,7 +134,7 @@ async fn seed_flow_create_scale_ps_rm() -> anyhow::Result<()> {
     let out = stack.cli_ok(&["service", "rm", "demo"]).await?;
     assert_eq!(out.trim(), "demo");
     wait_for("demo's processes to end", DEADLINE, || async {
-        processes_of("demo").is_empty().then_some(())
+        processes_of(&stack, "demo").is_empty().then_some(())
     })
     .await?;
     let service_ids: Vec<String> = tasks.iter().map(|t| t.service_id.clone()).collect();
@@ -168,14 +174,14 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
             "create",
             "--process",
             "--name",
-            "web",
+            "mover",
             "--replicas",
             "6",
             "sleep",
             "3600",
         ])
         .await?;
-    let before = wait_running(&stack, "web", 6).await?;
+    let before = wait_running(&stack, "mover", 6).await?;
     let (victim_node, lost) = {
         let (_, node_id) = &stack.workers[0];
         let lost: Vec<String> = before
@@ -185,25 +191,29 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
             .collect();
         (node_id.clone(), lost)
     };
-    assert!(!lost.is_empty(), "worker 1 runs some of web's tasks");
+    assert!(!lost.is_empty(), "worker 1 runs some of mover's tasks");
     let lost_pids: Vec<u32> = {
-        let procs = processes_of("web");
+        let procs = processes_of(&stack, "mover");
         lost.iter().filter_map(|t| procs.get(t).copied()).collect()
     };
     assert_eq!(lost_pids.len(), lost.len(), "a process per lost task");
 
     // kill -9 the worker (its task processes live on, unreachable).
     stack.workers[0].0.process.kill_now();
-    let after = wait_for("web's tasks to be replaced elsewhere", DEADLINE, || async {
-        let tasks = running(&stack, "web").await.ok()?;
-        (tasks.len() == 6 && tasks.iter().all(|t| t.node_id != victim_node)).then_some(tasks)
-    })
+    let after = wait_for(
+        "mover's tasks to be replaced elsewhere",
+        DEADLINE,
+        || async {
+            let tasks = running(&stack, "mover").await.ok()?;
+            (tasks.len() == 6 && tasks.iter().all(|t| t.node_id != victim_node)).then_some(tasks)
+        },
+    )
     .await?;
     // Same slots, new tasks.
     let mut slots: Vec<u64> = after.iter().map(|t| t.slot).collect();
     slots.sort_unstable();
     assert_eq!(slots, vec![1, 2, 3, 4, 5, 6]);
-    let tasks = stack.tasks_of("web").await?;
+    let tasks = stack.tasks_of("mover").await?;
     for lost_id in &lost {
         let old = tasks.iter().find(|t| &task_id(t) == lost_id);
         let old = old.ok_or_else(|| anyhow::anyhow!("replaced task {lost_id} kept as history"))?;
@@ -221,20 +231,24 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
         .wait_serving(&stack.swarm.admin, "swarm-worker")
         .await?;
     wait_for("the stale processes to be stopped", DEADLINE, || async {
-        let procs = processes_of("web");
+        let procs = processes_of(&stack, "mover");
         lost_pids
             .iter()
             .all(|pid| !procs.values().any(|p| p == pid))
             .then_some(())
     })
     .await?;
-    let now = running(&stack, "web").await?;
+    let now = running(&stack, "mover").await?;
     assert_eq!(now.len(), 6);
     assert!(
         now.iter().all(|t| t.node_id != victim_node),
         "nothing moves back to the returning node"
     );
-    assert_eq!(processes_of("web").len(), 6, "no duplicate processes");
+    assert_eq!(
+        processes_of(&stack, "mover").len(),
+        6,
+        "no duplicate processes"
+    );
     Ok(())
 }
 
@@ -507,7 +521,7 @@ async fn a_restarted_worker_readopts_its_tasks() -> anyhow::Result<()> {
         ])
         .await?;
     let before = wait_running(&stack, "keep", 3).await?;
-    let pids = processes_of("keep");
+    let pids = processes_of(&stack, "keep");
     assert_eq!(pids.len(), 3);
 
     // Kill the worker process only (its tasks live in their own process groups).
@@ -549,7 +563,7 @@ async fn a_restarted_worker_readopts_its_tasks() -> anyhow::Result<()> {
     assert_eq!(ids_before, ids_after, "the same tasks");
     assert!(ids_after.contains(&node_task));
     assert_eq!(
-        processes_of("keep"),
+        processes_of(&stack, "keep"),
         pids,
         "the same processes, none duplicated"
     );

@@ -24,9 +24,14 @@ async fn wait_converged(stack: &Stack, host: &str, name: &str, n: usize) -> anyh
             })
             .collect();
         let slots: HashSet<u64> = running.iter().map(|t| t.slot).collect();
+        let nodes: Vec<String> = stack
+            .node_ids()
+            .iter()
+            .map(|id| format!("SHOAL_NODE_ID={id}"))
+            .collect();
         let procs = task_processes()
             .into_iter()
-            .filter(|(_, env)| env.contains(&marker))
+            .filter(|(_, env)| env.contains(&marker) && env.iter().any(|e| nodes.contains(e)))
             .count();
         (running.len() == n && slots == (1..=n as u64).collect() && procs == n).then_some(())
     })
