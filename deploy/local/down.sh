@@ -96,7 +96,7 @@ stop_tasks() {
     local pid out groups=()
     for env in /proc/[0-9]*/environ; do
         pid="${env#/proc/}"; pid="${pid%/environ}"
-        tr '\0' '\n' < "$env" 2>/dev/null | grep -q '^SHOAL_TASK_ID=' || continue
+        { tr '\0' '\n' < "$env"; } 2>/dev/null | grep -q '^SHOAL_TASK_ID=' || continue
         out="$(readlink "/proc/$pid/fd/1" 2>/dev/null || true)"
         [[ "$out" == "$DIR"/* ]] || continue
         groups+=("$(ps -o pgid= -p "$pid" | tr -d ' ')")
