@@ -180,6 +180,29 @@ fn pick<K: Ord + Clone>(tasks: impl Iterator<Item = (K, Task)>) -> BTreeMap<K, T
     by
 }
 
+/// For jobs: per key (slot, or node), the task of the current iteration that has come
+/// the least far (a key counts as complete only once its every task has).
+fn pick_job<'a, K: Ord>(
+    service: &Service,
+    tasks: &'a [Task],
+    key: impl Fn(&Task) -> K,
+) -> BTreeMap<K, &'a Task> {
+    let mut by: BTreeMap<K, &Task> = BTreeMap::new();
+    for t in tasks.iter().filter(|t| this_iteration(service, t)) {
+        if numbered(t.desired_state) == 0 || numbered(status_state(t)) == 0 {
+            continue;
+        }
+        let k = key(t);
+        match by.get(&k) {
+            Some(existing) if numbered(status_state(existing)) <= numbered(status_state(t)) => {}
+            _ => {
+                by.insert(k, t);
+            }
+        }
+    }
+    by
+}
+
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
@@ -319,19 +342,7 @@ impl Tracker {
         total: u64,
         concurrent: u64,
     ) -> Snapshot {
-        let mut by_slot: BTreeMap<u64, &Task> = BTreeMap::new();
-        for t in tasks.iter().filter(|t| this_iteration(service, t)) {
-            if numbered(t.desired_state) == 0 || numbered(status_state(t)) == 0 {
-                continue;
-            }
-            match by_slot.get(&t.slot) {
-                Some(existing) if numbered(status_state(existing)) <= numbered(status_state(t)) => {
-                }
-                _ => {
-                    by_slot.insert(t.slot, t);
-                }
-            }
-        }
+        let by_slot = pick_job(service, tasks, |t| t.slot);
         let digits = total.to_string().len();
         let mut task_rows = Vec::new();
         let (mut active, mut complete) = (0u64, 0u64);
@@ -376,19 +387,7 @@ impl Tracker {
     }
 
     fn global_job(&mut self, service: &Service, tasks: &[Task]) -> Snapshot {
-        let mut by_node: BTreeMap<String, &Task> = BTreeMap::new();
-        for t in tasks.iter().filter(|t| this_iteration(service, t)) {
-            if numbered(t.desired_state) == 0 || numbered(status_state(t)) == 0 {
-                continue;
-            }
-            match by_node.get(&t.node_id) {
-                Some(existing) if numbered(status_state(existing)) <= numbered(status_state(t)) => {
-                }
-                _ => {
-                    by_node.insert(t.node_id.clone(), t);
-                }
-            }
-        }
+        let by_node = pick_job(service, tasks, |t| t.node_id.clone());
         let total = by_node.len() as u64;
         if total == 0 {
             return Snapshot {
