@@ -14,3 +14,13 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shoa
 
 mod state;
 pub use state::TaskStateExt;
+
+/// Whether `task` runs the service's current task spec (Swarm's "not dirty"): the
+/// update supervisor replaces the tasks for which this is false, and `service
+/// update`'s progress counts only the tasks for which it is true. Scale changes,
+/// update/rollback configs and ingress ports leave tasks current; `--force` (the task
+/// spec's `force_update` counter) does not.
+pub fn task_is_current(task: &v1::Task, service: &v1::Service) -> bool {
+    let wanted = service.spec.as_ref().and_then(|s| s.task.as_ref());
+    task.spec.as_ref() == wanted
+}

@@ -137,15 +137,27 @@ pub(crate) fn apply(
     if !from.can_move_to(to) {
         return Err(backwards(task_id, from, to));
     }
+    // When the task first ran: kept from the stored status, else taken from the
+    // report that says RUNNING (the worker's clock, as the timestamp itself).
+    let started_at = task.status.as_ref().and_then(|s| s.started_at).or_else(|| {
+        (to == TaskState::Running).then(|| {
+            status
+                .timestamp
+                .unwrap_or_else(|| prost_types::Timestamp::from(std::time::SystemTime::now()))
+        })
+    });
     let unchanged = task.status.as_ref().is_some_and(|s| {
         let mut s = s.clone();
         s.timestamp = status.timestamp;
+        s.started_at = status.started_at;
         s == *status
     });
     if unchanged {
         return Ok(false);
     }
-    task.status = Some(status.clone());
+    let mut next = status.clone();
+    next.started_at = started_at;
+    task.status = Some(next);
     Ok(true)
 }
 
@@ -499,7 +511,14 @@ mod tests {
             "the same status again is no change"
         );
         assert!(apply(&mut t, "n1", "t1", &status(TaskState::Running, "healthy")).unwrap());
+        let running_since = t.status.as_ref().and_then(|s| s.started_at);
+        assert!(
+            running_since.is_some(),
+            "RUNNING records when the task started"
+        );
         assert!(apply(&mut t, "n1", "t1", &status(TaskState::Complete, "finished")).unwrap());
-        assert_eq!(t.status.unwrap().state(), TaskState::Complete);
+        let done = t.status.unwrap();
+        assert_eq!(done.state(), TaskState::Complete);
+        assert_eq!(done.started_at, running_since, "later states keep it");
     }
 }

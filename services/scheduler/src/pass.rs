@@ -15,12 +15,13 @@ use crate::placement::{NodeInfo, Pipeline, SpreadOptions, explain, schedule_grou
 pub const ASSIGNED_MESSAGE: &str = "scheduler assigned task to node";
 
 /// Is `task` waiting for the scheduler: observed PENDING, desired to run (or, for job
-/// tasks, to complete)?
+/// tasks, to complete; or, for a stop-first update's replacement, to be made READY)?
 pub fn is_schedulable(task: &Task) -> bool {
     let pending = task.status.as_ref().map(|s| s.state()) == Some(TaskState::Pending);
     pending
         && (task.desired_state == TaskState::Running as i32
-            || task.desired_state == TaskState::Complete as i32)
+            || task.desired_state == TaskState::Complete as i32
+            || task.desired_state == TaskState::Ready as i32)
 }
 
 /// Does `task` hold (or count against) a node, so a node's NodeInfo includes it?
