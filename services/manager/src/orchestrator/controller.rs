@@ -300,9 +300,14 @@ impl Controller {
                 let before = self.task_seen.insert(t.id().to_string(), now);
                 let terminal =
                     |state: i32| TaskState::try_from(state).is_ok_and(|s| s.is_terminal());
+                let running = |state: i32| state == TaskState::Running as i32;
                 let matters = match before {
                     None => terminal(now.0),
-                    Some(b) => (terminal(now.0) && !terminal(b.0)) || b.1 != now.1,
+                    Some(b) => {
+                        (terminal(now.0) && !terminal(b.0))
+                            || b.1 != now.1
+                            || (running(now.0) && !running(b.0) && self.updating(&t.service_id))
+                    }
                 } || self.placed_on_lost_node(&t);
                 if matters {
                     self.queue.push(&t.service_id);
@@ -322,6 +327,19 @@ impl Controller {
                 self.enqueue_all();
             }
         }
+    }
+
+    /// Whether the service has an update or rollback under way: its tasks reaching
+    /// RUNNING move the update on (start-first replacements, lanes).
+    fn updating(&self, service_id: &str) -> bool {
+        use shoal_proto::v1::update_status::UpdateState;
+        self.services
+            .get(service_id)
+            .and_then(|s| s.update_status.as_ref().map(|u| u.state))
+            .is_some_and(|state| {
+                state == UpdateState::Updating as i32
+                    || state == UpdateState::RollbackStarted as i32
+            })
     }
 
     /// A task still wanted on a node that is down, drained or gone (e.g. assigned just
@@ -456,6 +474,9 @@ impl Controller {
             tasks.shutdown = plan.shutdown.len(),
             tasks.remove = plan.remove.len(),
             tasks.delete = reaped.delete_tasks.len(),
+            tasks.start = plan.start.len(),
+            update.status = plan.update_status.as_ref().map(|u| u.message.as_str()).unwrap_or(""),
+            update.rollback = plan.rollback,
         );
         if let Some(tc) = service.as_ref().and_then(|s| s.trace_context.as_ref()) {
             shoal_telemetry::set_parent(&span, shoal_telemetry::context_from_stored(tc));
@@ -518,12 +539,59 @@ impl Controller {
             }
         };
 
+        // The update status (and an automatic rollback) first: the task writes of this
+        // pass were planned for this status and spec, so they wait for it.
+        if (plan.update_status.is_some() || plan.rollback)
+            && let Some(s) = service
+        {
+            let mut next = s.clone();
+            if plan.rollback {
+                std::mem::swap(&mut next.spec, &mut next.previous_spec);
+                std::mem::swap(&mut next.spec_version, &mut next.previous_spec_version);
+            }
+            next.update_status = plan.update_status.clone();
+            match self.store.update_from(s, next).await {
+                Ok(stored) => {
+                    applied.revision = stored.version();
+                    let status = stored.update_status.as_ref();
+                    tracing::info!(
+                        service.id = %service_id,
+                        state = status.map(|u| u.state).unwrap_or(0),
+                        message = status.map(|u| u.message.as_str()).unwrap_or(""),
+                        rollback = plan.rollback,
+                        "update status"
+                    );
+                    let mut e = event_of("update", &stored);
+                    e.attributes
+                        .insert("name".into(), name_of(Some(&stored), service_id));
+                    if let Some(u) = status {
+                        e.attributes
+                            .insert("update_message".into(), u.message.clone());
+                    }
+                    events.push(e);
+                }
+                Err(e) => {
+                    note(&mut applied, &e, "write the service's update status");
+                    return applied;
+                }
+            }
+            if plan.rollback {
+                // Everything else follows from the rolled-back spec, next pass.
+                applied.conflict = true;
+                if let Err(e) = self.bus.publish_all(&events).await {
+                    tracing::warn!(error = %e, "service event not published");
+                }
+                return applied;
+            }
+        }
+
         // Desired state moves on (never back).
         let mut changes: Vec<(&Task, Task)> = Vec::new();
         let targets = plan
-            .shutdown
+            .start
             .iter()
-            .map(|id| (id, TaskState::Shutdown))
+            .map(|id| (id, TaskState::Running))
+            .chain(plan.shutdown.iter().map(|id| (id, TaskState::Shutdown)))
             .chain(plan.remove.iter().map(|id| (id, TaskState::Remove)));
         for (id, target) in targets {
             let Some(prev) = cached.get(id.as_str()) else {

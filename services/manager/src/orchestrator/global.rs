@@ -10,8 +10,9 @@ use shoal_scheduler::placement::constraint;
 use super::replicated::restart_policy;
 use super::restart::{RestartDecision, decide_restart};
 use super::task::new_task_at;
+use super::update::{self, Unit};
 use super::{
-    Plan, availability, is_dead_unhandled, is_live, newest_first, node_loss, node_state, observed,
+    Plan, availability, is_dead_unhandled, is_live, newest_first, node_loss, node_state, task_id,
     tasks_or_removal,
 };
 
@@ -94,7 +95,7 @@ pub fn reconcile_global(
 ) -> Plan {
     let ours = match tasks_or_removal(service, tasks) {
         Ok(ours) => ours,
-        Err(removal) => return removal,
+        Err(removal) => return *removal,
     };
     let mut plan = Plan::default();
     if !matches!(
@@ -105,9 +106,11 @@ pub fn reconcile_global(
     }
 
     let mut create_on: Vec<&str> = Vec::new();
+    // Nodes that keep live tasks: the update supervisor's units.
+    let mut staying: Vec<(&str, Vec<&Task>, Vec<&Task>)> = Vec::new();
     for (node_id, mut group) in tasks_by_node(ours, nodes) {
         group.sort_by(|a, b| newest_first(a, b));
-        let mut live: Vec<&Task> = group.iter().copied().filter(|t| is_live(t)).collect();
+        let live: Vec<&Task> = group.iter().copied().filter(|t| is_live(t)).collect();
         let unhandled: Vec<&Task> = group
             .iter()
             .copied()
@@ -119,14 +122,12 @@ pub fn reconcile_global(
             continue;
         };
         if !live.is_empty() {
-            // Keep the most advanced (then newest) one.
-            live.sort_by(|a, b| {
-                (observed(b) as i32)
-                    .cmp(&(observed(a) as i32))
-                    .then_with(|| newest_first(a, b))
-            });
-            plan.shut_down(live.get(1..).unwrap_or_default());
             plan.shut_down(&unhandled);
+            let (shut, start) = update::settle(service, &live, &group, nodes);
+            plan.shut_down(&shut);
+            plan.start
+                .extend(start.iter().map(|t| task_id(t).to_string()));
+            staying.push((node_id, live, group));
             continue;
         }
         if restart_on_node(service, node, &group, &unhandled, now, &mut plan) {
@@ -134,7 +135,31 @@ pub fn reconcile_global(
         }
     }
 
+    let units: Vec<Unit> = staying
+        .iter()
+        .map(|(_, live, group)| Unit {
+            healthy: live,
+            all: group,
+        })
+        .collect();
+    let decision = update::supervise(service, &units, now);
+    plan.note_update(&decision);
+    let mut ready_on: Vec<&str> = Vec::new();
+    for (node_id, live, _) in decision.replace.iter().filter_map(|i| staying.get(*i)) {
+        if decision.start_first {
+            create_on.push(node_id);
+        } else {
+            plan.shut_down(live);
+            ready_on.push(node_id);
+        }
+    }
+
     plan.create = new_tasks_on_nodes(service, create_on, now);
+    plan.create.extend(
+        new_tasks_on_nodes(service, ready_on, now)
+            .into_iter()
+            .map(update::prepared_only),
+    );
     plan
 }
 

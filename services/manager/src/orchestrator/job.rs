@@ -52,7 +52,7 @@ fn current_job_tasks<'a>(
     service: &Service,
     tasks: &'a [Task],
     is_mode: impl Fn(&Mode) -> bool,
-) -> Result<(Vec<&'a Task>, Plan), Plan> {
+) -> Result<(Vec<&'a Task>, Plan), Box<Plan>> {
     let ours = tasks_or_removal(service, tasks)?;
     let mut plan = Plan::default();
     if !service
@@ -61,7 +61,7 @@ fn current_job_tasks<'a>(
         .and_then(|s| s.mode.as_ref())
         .is_some_and(is_mode)
     {
-        return Err(plan);
+        return Err(Box::new(plan));
     }
     let ours = current(service, ours, &mut plan);
     Ok((ours, plan))
@@ -100,7 +100,7 @@ pub fn reconcile_replicated_job(
     let (ours, mut plan) =
         match current_job_tasks(service, tasks, |m| matches!(m, Mode::ReplicatedJob(_))) {
             Ok(started) => started,
-            Err(plan) => return plan,
+            Err(plan) => return *plan,
         };
     let Some((total, concurrent)) = job_sizes(service) else {
         return plan;
@@ -168,7 +168,7 @@ pub fn reconcile_global_job(
     let (ours, mut plan) =
         match current_job_tasks(service, tasks, |m| matches!(m, Mode::GlobalJob(_))) {
             Ok(started) => started,
-            Err(plan) => return plan,
+            Err(plan) => return *plan,
         };
 
     let mut create_on: Vec<&str> = Vec::new();

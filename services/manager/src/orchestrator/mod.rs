@@ -33,13 +33,14 @@ pub mod reaper;
 pub mod replicated;
 pub mod restart;
 pub mod task;
+pub mod update;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use shoal_proto::TaskStateExt;
 use shoal_proto::v1::node_spec::Availability;
-use shoal_proto::v1::{Node, Task, TaskState, node_status};
+use shoal_proto::v1::{Node, Task, TaskState, UpdateStatus, node_status};
 
 pub use controller::{Controller, ControllerOptions, run_while_leading};
 pub use global::reconcile_global;
@@ -61,14 +62,40 @@ pub struct Plan {
     /// Tasks whose desired state becomes REMOVE (scale down, service removal): the
     /// worker stops them and the reaper deletes them once they are dead.
     pub remove: Vec<String>,
-    /// Reconcile this service again at this time (a restart waiting out its delay).
+    /// Tasks whose desired state moves from READY to RUNNING: a stop-first update's
+    /// replacement, once the task it replaces has stopped.
+    pub start: Vec<String>,
+    /// The service's update status changes (an update starts, pauses, rolls back or
+    /// completes): written, compare-and-swap on the service, before any task.
+    pub update_status: Option<UpdateStatus>,
+    /// The update's failure action rolls the service back: its spec and previous spec
+    /// swap (with `update_status`). Nothing else of the pass is written; the next pass
+    /// works from the rolled-back spec.
+    pub rollback: bool,
+    /// Reconcile this service again at this time (a restart waiting out its delay, an
+    /// update's delay or monitor window ending).
     pub requeue_at: Option<SystemTime>,
 }
 
 impl Plan {
     /// Whether the pass found nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.shutdown.is_empty() && self.remove.is_empty()
+        self.create.is_empty()
+            && self.shutdown.is_empty()
+            && self.remove.is_empty()
+            && self.start.is_empty()
+            && self.update_status.is_none()
+            && !self.rollback
+    }
+
+    /// Takes the update supervisor's decision: the status change and the time to look
+    /// again (the replacements are the mode's to make).
+    fn note_update(&mut self, decision: &update::Decision) {
+        self.update_status = decision.status.clone();
+        self.rollback = decision.rollback;
+        if let Some(at) = decision.requeue_at {
+            self.requeue(at);
+        }
     }
 
     /// Sets these tasks desired SHUTDOWN.
@@ -95,6 +122,9 @@ pub fn reconcile(
 ) -> Plan {
     let mut plan = reconcile_mode(service, tasks, nodes, now);
     number_restarts(&mut plan.create, tasks);
+    plan.shutdown.sort_unstable();
+    plan.shutdown.dedup();
+    plan.start.retain(|id| !plan.shutdown.contains(id));
     plan
 }
 
@@ -133,7 +163,7 @@ fn reconcile_mode(
         Some(Mode::GlobalJob(_)) => reconcile_global_job(service, tasks, nodes, now),
         Some(Mode::Replicated(_)) => reconcile_replicated(service, tasks, nodes, now),
         None => match tasks_or_removal(service, tasks) {
-            Err(removal) => removal,
+            Err(removal) => *removal,
             Ok(_) => Plan::default(),
         },
     }
@@ -187,17 +217,17 @@ pub(crate) fn is_dead_unhandled(t: &Task) -> bool {
 pub(crate) fn tasks_or_removal<'a>(
     service: &shoal_proto::v1::Service,
     tasks: &'a [Task],
-) -> Result<Vec<&'a Task>, Plan> {
+) -> Result<Vec<&'a Task>, Box<Plan>> {
     let service_id = service.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
     let ours: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.service_id == service_id && !is_being_removed(t))
         .collect();
     if service.pending_delete {
-        return Err(Plan {
+        return Err(Box::new(Plan {
             remove: ours.iter().map(|t| task_id(t).to_string()).collect(),
             ..Plan::default()
-        });
+        }));
     }
     Ok(ours)
 }
@@ -206,7 +236,7 @@ pub(crate) fn is_being_removed(t: &Task) -> bool {
     desired(t) as i32 >= TaskState::Remove as i32
 }
 
-fn to_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+pub(crate) fn to_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
     ts.and_then(|ts| SystemTime::try_from(*ts).ok())
 }
 

@@ -7,6 +7,7 @@ use shoal_proto::v1::{Node, Service, Task, TaskState, service_spec::Mode};
 
 use super::restart::{RestartDecision, decide_restart};
 use super::task::new_task_at;
+use super::update::{self, Unit};
 use super::{
     Plan, is_dead_unhandled, is_live, newest_first, node_loss, observed, task_id, tasks_or_removal,
 };
@@ -198,7 +199,7 @@ pub fn reconcile_replicated(
 ) -> Plan {
     let ours = match tasks_or_removal(service, tasks) {
         Ok(ours) => ours,
-        Err(removal) => return removal,
+        Err(removal) => return *removal,
     };
     let mut plan = Plan::default();
     let Some(Mode::Replicated(mode)) = service.spec.as_ref().and_then(|s| s.mode.as_ref()) else {
@@ -257,10 +258,42 @@ pub fn reconcile_replicated(
         }
     }
 
+    // The update supervisor, over the slots that stay.
+    let staying: Vec<&SlotView> = views.iter().filter(|v| kept.contains(&v.slot)).collect();
+    for v in &staying {
+        let (shut, start) = update::settle(service, &v.healthy, &v.all, nodes);
+        plan.shut_down(&shut);
+        plan.start
+            .extend(start.iter().map(|t| task_id(t).to_string()));
+    }
+    let units: Vec<Unit> = staying
+        .iter()
+        .map(|v| Unit {
+            healthy: &v.healthy,
+            all: &v.all,
+        })
+        .collect();
+    let decision = update::supervise(service, &units, now);
+    plan.note_update(&decision);
+    let mut ready_slots: Vec<u64> = Vec::new();
+    for v in decision.replace.iter().filter_map(|i| staying.get(*i)) {
+        if !decision.start_first {
+            plan.shut_down(&v.healthy);
+            ready_slots.push(v.slot);
+        } else {
+            create_slots.push(v.slot);
+        }
+    }
+
     // Scale up: the lowest free slot numbers.
     let held = kept.len() as u64;
     create_slots.extend(free_slots(&kept, replicas.saturating_sub(held), u64::MAX));
     plan.create = new_tasks_in_slots(service, create_slots, now);
+    plan.create.extend(
+        new_tasks_in_slots(service, ready_slots, now)
+            .into_iter()
+            .map(update::prepared_only),
+    );
     debug_assert!(plan.shutdown.iter().all(|id| !plan.remove.contains(id)));
     plan
 }
@@ -579,7 +612,7 @@ mod tests {
         };
         let mut svc = with_restart(replicated_service("svc1", "web", 2), p);
         let dead = task_with_restart(dead_task("a", 1, TaskState::Complete, 0, 10), &p);
-        let tasks = vec![dead, running("b", 2, "n2")];
+        let tasks = vec![dead, task_with_restart(running("b", 2, "n2"), &p)];
         let plan = reconcile_replicated(&svc, &tasks, &three_nodes(), at(20));
         assert_eq!(ids(&plan.shutdown), vec!["a"]);
         assert!(plan.create.is_empty());
