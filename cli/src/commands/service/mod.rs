@@ -1,8 +1,10 @@
-//! `shoal service create|ls|ps|inspect|scale|rm|logs`, as `docker service`.
+//! `shoal service create|ls|ps|inspect|scale|update|rollback|rm|logs`, as `docker
+//! service`.
 
 pub mod opts;
 pub mod progress;
 pub mod render;
+pub mod update;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,7 +14,7 @@ use std::time::SystemTime;
 use shoal_proto::v1::{
     CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServiceStatusesRequest,
     ListServicesRequest, ListTasksRequest, LogMessage, RemoveServiceRequest, Service,
-    ServiceLogsRequest, UpdateServiceRequest, log_message, service_spec,
+    ServiceLogsRequest, UpdateServiceRequest, log_message, service_spec, update_service_request,
 };
 use tokio_stream::StreamExt;
 
@@ -21,8 +23,9 @@ use crate::config::CliConfig;
 use crate::connect::Control;
 use crate::output::{rfc3339, truncate_id};
 
-pub use opts::CreateArgs;
-use progress::{FollowOptions, Outcome};
+pub use opts::{CreateArgs, FollowFlags};
+use progress::{FollowOptions, Intent, Outcome};
+pub use update::UpdateArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ServiceCommand {
@@ -72,6 +75,8 @@ pub enum ServiceCommand {
         #[arg(required = true, value_name = "SERVICE")]
         services: Vec<String>,
     },
+    /// Revert changes to a service's configuration.
+    Rollback(RollbackArgs),
     /// Scale one or multiple replicated services.
     Scale {
         /// Exit immediately instead of waiting for the service to converge.
@@ -84,6 +89,16 @@ pub enum ServiceCommand {
         #[arg(required = true, value_name = "SERVICE=REPLICAS")]
         scales: Vec<String>,
     },
+    /// Update a service.
+    Update(Box<UpdateArgs>),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub follow: FollowFlags,
+    #[arg(value_name = "SERVICE")]
+    pub target: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -128,6 +143,16 @@ pub async fn run(cfg: &CliConfig, cmd: ServiceCommand) -> anyhow::Result<ExitCod
             scales,
         } => scale(cfg, detach, &timeout, &scales).await,
         ServiceCommand::Rm { services } => rm(cfg, &services).await,
+        ServiceCommand::Update(args) => update(cfg, &args).await,
+        ServiceCommand::Rollback(args) => {
+            let args = UpdateArgs {
+                rollback: true,
+                follow: args.follow,
+                target: args.target,
+                ..Default::default()
+            };
+            update(cfg, &args).await
+        }
         ServiceCommand::Logs(args) => logs(cfg, &args).await,
     }
 }
@@ -186,13 +211,18 @@ async fn converge(
             }
             Ok(ExitCode::FAILURE)
         }
+        Outcome::Failed(message) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("Error: {message}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
 #[tracing::instrument(name = "service create", skip_all)]
 async fn create(cfg: &CliConfig, args: &CreateArgs) -> anyhow::Result<ExitCode> {
     let spec = args.to_spec()?;
-    let timeout = args.timeout()?;
+    let timeout = args.follow.timeout()?;
     let mut control = crate::connect::control(cfg).await?;
     let service = control
         .create_service(CreateServiceRequest { spec: Some(spec) })
@@ -203,15 +233,71 @@ async fn create(cfg: &CliConfig, args: &CreateArgs) -> anyhow::Result<ExitCode> 
         .ok_or_else(|| anyhow::anyhow!("the manager answered without the service"))?;
     let id = render::id(&service).to_string();
     println!("{id}");
-    if args.detach {
+    if args.follow.detach {
         return Ok(ExitCode::SUCCESS);
     }
     converge(
         &mut control,
         &id,
         &FollowOptions {
-            quiet: args.quiet,
+            quiet: args.follow.quiet,
             timeout,
+            intent: Intent::Converge,
+        },
+    )
+    .await
+}
+
+/// The request `service update` sends: the spec as changed, against the version read
+/// (a concurrent change makes the manager refuse it: "update out of sequence").
+pub fn update_request(
+    service: &Service,
+    spec: shoal_proto::v1::ServiceSpec,
+    rollback: bool,
+) -> UpdateServiceRequest {
+    UpdateServiceRequest {
+        service_id: render::id(service).to_string(),
+        service_version: service.meta.as_ref().and_then(|m| m.version),
+        spec: Some(spec),
+        rollback: if rollback {
+            update_service_request::Rollback::Previous as i32
+        } else {
+            update_service_request::Rollback::None as i32
+        },
+    }
+}
+
+/// `service update` and `service rollback`: read, change, send, then follow.
+#[tracing::instrument(name = "service update", skip_all)]
+async fn update(cfg: &CliConfig, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
+    let timeout = args.follow.timeout()?;
+    let mut control = crate::connect::control(cfg).await?;
+    let service = get_service(&mut control, &args.target)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let mut spec = service.spec.clone().unwrap_or_default();
+    args.apply(&mut spec)?;
+    let id = render::id(&service).to_string();
+    control
+        .update_service(update_request(&service, spec, args.rollback))
+        .await
+        .map_err(super::rpc_error)?;
+    println!("{}", args.target);
+    if args.follow.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let intent = if args.rollback {
+        Intent::Rollback
+    } else {
+        Intent::Update
+    };
+    converge(
+        &mut control,
+        &id,
+        &FollowOptions {
+            quiet: args.follow.quiet,
+            timeout,
+            intent,
         },
     )
     .await
@@ -356,7 +442,7 @@ async fn inspect(cfg: &CliConfig, pretty: bool, services: &[String]) -> anyhow::
     }
     if pretty {
         for s in &found {
-            print!("{}", render::render_pretty(s));
+            print!("{}", render::render_pretty(s, SystemTime::now()));
         }
     } else {
         print!("{}", render::render_inspect(&found));
@@ -430,6 +516,7 @@ async fn scale(
             let opts = FollowOptions {
                 quiet: false,
                 timeout,
+                intent: Intent::Converge,
             };
             if converge(&mut control, &id, &opts).await? == ExitCode::FAILURE {
                 code = ExitCode::FAILURE;

@@ -1,39 +1,31 @@
-//! `service create` flags and their conversion into a `ServiceSpec`, with docker's
-//! parsers (Go durations, `units.RAMInBytes`, decimal CPUs, `--publish`, `--mount`)
-//! and docker's wording for bad values: `invalid argument "-1" for "--replicas" flag: …`.
+//! `service create` / `service update` flags and their conversion into a `ServiceSpec`,
+//! with docker's parsers (Go durations, `units.RAMInBytes`, decimal CPUs, `--publish`,
+//! `--mount`) and docker's wording for bad values: `invalid argument "-1" for
+//! "--replicas" flag: …`.
+//!
+//! The flags both commands take live in [`ServiceFlags`], applied the same way to a
+//! fresh spec (create) and to the spec read from the manager (update): a flag that was
+//! not given changes nothing, and a block the spec lacks (restart policy, update
+//! config, healthcheck…) starts from Swarm's defaults.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use shoal_proto::v1::{
-    Annotations, ContainerSpec, EndpointSpec, GlobalJob, GlobalService, Mount, Placement,
-    PlacementPreference, PortConfig, ProcessSpec, ReplicatedJob, ReplicatedService,
-    ResourceRequirements, Resources, RestartPolicy, ServiceSpec, TaskSpec, UpdateConfig, mount,
-    port_config, restart_policy, service_spec, task_spec, update_config,
+    Annotations, ContainerSpec, EndpointSpec, GlobalJob, GlobalService, HealthConfig, Mount,
+    Placement, PlacementPreference, PortConfig, ProcessSpec, ReplicatedJob, ReplicatedService,
+    Resources, RestartPolicy, ServiceSpec, TaskSpec, UpdateConfig, mount, port_config,
+    restart_policy, service_spec, task_spec, update_config,
 };
 
-/// Every flag of `service create`. Values are taken as text and parsed here so a bad
-/// one is reported with docker's wording and exit code 1.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct CreateArgs {
-    /// Service name.
-    #[arg(long)]
-    pub name: Option<String>,
+/// Flags `service create` and `service update` share, with the same names and meaning.
+/// Values are taken as text and parsed here so a bad one is reported with docker's
+/// wording and exit code 1; `None` means the flag was not given.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args)]
+pub struct ServiceFlags {
     /// Number of tasks.
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub replicas: Option<String>,
-    /// Service mode ("replicated", "global", "replicated-job", "global-job").
-    #[arg(long, default_value = "replicated")]
-    pub mode: String,
-    /// Number of job tasks to run concurrently (default equal to --replicas).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub max_concurrent: Option<String>,
-    /// Placement constraints.
-    #[arg(long, value_name = "CONSTRAINT")]
-    pub constraint: Vec<String>,
-    /// Add a placement preference (spread=<descriptor>).
-    #[arg(long = "placement-pref", value_name = "PREF")]
-    pub placement_pref: Vec<String>,
     /// Maximum number of tasks per node (default 0 = unlimited).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub replicas_max_per_node: Option<String>,
@@ -49,18 +41,6 @@ pub struct CreateArgs {
     /// Limit Memory.
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub limit_memory: Option<String>,
-    /// Set environment variables.
-    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Service labels.
-    #[arg(long, short = 'l', value_name = "KEY=VALUE")]
-    pub label: Vec<String>,
-    /// Container labels.
-    #[arg(long = "container-label", value_name = "KEY=VALUE")]
-    pub container_label: Vec<String>,
-    /// Attach a filesystem mount to the service (type=bind|volume|tmpfs,source=…,target=…,readonly).
-    #[arg(long, value_name = "MOUNT")]
-    pub mount: Vec<String>,
     /// Restart when condition is met ("none", "on-failure", "any") (default "any").
     #[arg(long, value_name = "CONDITION")]
     pub restart_condition: Option<String>,
@@ -73,9 +53,6 @@ pub struct CreateArgs {
     /// Window used to evaluate the restart policy (ns|us|ms|s|m|h).
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub restart_window: Option<String>,
-    /// Publish a port as a node port (8080:80[/udp], or mode=host,published=…,target=…).
-    #[arg(long, short = 'p', value_name = "PORT")]
-    pub publish: Vec<String>,
     /// Time to wait before force killing a container (ns|us|ms|s|m|h) (default 10s).
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub stop_grace_period: Option<String>,
@@ -124,6 +101,36 @@ pub struct CreateArgs {
     /// Rollback order ("start-first", "stop-first") (default "stop-first").
     #[arg(long, value_name = "ORDER")]
     pub rollback_order: Option<String>,
+    /// Command to run to check health.
+    #[arg(long, value_name = "STRING", allow_hyphen_values = true)]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 30s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 30s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy (default 3).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub health_retries: Option<String>,
+    /// Start period for the container to initialize before counting retries towards
+    /// unstable (ms|s|m|h) (default 0s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long)]
+    pub no_healthcheck: bool,
+    /// Process services: healthy when a TCP connect to HOST:PORT succeeds.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_tcp: Option<String>,
+    /// Process services: healthy when a GET of the http:// URL answers 2xx or 3xx.
+    #[arg(long, value_name = "URL")]
+    pub health_http: Option<String>,
+}
+
+/// How a command that changes a service follows it to convergence.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args)]
+pub struct FollowFlags {
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -133,6 +140,52 @@ pub struct CreateArgs {
     /// How long to follow the convergence before giving up (exit 1) (default 3m).
     #[arg(long, value_name = "DURATION", default_value = "3m")]
     pub timeout: String,
+}
+
+impl FollowFlags {
+    /// The convergence deadline (`--timeout`).
+    pub fn timeout(&self) -> anyhow::Result<Duration> {
+        parse_go_duration(&self.timeout).map_err(|e| invalid(&self.timeout, "--timeout", e))
+    }
+}
+
+/// Every flag of `service create`.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// Service name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Service mode ("replicated", "global", "replicated-job", "global-job").
+    #[arg(long, default_value = "replicated")]
+    pub mode: String,
+    /// Number of job tasks to run concurrently (default equal to --replicas).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_concurrent: Option<String>,
+    /// Placement constraints.
+    #[arg(long, value_name = "CONSTRAINT")]
+    pub constraint: Vec<String>,
+    /// Add a placement preference (spread=<descriptor>).
+    #[arg(long = "placement-pref", value_name = "PREF")]
+    pub placement_pref: Vec<String>,
+    /// Set environment variables.
+    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Service labels.
+    #[arg(long, short = 'l', value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Container labels.
+    #[arg(long = "container-label", value_name = "KEY=VALUE")]
+    pub container_label: Vec<String>,
+    /// Attach a filesystem mount to the service (type=bind|volume|tmpfs,source=…,target=…,readonly).
+    #[arg(long, value_name = "MOUNT")]
+    pub mount: Vec<String>,
+    /// Publish a port as a node port (8080:80[/udp], or mode=host,published=…,target=…).
+    #[arg(long, short = 'p', value_name = "PORT")]
+    pub publish: Vec<String>,
+    #[command(flatten)]
+    pub service: ServiceFlags,
+    #[command(flatten)]
+    pub follow: FollowFlags,
     /// Run the tasks as plain processes (shoal's process executor): the arguments are the
     /// command and its arguments, run without a shell; there is no image.
     #[arg(long)]
@@ -147,7 +200,7 @@ pub fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> anyhow::
     anyhow::anyhow!("invalid argument \"{value}\" for \"{flag}\" flag: {why}")
 }
 
-fn uint(value: &str, flag: &str) -> anyhow::Result<u64> {
+pub(super) fn uint(value: &str, flag: &str) -> anyhow::Result<u64> {
     value.trim().parse::<u64>().map_err(|_| {
         let why = if value.trim().parse::<i64>().is_ok() {
             "value must not be negative"
@@ -158,11 +211,11 @@ fn uint(value: &str, flag: &str) -> anyhow::Result<u64> {
     })
 }
 
-fn opt_uint(value: &Option<String>, flag: &str) -> anyhow::Result<Option<u64>> {
+pub(super) fn opt_uint(value: &Option<String>, flag: &str) -> anyhow::Result<Option<u64>> {
     value.as_deref().map(|v| uint(v, flag)).transpose()
 }
 
-fn opt_duration(
+pub(super) fn opt_duration(
     value: &Option<String>,
     flag: &str,
 ) -> anyhow::Result<Option<prost_types::Duration>> {
@@ -278,7 +331,7 @@ pub fn parse_nano_cpus(s: &str) -> Result<i64, String> {
 }
 
 /// `KEY=VALUE` or `KEY` (empty value) into a map, as docker's label options.
-fn labels(items: &[String]) -> HashMap<String, String> {
+pub(super) fn labels(items: &[String]) -> HashMap<String, String> {
     items
         .iter()
         .map(|l| match l.split_once('=') {
@@ -290,7 +343,7 @@ fn labels(items: &[String]) -> HashMap<String, String> {
 
 /// docker's `ValidateEnv`: `KEY=VALUE` as is; a bare `KEY` takes this shell's value
 /// when it has one.
-fn env(items: &[String], flag: &str) -> anyhow::Result<Vec<String>> {
+pub(super) fn env(items: &[String], flag: &str) -> anyhow::Result<Vec<String>> {
     items
         .iter()
         .map(|e| {
@@ -322,7 +375,11 @@ fn bool_value(v: &str) -> Option<bool> {
 
 /// `--mount type=bind|volume|tmpfs,source=…,target=…,readonly`.
 pub fn parse_mount(value: &str) -> anyhow::Result<Mount> {
-    const FLAG: &str = "--mount";
+    parse_mount_flag(value, "--mount")
+}
+
+/// A mount given to `flag` (`--mount`, `--mount-add`).
+pub fn parse_mount_flag(value: &str, flag: &str) -> anyhow::Result<Mount> {
     let mut m = Mount {
         r#type: mount::Type::Volume as i32,
         ..Default::default()
@@ -339,7 +396,7 @@ pub fn parse_mount(value: &str) -> anyhow::Result<Mount> {
                     "volume" => mount::Type::Volume,
                     "tmpfs" => mount::Type::Tmpfs,
                     other => {
-                        return Err(invalid(value, FLAG, format!("invalid mount type: {other}")));
+                        return Err(invalid(value, flag, format!("invalid mount type: {other}")));
                     }
                 } as i32
             }
@@ -347,50 +404,46 @@ pub fn parse_mount(value: &str) -> anyhow::Result<Mount> {
             "target" | "dst" | "destination" => m.target = val.to_string(),
             "readonly" | "ro" => {
                 m.read_only = bool_value(val).ok_or_else(|| {
-                    invalid(value, FLAG, format!("invalid value for {key}: {val}"))
+                    invalid(value, flag, format!("invalid value for {key}: {val}"))
                 })?
             }
             other => {
                 return Err(invalid(
                     value,
-                    FLAG,
+                    flag,
                     format!("unexpected key '{other}' in '{field}'"),
                 ));
             }
         }
     }
     if m.target.is_empty() {
-        return Err(invalid(value, FLAG, "target is required"));
+        return Err(invalid(value, flag, "target is required"));
     }
     if m.r#type == mount::Type::Bind as i32 && m.source.is_empty() {
         return Err(invalid(
             value,
-            FLAG,
+            flag,
             "source is required when specifying bind",
         ));
     }
     if m.r#type == mount::Type::Tmpfs as i32 && !m.source.is_empty() {
         return Err(invalid(
             value,
-            FLAG,
+            flag,
             "source must not be specified for tmpfs",
         ));
     }
     Ok(m)
 }
 
-fn port_number(s: &str, what: &str, value: &str) -> anyhow::Result<u32> {
+fn port_number(s: &str, what: &str, value: &str, flag: &str) -> anyhow::Result<u32> {
     match s.trim().parse::<u32>() {
         Ok(p) if p <= 65535 => Ok(p),
-        _ => Err(invalid(
-            value,
-            "-p, --publish",
-            format!("invalid {what}: {s}"),
-        )),
+        _ => Err(invalid(value, flag, format!("invalid {what}: {s}"))),
     }
 }
 
-fn protocol(s: &str, value: &str) -> anyhow::Result<i32> {
+fn protocol(s: &str, value: &str, flag: &str) -> anyhow::Result<i32> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "" | "tcp" => port_config::Protocol::Tcp,
         "udp" => port_config::Protocol::Udp,
@@ -398,7 +451,7 @@ fn protocol(s: &str, value: &str) -> anyhow::Result<i32> {
         other => {
             return Err(invalid(
                 value,
-                "-p, --publish",
+                flag,
                 format!("invalid protocol value '{other}'"),
             ));
         }
@@ -409,12 +462,16 @@ fn protocol(s: &str, value: &str) -> anyhow::Result<i32> {
 /// form `mode=host,published=8080,target=80,protocol=udp`. Ranges (`8080-8081:80-81`)
 /// give one port each.
 pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
-    const FLAG: &str = "-p, --publish";
+    parse_publish_flag(value, "-p, --publish")
+}
+
+/// Ports given to `flag` (`--publish`, `--publish-add`, `--publish-rm`).
+pub fn parse_publish_flag(value: &str, flag: &str) -> anyhow::Result<Vec<PortConfig>> {
     if value.contains('=') {
         let mut p = PortConfig::default();
         for field in value.split(',').filter(|f| !f.is_empty()) {
             let Some((key, val)) = field.split_once('=') else {
-                return Err(invalid(value, FLAG, format!("invalid field {field}")));
+                return Err(invalid(value, flag, format!("invalid field {field}")));
             };
             match key.trim().to_ascii_lowercase().as_str() {
                 "mode" => {
@@ -424,7 +481,7 @@ pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
                         other => {
                             return Err(invalid(
                                 value,
-                                FLAG,
+                                flag,
                                 format!(
                                     "invalid publish mode value ({other}): must be either 'ingress' or 'host'"
                                 ),
@@ -432,25 +489,25 @@ pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
                         }
                     } as i32
                 }
-                "target" => p.target_port = port_number(val, "target port", value)?,
-                "published" => p.published_port = port_number(val, "published port", value)?,
-                "protocol" => p.protocol = protocol(val, value)?,
-                other => return Err(invalid(value, FLAG, format!("invalid field key {other}"))),
+                "target" => p.target_port = port_number(val, "target port", value, flag)?,
+                "published" => p.published_port = port_number(val, "published port", value, flag)?,
+                "protocol" => p.protocol = protocol(val, value, flag)?,
+                other => return Err(invalid(value, flag, format!("invalid field key {other}"))),
             }
         }
         if p.target_port == 0 {
-            return Err(invalid(value, FLAG, "missing mandatory field \"target\""));
+            return Err(invalid(value, flag, "missing mandatory field \"target\""));
         }
         return Ok(vec![p]);
     }
     let (ports, proto) = match value.rsplit_once('/') {
-        Some((ports, proto)) => (ports, protocol(proto, value)?),
+        Some((ports, proto)) => (ports, protocol(proto, value, flag)?),
         None => (value, port_config::Protocol::Tcp as i32),
     };
     let (published, target) = match ports.rsplit_once(':') {
         Some((published, target)) => {
             if published.contains(':') {
-                return Err(invalid(value, FLAG, "hostip is not supported"));
+                return Err(invalid(value, flag, "hostip is not supported"));
             }
             (Some(published), target)
         }
@@ -458,14 +515,17 @@ pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
     };
     let range = |s: &str, what: &str| -> anyhow::Result<(u32, u32)> {
         let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let (a, b) = (port_number(a, what, value)?, port_number(b, what, value)?);
+        let (a, b) = (
+            port_number(a, what, value, flag)?,
+            port_number(b, what, value, flag)?,
+        );
         if b < a || (what == "containerPort" && a == 0) {
-            return Err(invalid(value, FLAG, format!("invalid {what}: {s}")));
+            return Err(invalid(value, flag, format!("invalid {what}: {s}")));
         }
         Ok((a, b))
     };
     if target.is_empty() {
-        return Err(invalid(value, FLAG, "no port specified: <empty>"));
+        return Err(invalid(value, flag, "no port specified: <empty>"));
     }
     let (t0, t1) = range(target, "containerPort")?;
     let published = published.map(|p| range(p, "hostPort")).transpose()?;
@@ -475,7 +535,7 @@ pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
     {
         return Err(invalid(
             value,
-            FLAG,
+            flag,
             format!(
                 "invalid ranges specified for container and host Ports: {target} and {}",
                 ports.split(':').next().unwrap_or("")
@@ -498,12 +558,12 @@ pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
         .collect())
 }
 
-fn failure_action(v: &Option<String>, flag: &str, rollback_allowed: bool) -> anyhow::Result<i32> {
-    Ok(match v.as_deref() {
-        None | Some("pause") => update_config::FailureAction::Pause,
-        Some("continue") => update_config::FailureAction::Continue,
-        Some("rollback") if rollback_allowed => update_config::FailureAction::Rollback,
-        Some(other) => {
+fn failure_action(v: &str, flag: &str, rollback_allowed: bool) -> anyhow::Result<i32> {
+    Ok(match v {
+        "pause" => update_config::FailureAction::Pause,
+        "continue" => update_config::FailureAction::Continue,
+        "rollback" if rollback_allowed => update_config::FailureAction::Rollback,
+        other => {
             let allowed = if rollback_allowed {
                 "\"pause\", \"continue\", or \"rollback\""
             } else {
@@ -514,11 +574,11 @@ fn failure_action(v: &Option<String>, flag: &str, rollback_allowed: bool) -> any
     } as i32)
 }
 
-fn order(v: &Option<String>, flag: &str) -> anyhow::Result<i32> {
-    Ok(match v.as_deref() {
-        None | Some("stop-first") => update_config::UpdateOrder::StopFirst,
-        Some("start-first") => update_config::UpdateOrder::StartFirst,
-        Some(other) => {
+fn order(v: &str, flag: &str) -> anyhow::Result<i32> {
+    Ok(match v {
+        "stop-first" => update_config::UpdateOrder::StopFirst,
+        "start-first" => update_config::UpdateOrder::StartFirst,
+        other => {
             return Err(invalid(
                 other,
                 flag,
@@ -528,63 +588,353 @@ fn order(v: &Option<String>, flag: &str) -> anyhow::Result<i32> {
     } as i32)
 }
 
-fn ratio(v: &Option<String>, flag: &str) -> anyhow::Result<f32> {
-    match v.as_deref() {
-        None => Ok(0.0),
-        Some(s) => match s.trim().parse::<f32>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-            _ => Err(invalid(s, flag, "value must be a ratio between 0 and 1")),
-        },
+fn ratio(v: &str, flag: &str) -> anyhow::Result<f32> {
+    match v.trim().parse::<f32>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(invalid(v, flag, "value must be a ratio between 0 and 1")),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn update_config(
-    parallelism: &Option<String>,
-    delay: &Option<String>,
-    failure: &Option<String>,
-    monitor: &Option<String>,
-    max_ratio: &Option<String>,
-    ord: &Option<String>,
-    prefix: &str,
-) -> anyhow::Result<UpdateConfig> {
-    let flag = |name: &str| format!("--{prefix}-{name}");
-    Ok(UpdateConfig {
-        parallelism: opt_uint(parallelism, &flag("parallelism"))?.unwrap_or(1),
-        delay: opt_duration(delay, &flag("delay"))?,
-        failure_action: failure_action(failure, &flag("failure-action"), prefix == "update")?,
-        monitor: opt_duration(monitor, &flag("monitor"))?,
-        max_failure_ratio: ratio(max_ratio, &flag("max-failure-ratio"))?,
-        order: order(ord, &flag("order"))?,
-    })
+fn restart_condition(v: &str) -> anyhow::Result<i32> {
+    Ok(match v {
+        "any" => restart_policy::Condition::Any,
+        "on-failure" => restart_policy::Condition::OnFailure,
+        "none" => restart_policy::Condition::None,
+        other => {
+            return Err(invalid(
+                other,
+                "--restart-condition",
+                "must be one of \"none\", \"on-failure\", or \"any\"",
+            ));
+        }
+    } as i32)
 }
 
-fn resources(
+/// docker's `PositiveDurationOpt` (the `--health-*` durations).
+fn positive_duration(v: &str, flag: &str) -> anyhow::Result<prost_types::Duration> {
+    if let Some(abs) = v.trim().strip_prefix('-')
+        && parse_go_duration(abs).is_ok()
+    {
+        return Err(invalid(v, flag, "duration cannot be negative"));
+    }
+    let d = parse_go_duration(v).map_err(|e| invalid(v, flag, e))?;
+    Ok(proto_duration(d))
+}
+
+/// `spread=<descriptor>`, the only strategy Swarm has.
+pub fn parse_placement_pref(pref: &str, flag: &str) -> anyhow::Result<PlacementPreference> {
+    match pref.split_once('=') {
+        Some(("spread", descriptor)) if !descriptor.is_empty() => Ok(PlacementPreference {
+            spread_descriptor: descriptor.to_string(),
+        }),
+        Some((strategy, _)) if strategy != "spread" => Err(invalid(
+            pref,
+            flag,
+            format!("unsupported placement preference {strategy} (only spread is supported)"),
+        )),
+        _ => Err(invalid(
+            pref,
+            flag,
+            "placement preference must be of the format \"<strategy>=<arg>\"",
+        )),
+    }
+}
+
+/// The refusal of a container-only flag on a process service.
+pub(super) fn container_only(flag: &str) -> anyhow::Error {
+    anyhow::anyhow!("{flag} applies to containers and cannot be used with --process")
+}
+
+fn is_job(spec: &ServiceSpec) -> bool {
+    matches!(
+        spec.mode,
+        Some(service_spec::Mode::ReplicatedJob(_) | service_spec::Mode::GlobalJob(_))
+    )
+}
+
+/// The task's runtime; a spec without one is taken as a container.
+pub(super) fn runtime(task: &mut TaskSpec) -> &mut task_spec::Runtime {
+    task.runtime
+        .get_or_insert_with(|| task_spec::Runtime::Container(ContainerSpec::default()))
+}
+
+/// The given `--update-*` (or `--rollback-*`) flags on `slot`; a spec without the block
+/// starts from Swarm's defaults (parallelism 1, pause, stop-first).
+fn apply_update_config(
+    slot: &mut Option<UpdateConfig>,
+    fields: [&Option<String>; 6],
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let [parallelism, delay, failure, monitor, max_ratio, ord] = fields;
+    let cfg = slot.get_or_insert_with(|| UpdateConfig {
+        parallelism: 1,
+        ..Default::default()
+    });
+    let flag = |name: &str| format!("--{prefix}-{name}");
+    if let Some(n) = opt_uint(parallelism, &flag("parallelism"))? {
+        cfg.parallelism = n;
+    }
+    if let Some(d) = opt_duration(delay, &flag("delay"))? {
+        cfg.delay = Some(d);
+    }
+    if let Some(f) = failure {
+        cfg.failure_action = failure_action(f, &flag("failure-action"), prefix == "update")?;
+    }
+    if let Some(d) = opt_duration(monitor, &flag("monitor"))? {
+        cfg.monitor = Some(d);
+    }
+    if let Some(r) = max_ratio {
+        cfg.max_failure_ratio = ratio(r, &flag("max-failure-ratio"))?;
+    }
+    if let Some(o) = ord {
+        cfg.order = order(o, &flag("order"))?;
+    }
+    Ok(())
+}
+
+fn apply_resources(
+    task: &mut TaskSpec,
     cpu: &Option<String>,
     mem: &Option<String>,
     kind: &str,
-) -> anyhow::Result<Option<Resources>> {
+) -> anyhow::Result<()> {
     if cpu.is_none() && mem.is_none() {
-        return Ok(None);
+        return Ok(());
     }
-    let nano_cpus = match cpu {
-        Some(c) => parse_nano_cpus(c).map_err(|e| invalid(c, &format!("--{kind}-cpu"), e))?,
-        None => 0,
+    let nano_cpus = cpu
+        .as_deref()
+        .map(|c| parse_nano_cpus(c).map_err(|e| invalid(c, &format!("--{kind}-cpu"), e)))
+        .transpose()?;
+    let memory_bytes = mem
+        .as_deref()
+        .map(|m| ram_in_bytes(m).map_err(|e| invalid(m, &format!("--{kind}-memory"), e)))
+        .transpose()?;
+    let requirements = task.resources.get_or_insert_with(Default::default);
+    let resources = if kind == "limit" {
+        &mut requirements.limits
+    } else {
+        &mut requirements.reservations
     };
-    let memory_bytes = match mem {
-        Some(m) => ram_in_bytes(m).map_err(|e| invalid(m, &format!("--{kind}-memory"), e))?,
-        None => 0,
-    };
-    Ok(Some(Resources {
-        nano_cpus,
-        memory_bytes,
-    }))
+    let r = resources.get_or_insert_with(Resources::default);
+    if let Some(n) = nano_cpus {
+        r.nano_cpus = n;
+    }
+    if let Some(m) = memory_bytes {
+        r.memory_bytes = m;
+    }
+    Ok(())
+}
+
+impl ServiceFlags {
+    /// Whether any `--health-*` flag other than `--no-healthcheck` was given.
+    fn health_settings(&self) -> bool {
+        [
+            &self.health_cmd,
+            &self.health_interval,
+            &self.health_timeout,
+            &self.health_retries,
+            &self.health_start_period,
+            &self.health_tcp,
+            &self.health_http,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+    }
+
+    /// The healthcheck these flags make of `slot` (docker's `updateHealthcheck`, which on
+    /// an empty slot is also what `service create` builds).
+    pub fn apply_health(&self, slot: &mut Option<HealthConfig>) -> anyhow::Result<()> {
+        let settings = self.health_settings();
+        if !settings && !self.no_healthcheck {
+            return Ok(());
+        }
+        if self.no_healthcheck {
+            if settings {
+                anyhow::bail!("--no-healthcheck conflicts with --health-* options");
+            }
+            *slot = Some(HealthConfig {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            });
+            return Ok(());
+        }
+        let tests = [&self.health_cmd, &self.health_tcp, &self.health_http]
+            .iter()
+            .filter(|f| f.is_some())
+            .count();
+        if tests > 1 {
+            anyhow::bail!("--health-cmd, --health-tcp and --health-http conflict with each other");
+        }
+        let hc = slot.get_or_insert_with(HealthConfig::default);
+        if hc.test.first().is_some_and(|t| t == "NONE") {
+            hc.test.clear();
+        }
+        if let Some(v) = &self.health_interval {
+            hc.interval = Some(positive_duration(v, "--health-interval")?);
+        }
+        if let Some(v) = &self.health_timeout {
+            hc.timeout = Some(positive_duration(v, "--health-timeout")?);
+        }
+        if let Some(v) = &self.health_start_period {
+            hc.start_period = Some(positive_duration(v, "--health-start-period")?);
+        }
+        if let Some(v) = &self.health_retries {
+            hc.retries = i32::try_from(uint(v, "--health-retries")?)
+                .map_err(|_| invalid(v, "--health-retries", "value out of range"))?;
+        }
+        if let Some(cmd) = &self.health_cmd {
+            hc.test = if cmd.is_empty() {
+                Vec::new()
+            } else {
+                vec!["CMD-SHELL".into(), cmd.clone()]
+            };
+        }
+        if let Some(addr) = &self.health_tcp {
+            let port = addr.rsplit_once(':').map(|(_, p)| p);
+            if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+                return Err(invalid(
+                    addr,
+                    "--health-tcp",
+                    format!("address {addr}: missing or bad port in address"),
+                ));
+            }
+            hc.test = vec!["TCP".into(), addr.clone()];
+        }
+        if let Some(url) = &self.health_http {
+            if !url.starts_with("http://") {
+                return Err(invalid(url, "--health-http", "must be an http:// URL"));
+            }
+            hc.test = vec!["HTTP".into(), url.clone()];
+        }
+        Ok(())
+    }
+
+    /// Applies the given flags to `spec`, except `--replicas` and
+    /// `--replicas-max-per-node`, whose meaning depends on the command.
+    pub fn apply(&self, spec: &mut ServiceSpec) -> anyhow::Result<()> {
+        let update_fields = [
+            &self.update_parallelism,
+            &self.update_delay,
+            &self.update_failure_action,
+            &self.update_monitor,
+            &self.update_max_failure_ratio,
+            &self.update_order,
+        ];
+        let rollback_fields = [
+            &self.rollback_parallelism,
+            &self.rollback_delay,
+            &self.rollback_failure_action,
+            &self.rollback_monitor,
+            &self.rollback_max_failure_ratio,
+            &self.rollback_order,
+        ];
+        let update_set = update_fields.iter().any(|f| f.is_some());
+        let rollback_set = rollback_fields.iter().any(|f| f.is_some());
+        if (update_set || rollback_set) && is_job(spec) {
+            anyhow::bail!("update and rollback configuration is not supported for jobs");
+        }
+        if update_set {
+            apply_update_config(&mut spec.update, update_fields, "update")?;
+        }
+        if rollback_set {
+            apply_update_config(&mut spec.rollback, rollback_fields, "rollback")?;
+        }
+
+        let task = spec.task.get_or_insert_with(TaskSpec::default);
+        apply_resources(task, &self.limit_cpu, &self.limit_memory, "limit")?;
+        apply_resources(task, &self.reserve_cpu, &self.reserve_memory, "reserve")?;
+        if self.restart_condition.is_some()
+            || self.restart_delay.is_some()
+            || self.restart_max_attempts.is_some()
+            || self.restart_window.is_some()
+        {
+            let condition = self
+                .restart_condition
+                .as_deref()
+                .map(restart_condition)
+                .transpose()?;
+            let delay = opt_duration(&self.restart_delay, "--restart-delay")?;
+            let max_attempts = opt_uint(&self.restart_max_attempts, "--restart-max-attempts")?;
+            let window = opt_duration(&self.restart_window, "--restart-window")?;
+            let rp = task.restart.get_or_insert_with(|| RestartPolicy {
+                condition: restart_policy::Condition::Any as i32,
+                ..Default::default()
+            });
+            if let Some(c) = condition {
+                rp.condition = c;
+            }
+            if delay.is_some() {
+                rp.delay = delay;
+            }
+            if let Some(n) = max_attempts {
+                rp.max_attempts = n;
+            }
+            if window.is_some() {
+                rp.window = window;
+            }
+        }
+
+        let stop_grace_period = opt_duration(&self.stop_grace_period, "--stop-grace-period")?;
+        let touches_runtime = stop_grace_period.is_some()
+            || self.workdir.is_some()
+            || self.user.is_some()
+            || self.hostname.is_some()
+            || self.no_healthcheck
+            || self.health_settings();
+        if !touches_runtime {
+            return Ok(());
+        }
+        match runtime(task) {
+            task_spec::Runtime::Container(c) => {
+                for (set, flag) in [
+                    (self.health_tcp.is_some(), "--health-tcp"),
+                    (self.health_http.is_some(), "--health-http"),
+                ] {
+                    if set {
+                        anyhow::bail!("{flag} applies to --process services");
+                    }
+                }
+                if stop_grace_period.is_some() {
+                    c.stop_grace_period = stop_grace_period;
+                }
+                if let Some(dir) = &self.workdir {
+                    c.dir = dir.clone();
+                }
+                if let Some(user) = &self.user {
+                    c.user = user.clone();
+                }
+                if let Some(hostname) = &self.hostname {
+                    c.hostname = hostname.clone();
+                }
+                self.apply_health(&mut c.healthcheck)?;
+            }
+            task_spec::Runtime::Process(p) => {
+                for (set, flag) in [
+                    (self.user.is_some(), "--user"),
+                    (self.hostname.is_some(), "--hostname"),
+                ] {
+                    if set {
+                        return Err(container_only(flag));
+                    }
+                }
+                if stop_grace_period.is_some() {
+                    p.stop_grace_period = stop_grace_period;
+                }
+                if let Some(dir) = &self.workdir {
+                    p.dir = dir.clone();
+                }
+                self.apply_health(&mut p.healthcheck)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl CreateArgs {
     /// The service spec these flags describe.
     pub fn to_spec(&self) -> anyhow::Result<ServiceSpec> {
-        let replicas = opt_uint(&self.replicas, "--replicas")?;
+        let flags = &self.service;
+        let replicas = opt_uint(&flags.replicas, "--replicas")?;
         let max_concurrent = opt_uint(&self.max_concurrent, "--max-concurrent")?;
         let mode = match self.mode.as_str() {
             "replicated" => service_spec::Mode::Replicated(ReplicatedService {
@@ -610,7 +960,7 @@ impl CreateArgs {
         if max_concurrent.is_some() && self.mode != "replicated-job" {
             anyhow::bail!("max-concurrent can only be used with replicated-job mode");
         }
-        let max_replicas = opt_uint(&self.replicas_max_per_node, "--replicas-max-per-node")?;
+        let max_replicas = opt_uint(&flags.replicas_max_per_node, "--replicas-max-per-node")?;
         if max_replicas.is_some_and(|m| m > 0)
             && matches!(self.mode.as_str(), "global" | "global-job")
         {
@@ -619,73 +969,16 @@ impl CreateArgs {
             );
         }
 
-        let mut preferences = Vec::new();
-        for pref in &self.placement_pref {
-            match pref.split_once('=') {
-                Some(("spread", descriptor)) if !descriptor.is_empty() => {
-                    preferences.push(PlacementPreference {
-                        spread_descriptor: descriptor.to_string(),
-                    })
-                }
-                Some((strategy, _)) if strategy != "spread" => {
-                    return Err(invalid(
-                        pref,
-                        "--placement-pref",
-                        format!(
-                            "unsupported placement preference {strategy} (only spread is supported)"
-                        ),
-                    ));
-                }
-                _ => {
-                    return Err(invalid(
-                        pref,
-                        "--placement-pref",
-                        "placement preference must be of the format \"<strategy>=<arg>\"",
-                    ));
-                }
-            }
-        }
+        let preferences = self
+            .placement_pref
+            .iter()
+            .map(|p| parse_placement_pref(p, "--placement-pref"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let placement = Placement {
             constraints: self.constraint.clone(),
             preferences,
             platforms: Vec::new(),
             max_replicas: max_replicas.unwrap_or(0),
-        };
-
-        let limits = resources(&self.limit_cpu, &self.limit_memory, "limit")?;
-        let reservations = resources(&self.reserve_cpu, &self.reserve_memory, "reserve")?;
-        let resources =
-            (limits.is_some() || reservations.is_some()).then_some(ResourceRequirements {
-                limits,
-                reservations,
-            });
-
-        let restart = if self.restart_condition.is_some()
-            || self.restart_delay.is_some()
-            || self.restart_max_attempts.is_some()
-            || self.restart_window.is_some()
-        {
-            let condition = match self.restart_condition.as_deref() {
-                None | Some("any") => restart_policy::Condition::Any,
-                Some("on-failure") => restart_policy::Condition::OnFailure,
-                Some("none") => restart_policy::Condition::None,
-                Some(other) => {
-                    return Err(invalid(
-                        other,
-                        "--restart-condition",
-                        "must be one of \"none\", \"on-failure\", or \"any\"",
-                    ));
-                }
-            };
-            Some(RestartPolicy {
-                condition: condition as i32,
-                delay: opt_duration(&self.restart_delay, "--restart-delay")?,
-                max_attempts: opt_uint(&self.restart_max_attempts, "--restart-max-attempts")?
-                    .unwrap_or(0),
-                window: opt_duration(&self.restart_window, "--restart-window")?,
-            })
-        } else {
-            None
         };
 
         let mut ports = Vec::new();
@@ -697,17 +990,14 @@ impl CreateArgs {
             mounts.push(parse_mount(m)?);
         }
         let env = env(&self.env, "-e, --env")?;
-        let stop_grace_period = opt_duration(&self.stop_grace_period, "--stop-grace-period")?;
 
         let runtime = if self.process {
             for (set, flag) in [
                 (!mounts.is_empty(), "--mount"),
-                (self.user.is_some(), "--user"),
-                (self.hostname.is_some(), "--hostname"),
                 (!self.container_label.is_empty(), "--container-label"),
             ] {
                 if set {
-                    anyhow::bail!("{flag} applies to containers and cannot be used with --process");
+                    return Err(container_only(flag));
                 }
             }
             let Some(program) = self.args.first() else {
@@ -720,8 +1010,6 @@ impl CreateArgs {
                 command: self.args.clone(),
                 args: Vec::new(),
                 env,
-                dir: self.workdir.clone().unwrap_or_default(),
-                stop_grace_period,
                 ..Default::default()
             })
         } else {
@@ -733,80 +1021,29 @@ impl CreateArgs {
                 labels: labels(&self.container_label),
                 command: Vec::new(),
                 args: self.args[1..].to_vec(),
-                hostname: self.hostname.clone().unwrap_or_default(),
                 env,
-                dir: self.workdir.clone().unwrap_or_default(),
-                user: self.user.clone().unwrap_or_default(),
                 mounts,
-                stop_grace_period,
                 ..Default::default()
             })
         };
 
-        let update_set = [
-            &self.update_parallelism,
-            &self.update_delay,
-            &self.update_failure_action,
-            &self.update_monitor,
-            &self.update_max_failure_ratio,
-            &self.update_order,
-        ]
-        .iter()
-        .any(|f| f.is_some());
-        let rollback_set = [
-            &self.rollback_parallelism,
-            &self.rollback_delay,
-            &self.rollback_failure_action,
-            &self.rollback_monitor,
-            &self.rollback_max_failure_ratio,
-            &self.rollback_order,
-        ]
-        .iter()
-        .any(|f| f.is_some());
-        if (update_set || rollback_set) && self.mode.ends_with("-job") {
-            anyhow::bail!("update and rollback configuration is not supported for jobs");
-        }
-        let update = update_config(
-            &self.update_parallelism,
-            &self.update_delay,
-            &self.update_failure_action,
-            &self.update_monitor,
-            &self.update_max_failure_ratio,
-            &self.update_order,
-            "update",
-        )?;
-        let rollback = update_config(
-            &self.rollback_parallelism,
-            &self.rollback_delay,
-            &self.rollback_failure_action,
-            &self.rollback_monitor,
-            &self.rollback_max_failure_ratio,
-            &self.rollback_order,
-            "rollback",
-        )?;
-
-        Ok(ServiceSpec {
+        let mut spec = ServiceSpec {
             annotations: Some(Annotations {
                 name: self.name.clone().unwrap_or_default(),
                 labels: labels(&self.label),
             }),
             task: Some(TaskSpec {
                 runtime: Some(runtime),
-                resources,
-                restart,
                 placement: Some(placement),
                 ..Default::default()
             }),
             mode: Some(mode),
-            update: update_set.then_some(update),
-            rollback: rollback_set.then_some(rollback),
+            update: None,
+            rollback: None,
             networks: Vec::new(),
             endpoint: (!ports.is_empty()).then_some(EndpointSpec { mode: 0, ports }),
-        })
-    }
-
-    /// The convergence deadline (`--timeout`).
-    pub fn timeout(&self) -> anyhow::Result<Duration> {
-        parse_go_duration(&self.timeout).map_err(|e| invalid(&self.timeout, "--timeout", e))
+        };
+        flags.apply(&mut spec)?;
+        Ok(spec)
     }
 }

@@ -1,5 +1,4 @@
-//! The convergence progress of `service create` / `scale` (and later `update`), in
-//! Swarm's words:
+//! The convergence progress of `service create|scale|update|rollback`, in Swarm's words:
 //!
 //! ```text
 //! overall progress: 3 out of 3 tasks
@@ -10,12 +9,17 @@
 //! ```
 //!
 //! [`Tracker`] turns a service, its tasks and the live nodes into those rows (pure, so
-//! it is unit tested); [`follow`] feeds it: Control.WatchEvents for task/service events
-//! of this service (a batch of events is debounced into one re-read of ListTasks), plus
-//! a re-read every [`FALLBACK_REREAD`] in case an event was lost. On a terminal the
-//! rows are redrawn in place; otherwise a row is printed only when it changes.
+//! it is unit tested); [`UpdateWatch`] reads the service's update status the way
+//! docker's progress does (a paused update or rollback ends the follow with an error, a
+//! rollback switches the rows to `rolling back update: …`); [`follow`] feeds both:
+//! Control.WatchEvents for task/service events of this service (a batch of events is
+//! debounced into one re-read of ListTasks), plus a re-read every [`FALLBACK_REREAD`]
+//! in case an event was lost. On a terminal the rows are redrawn in place; otherwise a
+//! row is printed only when it changes.
 //!
-//! Converged means every slot's newest up-to-date task is RUNNING (jobs: COMPLETE).
+//! Only tasks that run the service's current task spec count
+//! ([`shoal_proto::task_is_current`]), so an update's progress counts replaced slots.
+//! Converged means every slot's newest current task is RUNNING (jobs: COMPLETE).
 //! Services (not jobs) must then hold that for a stability window: the service's
 //! update monitor when it sets one, else [`DEFAULT_STABILITY`] (docker waits 5 s, the
 //! update monitor's default; shoal waits less by default).
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use shoal_proto::v1::{
     GetServiceRequest, ListFilters, ListNodesRequest, ListTasksRequest, Service, Task, TaskState,
-    WatchEventsRequest, node_status, service_spec,
+    UpdateStatus, WatchEventsRequest, node_status, service_spec, update_status,
 };
 use tokio_stream::StreamExt;
 
@@ -130,18 +134,6 @@ pub struct Tracker {
     done: bool,
 }
 
-/// Swarm's `_up-to-date`: the task runs the service's current task spec (a scale bumps
-/// the service's spec version but leaves the tasks as they are).
-fn up_to_date(service: &Service, task: &Task) -> bool {
-    let want = service.spec_version.as_ref().map(|v| v.index).unwrap_or(0);
-    let have = task.spec_version.as_ref().map(|v| v.index).unwrap_or(0);
-    if want == 0 || have == 0 || want == have {
-        return true;
-    }
-    let current = service.spec.as_ref().and_then(|s| s.task.as_ref());
-    current.is_some() && current == task.spec.as_ref()
-}
-
 fn this_iteration(service: &Service, task: &Task) -> bool {
     let want = service
         .job_status
@@ -208,15 +200,17 @@ impl Tracker {
         Self::default()
     }
 
-    /// The rows for this look at `service`, its `tasks` and the nodes not down.
+    /// The rows for this look at `service`, its `tasks` and the nodes not down;
+    /// `rollback` words the overall progress as a rollback's.
     pub fn update(
         &mut self,
         service: &Service,
         tasks: &[Task],
         active_nodes: &HashSet<String>,
+        rollback: bool,
     ) -> Snapshot {
         let mode = service.spec.as_ref().and_then(|s| s.mode);
-        match mode {
+        let mut snap = match mode {
             Some(service_spec::Mode::Global(_)) => self.global(service, tasks, active_nodes),
             Some(service_spec::Mode::ReplicatedJob(job)) => {
                 self.replicated_job(service, tasks, job.total_completions, job.max_concurrent)
@@ -226,7 +220,16 @@ impl Tracker {
                 self.replicated(service, tasks, active_nodes, r.replicas)
             }
             None => self.replicated(service, tasks, active_nodes, 1),
+        };
+        if rollback
+            && !snap.job
+            && let Some(overall) = snap.rows.first_mut()
+            && overall.0 == "overall progress"
+            && overall.1.ends_with(" tasks")
+        {
+            overall.1 = format!("rolling back update: {}", overall.1);
         }
+        snap
     }
 
     fn replicated(
@@ -239,7 +242,7 @@ impl Tracker {
         let by_slot = pick(
             tasks
                 .iter()
-                .filter(|t| up_to_date(service, t))
+                .filter(|t| shoal_proto::task_is_current(t, service))
                 .filter(|t| t.node_id.is_empty() || active.contains(&t.node_id))
                 .map(|t| (t.slot, t.clone())),
         );
@@ -291,7 +294,7 @@ impl Tracker {
         let by_node = pick(
             tasks
                 .iter()
-                .filter(|t| up_to_date(service, t))
+                .filter(|t| shoal_proto::task_is_current(t, service))
                 .map(|t| (t.node_id.clone(), t.clone())),
         );
         let node_count = by_node.len() as u64;
@@ -542,11 +545,94 @@ impl Display {
     }
 }
 
+/// What the command that is followed asked the manager for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Intent {
+    /// create, scale: the service should converge.
+    #[default]
+    Converge,
+    /// `service update`: a rollback (automatic) means the update failed.
+    Update,
+    /// `service rollback` / `update --rollback`: a completed rollback is success.
+    Rollback,
+}
+
+/// docker's reading of `Service.update_status` while it follows a service.
+#[derive(Debug, Default)]
+pub struct UpdateWatch {
+    intent: Intent,
+    rollback: bool,
+}
+
+/// What one look at the update status says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep following; show this `rollback: <message>` row first when set.
+    Follow(Option<String>),
+    /// Stop with this error (`service update paused: …`).
+    Fail(String),
+}
+
+impl UpdateWatch {
+    pub fn new(intent: Intent) -> Self {
+        Self {
+            intent,
+            rollback: false,
+        }
+    }
+
+    /// Whether the manager is rolling the service back (the rows say so).
+    pub fn rolling_back(&self) -> bool {
+        self.rollback
+    }
+
+    /// Whether convergence ends the follow with success: not for an update that is
+    /// being rolled back (that ends when the rollback completes, as a failure).
+    pub fn may_finish(&self) -> bool {
+        !(self.intent == Intent::Update && self.rollback)
+    }
+
+    pub fn observe(&mut self, status: Option<&UpdateStatus>) -> Verdict {
+        use update_status::UpdateState;
+        let Some(status) = status else {
+            return Verdict::Follow(None);
+        };
+        let message = status.message.as_str();
+        match UpdateState::try_from(status.state) {
+            Ok(UpdateState::Updating) => self.rollback = false,
+            Ok(UpdateState::Paused) => {
+                return Verdict::Fail(format!("service update paused: {message}"));
+            }
+            Ok(UpdateState::RollbackStarted) => {
+                let notice = (!self.rollback && !message.is_empty()).then(|| message.to_string());
+                self.rollback = true;
+                return Verdict::Follow(notice);
+            }
+            Ok(UpdateState::RollbackPaused) => {
+                return Verdict::Fail(format!("service rollback paused: {message}"));
+            }
+            Ok(UpdateState::RollbackCompleted) => {
+                if self.intent == Intent::Update {
+                    return Verdict::Fail(format!("service rolled back: {message}"));
+                }
+                // A requested rollback that finished before we first looked.
+                let notice = (!self.rollback && self.intent == Intent::Rollback)
+                    .then(|| "manually requested rollback".to_string());
+                self.rollback = true;
+                return Verdict::Follow(notice);
+            }
+            Ok(UpdateState::Completed) | Ok(UpdateState::Unknown) | Err(_) => {}
+        }
+        Verdict::Follow(None)
+    }
+}
+
 /// How `follow` behaves.
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
     pub quiet: bool,
     pub timeout: Duration,
+    pub intent: Intent,
 }
 
 /// The result of following a service.
@@ -560,6 +646,8 @@ pub enum Outcome {
         name: String,
         failures: Vec<String>,
     },
+    /// The update paused or was rolled back: docker's error line.
+    Failed(String),
 }
 
 struct Printer {
@@ -662,16 +750,26 @@ pub async fn follow(
         .map(|r| r.into_inner());
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut tracker = Tracker::new();
+    let mut watch = UpdateWatch::new(opts.intent);
     let mut converged_at: Option<Instant> = None;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         let (service, tasks, active) = look(control, service_id).await?;
-        let snap = tracker.update(&service, &tasks, &active);
+        let verdict = watch.observe(service.update_status.as_ref());
+        if let Verdict::Follow(Some(notice)) = &verdict {
+            printer.show(&[("rollback".into(), notice.clone())]);
+        }
+        let snap = tracker.update(&service, &tasks, &active, watch.rolling_back());
         printer.show(&snap.rows);
+        if let Verdict::Fail(message) = verdict {
+            return Ok(Outcome::Failed(message));
+        }
         let window = stability(&service);
         let mut wake = FALLBACK_REREAD;
-        if snap.converged {
+        if snap.converged && !watch.may_finish() {
+            // Rolled back to the previous spec: wait for the manager to say it is done.
+        } else if snap.converged {
             if snap.job {
                 printer.message("job complete");
                 return Ok(Outcome::Converged);

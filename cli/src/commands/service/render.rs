@@ -3,13 +3,17 @@
 
 use std::collections::HashMap;
 
+use std::time::SystemTime;
+
 use shoal_proto::v1::{
-    Mount, PortConfig, Service, ServiceStatus, UpdateConfig, mount, port_config, restart_policy,
-    service_spec, task_spec, update_config,
+    HealthConfig, Mount, PortConfig, Service, ServiceSpec, ServiceStatus, UpdateConfig,
+    UpdateStatus, mount, port_config, restart_policy, service_spec, task_spec, update_config,
+    update_status,
 };
 
 use crate::output::{
-    Table, enum_word, go_duration, json_indented, natural_cmp, rfc3339, truncate_id,
+    Table, enum_word, go_duration, human_duration, json_indented, natural_cmp, rfc3339,
+    to_system_time, truncate_id,
 };
 
 pub fn id(s: &Service) -> &str {
@@ -236,11 +240,120 @@ fn port_json(p: &PortConfig) -> serde_json::Value {
     })
 }
 
+fn health_json(h: &HealthConfig) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let mut m = Map::new();
+    if !h.test.is_empty() {
+        m.insert("Test".into(), json!(h.test));
+    }
+    for (key, d) in [
+        ("Interval", &h.interval),
+        ("Timeout", &h.timeout),
+        ("StartPeriod", &h.start_period),
+    ] {
+        if d.is_some() {
+            m.insert(key.into(), json!(duration_ns(d.as_ref())));
+        }
+    }
+    if h.retries != 0 {
+        m.insert("Retries".into(), json!(h.retries));
+    }
+    Value::Object(m)
+}
+
+/// docker's word for an update state: `updating`, `rollback_completed`, …
+pub fn update_state_word(state: i32) -> String {
+    update_status::UpdateState::try_from(state)
+        .map(|s| enum_word(s.as_str_name(), "UPDATE_STATE_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn update_status_json(u: &UpdateStatus) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let mut m = Map::new();
+    m.insert("State".into(), json!(update_state_word(u.state)));
+    if u.started_at.is_some() {
+        m.insert("StartedAt".into(), json!(rfc3339(u.started_at.as_ref())));
+    }
+    if u.completed_at.is_some() {
+        m.insert(
+            "CompletedAt".into(),
+            json!(rfc3339(u.completed_at.as_ref())),
+        );
+    }
+    m.insert("Message".into(), json!(u.message));
+    Value::Object(m)
+}
+
 /// `service inspect`: one service in docker's JSON shape (durations in nanoseconds,
 /// enums as docker's words).
 pub fn inspect_json(s: &Service) -> serde_json::Value {
     use serde_json::{Map, Value, json};
     let spec = s.spec.clone().unwrap_or_default();
+    let current = spec_json(&spec);
+    let mut endpoint = Map::new();
+    endpoint.insert("Spec".into(), current["EndpointSpec"].clone());
+    let allocated = s
+        .endpoint
+        .as_ref()
+        .map(|e| e.ports.clone())
+        .unwrap_or_default();
+    if !allocated.is_empty() {
+        endpoint.insert(
+            "Ports".into(),
+            json!(allocated.iter().map(port_json).collect::<Vec<_>>()),
+        );
+    }
+    let vips: Vec<Value> = s
+        .endpoint
+        .as_ref()
+        .map(|e| {
+            e.virtual_ips
+                .iter()
+                .map(|v| json!({"NetworkID": v.network_id, "Addr": v.addr}))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !vips.is_empty() {
+        endpoint.insert("VirtualIPs".into(), json!(vips));
+    }
+    let meta = s.meta.clone().unwrap_or_default();
+    let mut out = Map::new();
+    out.insert("ID".into(), json!(meta.id));
+    out.insert(
+        "Version".into(),
+        json!({"Index": meta.version.map(|v| v.index).unwrap_or(0)}),
+    );
+    out.insert("CreatedAt".into(), json!(rfc3339(meta.created_at.as_ref())));
+    out.insert("UpdatedAt".into(), json!(rfc3339(meta.updated_at.as_ref())));
+    out.insert("Spec".into(), current);
+    if let Some(previous) = &s.previous_spec {
+        out.insert("PreviousSpec".into(), spec_json(previous));
+    }
+    out.insert("Endpoint".into(), Value::Object(endpoint));
+    if let Some(u) = s
+        .update_status
+        .as_ref()
+        .filter(|u| u.state != update_status::UpdateState::Unknown as i32)
+    {
+        out.insert("UpdateStatus".into(), update_status_json(u));
+    }
+    if let Some(js) = &s.job_status {
+        out.insert(
+            "JobStatus".into(),
+            json!({
+                "JobIteration": {"Index": js.job_iteration.as_ref().map(|v| v.index).unwrap_or(0)},
+                "LastExecution": rfc3339(js.last_execution.as_ref()),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// A service spec in docker's JSON shape (`Spec`, `PreviousSpec`).
+fn spec_json(spec: &ServiceSpec) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let spec = spec.clone();
     let annotations = spec.annotations.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
     let mut template = Map::new();
@@ -279,6 +392,9 @@ pub fn inspect_json(s: &Service) -> serde_json::Value {
                     .collect();
                 cs.insert("Mounts".into(), json!(mounts));
             }
+            if let Some(h) = &c.healthcheck {
+                cs.insert("Healthcheck".into(), health_json(h));
+            }
             if c.stop_grace_period.is_some() {
                 cs.insert(
                     "StopGracePeriod".into(),
@@ -298,6 +414,9 @@ pub fn inspect_json(s: &Service) -> serde_json::Value {
             }
             if !p.dir.is_empty() {
                 ps.insert("Dir".into(), json!(p.dir));
+            }
+            if let Some(h) = &p.healthcheck {
+                ps.insert("Healthcheck".into(), health_json(h));
             }
             if p.stop_grace_period.is_some() {
                 ps.insert(
@@ -390,54 +509,8 @@ pub fn inspect_json(s: &Service) -> serde_json::Value {
             json!(espec.ports.iter().map(port_json).collect::<Vec<_>>()),
         );
     }
-    spec_json.insert("EndpointSpec".into(), Value::Object(espec_json.clone()));
-    let mut endpoint = Map::new();
-    endpoint.insert("Spec".into(), Value::Object(espec_json));
-    let allocated = s
-        .endpoint
-        .as_ref()
-        .map(|e| e.ports.clone())
-        .unwrap_or_default();
-    if !allocated.is_empty() {
-        endpoint.insert(
-            "Ports".into(),
-            json!(allocated.iter().map(port_json).collect::<Vec<_>>()),
-        );
-    }
-    let vips: Vec<Value> = s
-        .endpoint
-        .as_ref()
-        .map(|e| {
-            e.virtual_ips
-                .iter()
-                .map(|v| json!({"NetworkID": v.network_id, "Addr": v.addr}))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !vips.is_empty() {
-        endpoint.insert("VirtualIPs".into(), json!(vips));
-    }
-    let meta = s.meta.clone().unwrap_or_default();
-    let mut out = Map::new();
-    out.insert("ID".into(), json!(meta.id));
-    out.insert(
-        "Version".into(),
-        json!({"Index": meta.version.map(|v| v.index).unwrap_or(0)}),
-    );
-    out.insert("CreatedAt".into(), json!(rfc3339(meta.created_at.as_ref())));
-    out.insert("UpdatedAt".into(), json!(rfc3339(meta.updated_at.as_ref())));
-    out.insert("Spec".into(), Value::Object(spec_json));
-    out.insert("Endpoint".into(), Value::Object(endpoint));
-    if let Some(js) = &s.job_status {
-        out.insert(
-            "JobStatus".into(),
-            json!({
-                "JobIteration": {"Index": js.job_iteration.as_ref().map(|v| v.index).unwrap_or(0)},
-                "LastExecution": rfc3339(js.last_execution.as_ref()),
-            }),
-        );
-    }
-    Value::Object(out)
+    spec_json.insert("EndpointSpec".into(), Value::Object(espec_json));
+    Value::Object(spec_json)
 }
 
 pub fn render_inspect(services: &[Service]) -> String {
@@ -458,8 +531,35 @@ fn update_pretty(out: &mut String, title: &str, order_title: &str, u: &UpdateCon
     out.push_str(&format!(" {order_title}{}\n", order_word(u)));
 }
 
-/// `service inspect --pretty`, docker's template.
-pub fn render_pretty(s: &Service) -> String {
+/// docker's `units.HumanDuration(time.Since(t)) + " ago"`.
+fn since(ts: Option<&prost_types::Timestamp>, now: SystemTime) -> String {
+    let elapsed = to_system_time(ts)
+        .and_then(|t| now.duration_since(t).ok())
+        .unwrap_or_default();
+    format!("{} ago", human_duration(elapsed))
+}
+
+fn health_pretty(out: &mut String, h: &HealthConfig) {
+    let d = |d: &Option<prost_types::Duration>| {
+        go_duration(std_duration(d.as_ref()).unwrap_or_default())
+    };
+    out.push_str(&format!(
+        " Healthcheck:\n  Interval = {}\n  Retries = {}\n  StartPeriod =\t{}\n  Timeout =\t{}\n",
+        d(&h.interval),
+        h.retries,
+        d(&h.start_period),
+        d(&h.timeout)
+    ));
+    if !h.test.is_empty() {
+        out.push_str("  Tests:\n");
+        for t in &h.test {
+            out.push_str(&format!("\t Test = {t}\n"));
+        }
+    }
+}
+
+/// `service inspect --pretty`, docker's template; `now` for the update status's ages.
+pub fn render_pretty(s: &Service, now: SystemTime) -> String {
     let spec = s.spec.clone().unwrap_or_default();
     let annotations = spec.annotations.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
@@ -490,6 +590,29 @@ pub fn render_pretty(s: &Service) -> String {
         )),
         Some(service_spec::Mode::GlobalJob(_)) => out.push_str("\tGlobal Job\n"),
         None => out.push('\n'),
+    }
+    if let Some(u) = s
+        .update_status
+        .as_ref()
+        .filter(|u| u.state != update_status::UpdateState::Unknown as i32)
+    {
+        out.push_str(&format!(
+            "UpdateStatus:\n State:\t\t{}\n",
+            update_state_word(u.state)
+        ));
+        if u.started_at.is_some() {
+            out.push_str(&format!(
+                " Started:\t{}\n",
+                since(u.started_at.as_ref(), now)
+            ));
+        }
+        if u.state == update_status::UpdateState::Completed as i32 && u.completed_at.is_some() {
+            out.push_str(&format!(
+                " Completed:\t{}\n",
+                since(u.completed_at.as_ref(), now)
+            ));
+        }
+        out.push_str(&format!(" Message:\t{}\n", u.message));
     }
     let placement = task.placement.clone().unwrap_or_default();
     out.push_str("Placement:\n");
@@ -629,6 +752,14 @@ pub fn render_pretty(s: &Service) -> String {
                     .unwrap_or_else(|_| "ingress".into())
             ));
         }
+    }
+    let health = match &task.runtime {
+        Some(task_spec::Runtime::Container(c)) => c.healthcheck.as_ref(),
+        Some(task_spec::Runtime::Process(p)) => p.healthcheck.as_ref(),
+        None => None,
+    };
+    if let Some(h) = health {
+        health_pretty(&mut out, h);
     }
     out.push('\n');
     out

@@ -203,8 +203,8 @@ fn every_create_flag_lands_in_the_spec() {
     assert_eq!(rb.monitor.unwrap().seconds, 2);
     assert_eq!(rb.order, update_config::UpdateOrder::StartFirst as i32);
     let a = parse(&["-d", "-q", "--timeout", "10s", "busybox"]);
-    assert!(a.detach && a.quiet);
-    assert_eq!(a.timeout().unwrap(), Duration::from_secs(10));
+    assert!(a.follow.detach && a.follow.quiet);
+    assert_eq!(a.follow.timeout().unwrap(), Duration::from_secs(10));
 }
 
 #[test]
@@ -367,7 +367,12 @@ fn bad_values_name_the_flag() {
             .contains("\"--update-max-failure-ratio\"")
     );
     assert!(err(&["--placement-pref", "pack=x", "busybox"]).contains("only spread is supported"));
-    assert!(parse(&["--timeout", "soon", "busybox"]).timeout().is_err());
+    assert!(
+        parse(&["--timeout", "soon", "busybox"])
+            .follow
+            .timeout()
+            .is_err()
+    );
     // No image at all is clap's refusal.
     assert!(Cli::try_parse_from(["shoal", "service", "create", "--name", "x"]).is_err());
 }
@@ -574,6 +579,12 @@ fn ps_groups_several_services_with_history_rows() {
     assert!(lines[3].contains("docker-node02"), "{out}");
 }
 
+/// `t` as a task of `svc`'s current task spec.
+fn current(svc: &Service, mut t: Task) -> Task {
+    t.spec = svc.spec.as_ref().and_then(|s| s.task.clone());
+    t
+}
+
 fn active(nodes: &[&str]) -> HashSet<String> {
     nodes.iter().map(|n| n.to_string()).collect()
 }
@@ -587,10 +598,15 @@ fn progress_of_a_converged_replicated_service() {
         "nginx",
     );
     let tasks: Vec<Task> = (1..=3)
-        .map(|slot| task("s1", slot, "n1", TaskState::Running, TaskState::Running))
+        .map(|slot| {
+            current(
+                &svc,
+                task("s1", slot, "n1", TaskState::Running, TaskState::Running),
+            )
+        })
         .collect();
     let mut tracker = Tracker::new();
-    let snap = tracker.update(&svc, &tasks, &active(&["n1"]));
+    let snap = tracker.update(&svc, &tasks, &active(&["n1"]), false);
     assert!(snap.converged);
     let mut display = Display::new(false);
     let out = display.show(&snap.rows);
@@ -617,15 +633,24 @@ fn progress_shows_states_errors_and_prefers_the_live_task() {
         service_spec::Mode::Replicated(ReplicatedService { replicas: 3 }),
         "nginx",
     );
-    let mut pending = task("s1", 1, "", TaskState::Pending, TaskState::Running);
+    let mut pending = current(
+        &svc,
+        task("s1", 1, "", TaskState::Pending, TaskState::Running),
+    );
     pending.status.as_mut().unwrap().err =
         "no suitable node (scheduling constraints not satisfied on 3 nodes)".into();
     let failed = {
-        let mut t = task("s1", 2, "n1", TaskState::Failed, TaskState::Shutdown);
+        let mut t = current(
+            &svc,
+            task("s1", 2, "n1", TaskState::Failed, TaskState::Shutdown),
+        );
         t.status.as_mut().unwrap().err = "task: non-zero exit (1)".into();
         t
     };
-    let retry = task("s1", 2, "n1", TaskState::Preparing, TaskState::Running);
+    let retry = current(
+        &svc,
+        task("s1", 2, "n1", TaskState::Preparing, TaskState::Running),
+    );
     let stale = {
         let mut t = task("s1", 3, "n1", TaskState::Running, TaskState::Running);
         t.spec_version = Some(Version { index: 6 });
@@ -633,7 +658,7 @@ fn progress_shows_states_errors_and_prefers_the_live_task() {
         t
     };
     let tasks = vec![pending.clone(), failed.clone(), retry, stale];
-    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]));
+    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]), false);
     assert!(!snap.converged);
     assert_eq!(
         snap.rows[0],
@@ -686,7 +711,7 @@ fn progress_after_a_scale_counts_tasks_of_the_same_task_spec() {
             t
         })
         .collect();
-    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]));
+    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]), false);
     assert!(snap.converged, "{:?}", snap.rows);
 }
 
@@ -698,7 +723,7 @@ fn progress_of_global_services_is_per_node_and_skips_down_nodes() {
         service_spec::Mode::Global(Default::default()),
         "busybox",
     );
-    let snap = Tracker::new().update(&svc, &[], &active(&["n1"]));
+    let snap = Tracker::new().update(&svc, &[], &active(&["n1"]), false);
     assert_eq!(
         snap.rows,
         vec![("overall progress".into(), "waiting for new tasks".into())]
@@ -719,10 +744,12 @@ fn progress_of_global_services_is_per_node_and_skips_down_nodes() {
             TaskState::Running,
         ),
     ];
+    let tasks: Vec<Task> = tasks.into_iter().map(|t| current(&svc, t)).collect();
     let snap = Tracker::new().update(
         &svc,
         &tasks,
         &active(&["nodeaaaaaaaaaaaaaaaaaaaaa", "nodebbbbbbbbbbbbbbbbbbbbb"]),
+        false,
     );
     assert_eq!(snap.rows[0].1, "1 out of 2 tasks");
     assert_eq!(snap.rows[1].0, "nodeaaaaaaaa");
@@ -746,7 +773,7 @@ fn progress_of_a_replicated_job_counts_completions() {
         task("s1", 1, "n1", TaskState::Complete, TaskState::Complete),
         task("s1", 2, "n1", TaskState::Running, TaskState::Complete),
     ];
-    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]));
+    let snap = Tracker::new().update(&svc, &tasks, &active(&["n1"]), false);
     assert!(snap.job && !snap.converged);
     assert!(
         snap.rows[0].1.starts_with("1 out of 3 complete ["),
@@ -762,7 +789,7 @@ fn progress_of_a_replicated_job_counts_completions() {
         .collect();
     assert!(
         Tracker::new()
-            .update(&svc, &done, &active(&["n1"]))
+            .update(&svc, &done, &active(&["n1"]), false)
             .converged
     );
 }
@@ -897,7 +924,7 @@ fn inspect_pretty_and_json() {
         spec: Some(s),
         ..Default::default()
     };
-    let pretty = render::render_pretty(&svc);
+    let pretty = render::render_pretty(&svc, SystemTime::now());
     for want in [
         "ID:\t\tabc\n",
         "Name:\t\tweb\n",
