@@ -156,7 +156,7 @@ fn task_spec(task: &TaskSpec) -> Result<(), Status> {
 fn container(c: &ContainerSpec) -> Result<(), Status> {
     image(&c.image)?;
     mounts(&c.mounts)?;
-    health(c.healthcheck.as_ref())?;
+    health(c.healthcheck.as_ref(), false)?;
     non_negative_duration("stop_grace_period", c.stop_grace_period.as_ref())?;
     secret_refs(&c.secrets)?;
     config_refs(&c.configs)
@@ -166,7 +166,7 @@ fn process(p: &ProcessSpec) -> Result<(), Status> {
     if p.command.first().is_none_or(|c| c.is_empty()) {
         return Err(invalid("ProcessSpec: command must be provided"));
     }
-    health(p.healthcheck.as_ref())?;
+    health(p.healthcheck.as_ref(), true)?;
     non_negative_duration("stop_grace_period", p.stop_grace_period.as_ref())?;
     secret_refs(&p.secrets)?;
     config_refs(&p.configs)
@@ -244,8 +244,9 @@ fn non_negative_duration(field: &str, d: Option<&prost_types::Duration>) -> Resu
     Ok(())
 }
 
-fn health(hc: Option<&HealthConfig>) -> Result<(), Status> {
+fn health(hc: Option<&HealthConfig>, process: bool) -> Result<(), Status> {
     let Some(hc) = hc else { return Ok(()) };
+    health_test(&hc.test, process)?;
     const MIN: i128 = 1_000_000; // 1ms
     for (what, d) in [
         ("Interval", hc.interval.as_ref()),
@@ -267,6 +268,39 @@ fn health(hc: Option<&HealthConfig>) -> Result<(), Status> {
         ));
     }
     Ok(())
+}
+
+/// Docker's test forms (NONE, CMD, CMD-SHELL) and, for processes, shoal's TCP and HTTP.
+fn health_test(test: &[String], process: bool) -> Result<(), Status> {
+    let Some(kind) = test.first() else {
+        return Ok(());
+    };
+    let arg = test.get(1).map(String::as_str).unwrap_or("");
+    match kind.as_str() {
+        "NONE" => Ok(()),
+        "CMD" | "CMD-SHELL" if arg.trim().is_empty() => {
+            Err(invalid(format!("healthcheck: {kind} needs a command")))
+        }
+        "CMD" | "CMD-SHELL" => Ok(()),
+        "TCP" | "HTTP" if !process => Err(invalid(format!(
+            "healthcheck: {kind} checks are for process tasks; a container takes CMD or CMD-SHELL"
+        ))),
+        "TCP" => match arg.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                Ok(())
+            }
+            _ => Err(invalid(format!(
+                "healthcheck: TCP check address \"{arg}\" is not host:port"
+            ))),
+        },
+        "HTTP" if arg.starts_with("http://") && arg.len() > "http://".len() => Ok(()),
+        "HTTP" => Err(invalid(format!(
+            "healthcheck: HTTP check URL \"{arg}\" must start with http://"
+        ))),
+        other => Err(invalid(format!(
+            "healthcheck: unknown test \"{other}\" (NONE, CMD, CMD-SHELL, TCP or HTTP)"
+        ))),
+    }
 }
 
 fn secret_refs(refs: &[SecretReference]) -> Result<(), Status> {
@@ -731,6 +765,32 @@ mod tests {
     #[test]
     fn a_plain_spec_is_accepted() {
         assert!(service_spec(&base()).is_ok());
+    }
+
+    #[test]
+    fn healthcheck_tests_take_docker_forms_and_tcp_http_for_processes() {
+        let test = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(health_test(&test(&["CMD-SHELL", "curl -f localhost"]), false).is_ok());
+        assert!(health_test(&test(&["NONE"]), false).is_ok());
+        assert!(health_test(&[], false).is_ok());
+        assert!(health_test(&test(&["TCP", "127.0.0.1:80"]), true).is_ok());
+        assert!(health_test(&test(&["HTTP", "http://127.0.0.1:80/health"]), true).is_ok());
+        for (bad, process, why) in [
+            (test(&["CMD"]), false, "needs a command"),
+            (test(&["TCP", "127.0.0.1:80"]), false, "for process tasks"),
+            (test(&["TCP", "nope"]), true, "not host:port"),
+            (test(&["HTTP", "ftp://x"]), true, "must start with http://"),
+            (test(&["PING"]), true, "unknown test"),
+        ] {
+            let err = health_test(&bad, process).expect_err(why);
+            assert!(err.message().contains(why), "{:?}", err.message());
+        }
+        let mut spec = base();
+        container_mut(&mut spec).healthcheck = Some(HealthConfig {
+            test: test(&["TCP", "127.0.0.1:80"]),
+            ..Default::default()
+        });
+        refused(&spec, "healthcheck");
     }
 
     #[test]

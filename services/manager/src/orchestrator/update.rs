@@ -350,11 +350,21 @@ pub fn supervise<'a>(service: &'a Service, units: &[Unit<'a>], now: SystemTime) 
 
     if in_progress && dirty.is_empty() && busy == 0 && !monitoring {
         let (state, message) = if rolling_back {
-            (UpdateState::RollbackCompleted, "rollback completed")
+            // Swarm says only "rollback completed"; an automatic rollback keeps why.
+            let why = service
+                .update_status
+                .as_ref()
+                .map(|s| s.message.as_str())
+                .filter(|m| m.starts_with("update rolled back"));
+            let message = match why {
+                Some(why) => format!("rollback completed ({why})"),
+                None => "rollback completed".to_string(),
+            };
+            (UpdateState::RollbackCompleted, message)
         } else {
-            (UpdateState::Completed, "update completed")
+            (UpdateState::Completed, "update completed".to_string())
         };
-        let mut done = status(state, message.into(), now, true);
+        let mut done = status(state, message, now, true);
         done.started_at = service.update_status.as_ref().and_then(|s| s.started_at);
         decision.status = Some(done);
     }
