@@ -7,10 +7,11 @@ use clap::Parser;
 use shoal_proto::v1::{
     Annotations, ContainerSpec, Endpoint, LogMessage, Meta, PortConfig, ReplicatedJob,
     ReplicatedService, Service, ServiceSpec, ServiceStatus, Task, TaskSpec, TaskState, TaskStatus,
-    Version, mount, port_config, restart_policy, service_spec, task_spec, update_config,
+    UpdateStatus, Version, mount, port_config, restart_policy, service_spec, task_spec,
+    update_config, update_status::UpdateState,
 };
 
-use super::progress::{Display, Tracker, bar, failures, trunc_error};
+use super::progress::{Display, Intent, Tracker, UpdateWatch, Verdict, bar, failures, trunc_error};
 use super::*;
 use crate::commands::{Cli, Command};
 
@@ -956,4 +957,1070 @@ fn inspect_pretty_and_json() {
         8080
     );
     assert!(render::render_inspect(&[svc]).starts_with("[\n    {"));
+}
+
+// ---------------------------------------------------------------------------
+// service update / rollback
+// ---------------------------------------------------------------------------
+
+fn update_args(args: &[&str]) -> UpdateArgs {
+    let mut argv = vec!["shoal", "service", "update"];
+    argv.extend_from_slice(args);
+    argv.push("web");
+    let cli = Cli::try_parse_from(argv).expect("parses");
+    match cli.command {
+        Command::Service(ServiceCommand::Update(a)) => *a,
+        other => panic!("not update: {other:?}"),
+    }
+}
+
+/// `base` after `service update <args> web`.
+fn updated(base: &ServiceSpec, args: &[&str]) -> anyhow::Result<ServiceSpec> {
+    let mut spec = base.clone();
+    update_args(args).apply(&mut spec)?;
+    Ok(spec)
+}
+
+fn seed_spec() -> ServiceSpec {
+    spec(&[
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "-e",
+        "A=1",
+        "-e",
+        "B=2",
+        "-l",
+        "tier=front",
+        "--container-label",
+        "c=1",
+        "--constraint",
+        "node.role==worker",
+        "--placement-pref",
+        "spread=node.labels.zone",
+        "-p",
+        "80:80",
+        "-p",
+        "53:53/udp",
+        "--mount",
+        "type=bind,source=/srv,target=/data",
+        "nginx:1.13.7-alpine",
+        "nginx",
+        "-g",
+        "daemon off;",
+    ])
+}
+
+fn placement_of(spec: &ServiceSpec) -> shoal_proto::v1::Placement {
+    spec.task.as_ref().unwrap().placement.clone().unwrap()
+}
+
+#[test]
+fn update_without_flags_sends_the_spec_unchanged() {
+    let base = seed_spec();
+    assert_eq!(updated(&base, &[]).unwrap(), base);
+    // Flags about following change nothing either.
+    assert_eq!(
+        updated(&base, &["-d", "-q", "--timeout", "1m"]).unwrap(),
+        base
+    );
+}
+
+#[test]
+fn update_image_and_args() {
+    let base = seed_spec();
+    let s = updated(
+        &base,
+        &[
+            "--image",
+            "nginx:1.13.12-alpine",
+            "--args",
+            "nginx -g 'daemon off;' \"a b\" c\\ d",
+        ],
+    )
+    .unwrap();
+    let c = container(&s);
+    assert_eq!(c.image, "nginx:1.13.12-alpine");
+    assert_eq!(c.args, vec!["nginx", "-g", "daemon off;", "a b", "c d"]);
+    // Everything else as it was.
+    assert_eq!(c.env, container(&base).env);
+    assert_eq!(s.endpoint, base.endpoint);
+    assert!(
+        updated(&base, &["--args", "'open"])
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid argument \"'open\" for \"--args\" flag: EOF found")
+    );
+}
+
+#[test]
+fn update_env_and_labels_add_replace_and_remove_by_key() {
+    let base = seed_spec();
+    let s = updated(
+        &base,
+        &[
+            "--env-add",
+            "A=9",
+            "--env-add",
+            "C=3",
+            "--env-rm",
+            "B",
+            "--label-add",
+            "x=1",
+            "--label-rm",
+            "tier",
+            "--container-label-add",
+            "d=4",
+            "--container-label-rm",
+            "c",
+        ],
+    )
+    .unwrap();
+    let c = container(&s);
+    assert_eq!(c.env, vec!["A=9", "C=3"], "replaced in place, new last");
+    let labels = s.annotations.clone().unwrap().labels;
+    assert_eq!(labels.get("x").map(String::as_str), Some("1"));
+    assert!(!labels.contains_key("tier"));
+    assert_eq!(c.labels.get("d").map(String::as_str), Some("4"));
+    assert!(!c.labels.contains_key("c"));
+    assert!(
+        updated(&base, &["--env-add", "=x"])
+            .unwrap_err()
+            .to_string()
+            .contains("\"--env-add\"")
+    );
+}
+
+#[test]
+fn update_placement_constraints_and_preferences() {
+    let base = seed_spec();
+    let s = updated(
+        &base,
+        &[
+            "--constraint-add",
+            "node.labels.zone==east",
+            "--constraint-add",
+            "engine.labels.x==y",
+            "--constraint-rm",
+            "node.role==worker",
+            "--placement-pref-rm",
+            "spread=node.labels.zone",
+            "--placement-pref-add",
+            "spread=node.labels.rack",
+            "--replicas-max-per-node",
+            "2",
+        ],
+    )
+    .unwrap();
+    let p = placement_of(&s);
+    assert_eq!(
+        p.constraints,
+        vec!["engine.labels.x==y", "node.labels.zone==east"],
+        "sorted, as docker keeps them"
+    );
+    assert_eq!(p.preferences.len(), 1);
+    assert_eq!(p.preferences[0].spread_descriptor, "node.labels.rack");
+    assert_eq!(p.max_replicas, 2);
+    assert!(
+        updated(&base, &["--placement-pref-add", "pack=x"])
+            .unwrap_err()
+            .to_string()
+            .contains("\"--placement-pref-add\"")
+    );
+}
+
+#[test]
+fn update_ports_add_and_remove_by_target() {
+    let base = seed_spec();
+    let ports = |s: &ServiceSpec| {
+        s.endpoint
+            .clone()
+            .unwrap_or_default()
+            .ports
+            .iter()
+            .map(|p| (p.published_port, p.target_port, p.protocol))
+            .collect::<Vec<_>>()
+    };
+    let udp = port_config::Protocol::Udp as i32;
+    // Removing by target port: 80/tcp goes, 53/udp stays; the new one is added.
+    let s = updated(&base, &["--publish-rm", "80", "--publish-add", "8080:80"]).unwrap();
+    assert_eq!(ports(&s), vec![(53, 53, udp), (8080, 80, 0)]);
+    // The seed's `--publish-add 80:80` on a service that has it: no duplicate.
+    let s = updated(&base, &["--publish-add", "80:80"]).unwrap();
+    assert_eq!(ports(&s), vec![(53, 53, udp), (80, 80, 0)]);
+    // A removal names the protocol when it is not tcp.
+    let s = updated(&base, &["--publish-rm", "53"]).unwrap();
+    assert_eq!(ports(&s), vec![(53, 53, udp), (80, 80, 0)]);
+    let s = updated(&base, &["--publish-rm", "53/udp"]).unwrap();
+    assert_eq!(ports(&s), vec![(80, 80, 0)]);
+    let none = updated(&spec(&["busybox"]), &["--publish-add", "9000:90"]).unwrap();
+    assert_eq!(ports(&none), vec![(9000, 90, 0)]);
+    assert!(
+        updated(&base, &["--publish-add", "80:70000"])
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid argument \"80:70000\" for \"--publish-add\" flag")
+    );
+}
+
+#[test]
+fn update_mounts_by_target() {
+    let base = seed_spec();
+    let s = updated(
+        &base,
+        &[
+            "--mount-add",
+            "type=volume,source=vol,target=/data",
+            "--mount-add",
+            "type=tmpfs,target=/tmp",
+        ],
+    )
+    .unwrap();
+    let m = container(&s).mounts;
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!((m[0].source.as_str(), m[0].target.as_str()), ("", "/tmp"));
+    assert_eq!(m[1].r#type, mount::Type::Volume as i32, "replaced /data");
+    assert_eq!(m[1].source, "vol");
+    let s = updated(&base, &["--mount-rm", "/data"]).unwrap();
+    assert!(container(&s).mounts.is_empty());
+    assert_eq!(
+        updated(
+            &base,
+            &[
+                "--mount-add",
+                "source=a,target=/x",
+                "--mount-add",
+                "source=b,target=/x"
+            ]
+        )
+        .unwrap_err()
+        .to_string(),
+        "duplicate mount target"
+    );
+}
+
+#[test]
+fn update_replicas_resources_restart_and_configs_keep_what_is_not_given() {
+    let base = spec(&[
+        "--replicas",
+        "3",
+        "--reserve-memory",
+        "64M",
+        "--restart-condition",
+        "none",
+        "--update-parallelism",
+        "2",
+        "--rollback-order",
+        "start-first",
+        "busybox",
+    ]);
+    let s = updated(
+        &base,
+        &[
+            "--replicas",
+            "5",
+            "--reserve-cpu",
+            "0.5",
+            "--restart-max-attempts",
+            "3",
+            "--update-delay",
+            "5s",
+            "--rollback-parallelism",
+            "0",
+            "--stop-grace-period",
+            "3s",
+            "-w",
+            "/srv",
+            "-u",
+            "nobody",
+            "--hostname",
+            "h",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        s.mode,
+        Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas: 5
+        }))
+    );
+    let t = s.task.clone().unwrap();
+    let r = t.resources.unwrap().reservations.unwrap();
+    assert_eq!((r.nano_cpus, r.memory_bytes), (500_000_000, 64 << 20));
+    let rp = t.restart.unwrap();
+    assert_eq!(rp.condition, restart_policy::Condition::None as i32);
+    assert_eq!(rp.max_attempts, 3);
+    let u = s.update.unwrap();
+    assert_eq!((u.parallelism, u.delay.unwrap().seconds), (2, 5));
+    let rb = s.rollback.unwrap();
+    assert_eq!(rb.parallelism, 0);
+    assert_eq!(rb.order, update_config::UpdateOrder::StartFirst as i32);
+    let c = container(&s);
+    assert_eq!(c.stop_grace_period.unwrap().seconds, 3);
+    assert_eq!(
+        (c.dir.as_str(), c.user.as_str(), c.hostname.as_str()),
+        ("/srv", "nobody", "h")
+    );
+    // A service without an update config gets Swarm's defaults around the flag.
+    let plain = updated(&spec(&["busybox"]), &["--update-order", "start-first"]).unwrap();
+    let u = plain.update.unwrap();
+    assert_eq!(u.parallelism, 1);
+    assert_eq!(u.failure_action, update_config::FailureAction::Pause as i32);
+    assert_eq!(u.order, update_config::UpdateOrder::StartFirst as i32);
+    assert!(plain.rollback.is_none());
+    // Restart flags on a service without a policy start from condition any.
+    let rp = updated(&spec(&["busybox"]), &["--restart-delay", "1s"])
+        .unwrap()
+        .task
+        .unwrap()
+        .restart
+        .unwrap();
+    assert_eq!(rp.condition, restart_policy::Condition::Any as i32);
+    assert_eq!(rp.delay.unwrap().seconds, 1);
+}
+
+#[test]
+fn update_refuses_what_docker_refuses() {
+    let global = spec(&["--mode", "global", "busybox"]);
+    assert_eq!(
+        updated(&global, &["--replicas", "2"])
+            .unwrap_err()
+            .to_string(),
+        "replicas can only be used with replicated mode"
+    );
+    let job = spec(&["--mode", "replicated-job", "busybox"]);
+    assert_eq!(
+        updated(&job, &["--update-parallelism", "2"])
+            .unwrap_err()
+            .to_string(),
+        "update and rollback configuration is not supported for jobs"
+    );
+    let base = seed_spec();
+    assert_eq!(
+        updated(&base, &["--replicas", "-1"])
+            .unwrap_err()
+            .to_string(),
+        "invalid argument \"-1\" for \"--replicas\" flag: value must not be negative"
+    );
+    assert!(
+        updated(&base, &["--update-failure-action", "explode"])
+            .unwrap_err()
+            .to_string()
+            .contains("\"--update-failure-action\"")
+    );
+    assert!(
+        updated(&base, &["--rollback-failure-action", "rollback"])
+            .unwrap_err()
+            .to_string()
+            .contains("\"--rollback-failure-action\"")
+    );
+}
+
+#[test]
+fn update_force_bumps_the_counter_each_time() {
+    let base = seed_spec();
+    let once = updated(&base, &["--force"]).unwrap();
+    assert_eq!(once.task.as_ref().unwrap().force_update, 1);
+    let twice = updated(&once, &["--force"]).unwrap();
+    assert_eq!(twice.task.as_ref().unwrap().force_update, 2);
+    // Only the counter changed: the runtime is as it was.
+    assert_eq!(
+        twice.task.as_ref().unwrap().runtime,
+        base.task.as_ref().unwrap().runtime
+    );
+}
+
+#[test]
+fn update_rollback_sends_the_previous_spec_request_and_takes_no_other_flag() {
+    let base = seed_spec();
+    assert_eq!(updated(&base, &["--rollback"]).unwrap(), base);
+    assert_eq!(updated(&base, &["--rollback", "-d", "-q"]).unwrap(), base);
+    for other in [
+        vec!["--image", "x"],
+        vec!["--force"],
+        vec!["--env-add", "A=1"],
+        vec!["--replicas", "2"],
+        vec!["--no-healthcheck"],
+    ] {
+        let mut args = vec!["--rollback"];
+        args.extend(other.iter().copied());
+        assert_eq!(
+            updated(&base, &args).unwrap_err().to_string(),
+            "other flags may not be combined with --rollback",
+            "{other:?}"
+        );
+    }
+    let svc = Service {
+        meta: Some(Meta {
+            id: "svc1".into(),
+            version: Some(Version { index: 42 }),
+            ..Default::default()
+        }),
+        spec: Some(base.clone()),
+        ..Default::default()
+    };
+    let req = update_request(&svc, base.clone(), true);
+    assert_eq!(req.service_id, "svc1");
+    assert_eq!(req.service_version, Some(Version { index: 42 }));
+    assert_eq!(
+        req.rollback,
+        shoal_proto::v1::update_service_request::Rollback::Previous as i32
+    );
+    let plain = update_request(&svc, base, false);
+    assert_eq!(
+        plain.rollback,
+        shoal_proto::v1::update_service_request::Rollback::None as i32
+    );
+    // `service rollback` is `update --rollback`.
+    let cli = Cli::try_parse_from(["shoal", "service", "rollback", "-d", "web"]).unwrap();
+    match cli.command {
+        Command::Service(ServiceCommand::Rollback(r)) => {
+            assert!(r.follow.detach);
+            assert_eq!(r.target, "web");
+        }
+        other => panic!("not rollback: {other:?}"),
+    }
+}
+
+#[test]
+fn update_of_a_process_service_replaces_the_arguments_after_the_program() {
+    let base = spec(&["--process", "sh", "-c", "sleep 60"]);
+    let s = updated(&base, &["--args", "-c 'sleep 120'", "--env-add", "X=1"]).unwrap();
+    match s.task.unwrap().runtime.unwrap() {
+        task_spec::Runtime::Process(p) => {
+            assert_eq!(p.command, vec!["sh"]);
+            assert_eq!(p.args, vec!["-c", "sleep 120"]);
+            assert_eq!(p.env, vec!["X=1"]);
+        }
+        other => panic!("not a process: {other:?}"),
+    }
+    for flag in [
+        vec!["--image", "x"],
+        vec!["--mount-add", "target=/x"],
+        vec!["--container-label-add", "a=b"],
+        vec!["--user", "nobody"],
+    ] {
+        let e = updated(&base, &flag).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{} applies to containers", flag[0])),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn split_words_as_docker_shlex() {
+    use super::update::split_words;
+    assert_eq!(split_words("").unwrap(), Vec::<String>::new());
+    assert_eq!(split_words("  a  b ").unwrap(), vec!["a", "b"]);
+    assert_eq!(
+        split_words(r#"sh -c "echo \"hi\"; exit 1""#).unwrap(),
+        vec!["sh", "-c", "echo \"hi\"; exit 1"]
+    );
+    assert_eq!(split_words("'a'\"b\"c").unwrap(), vec!["abc"]);
+    assert_eq!(split_words("''").unwrap(), vec![""]);
+    assert!(split_words("\"open").is_err());
+    assert!(split_words("trailing\\").is_err());
+}
+
+// ---------------------------------------------------------------------------
+// health flags
+// ---------------------------------------------------------------------------
+
+fn health_of(spec: &ServiceSpec) -> Option<shoal_proto::v1::HealthConfig> {
+    match spec.task.as_ref()?.runtime.as_ref()? {
+        task_spec::Runtime::Container(c) => c.healthcheck.clone(),
+        task_spec::Runtime::Process(p) => p.healthcheck.clone(),
+    }
+}
+
+#[test]
+fn create_health_flags() {
+    assert!(
+        health_of(&spec(&["busybox"])).is_none(),
+        "inherit the image's"
+    );
+    let h = health_of(&spec(&[
+        "--health-cmd",
+        "wget -q -O- localhost",
+        "--health-interval",
+        "5s",
+        "--health-timeout",
+        "1s",
+        "--health-retries",
+        "2",
+        "--health-start-period",
+        "10s",
+        "busybox",
+    ]))
+    .unwrap();
+    assert_eq!(h.test, vec!["CMD-SHELL", "wget -q -O- localhost"]);
+    assert_eq!(h.interval.unwrap().seconds, 5);
+    assert_eq!(h.timeout.unwrap().seconds, 1);
+    assert_eq!(h.retries, 2);
+    assert_eq!(h.start_period.unwrap().seconds, 10);
+    // Only a duration: the image's test, these timings.
+    let h = health_of(&spec(&["--health-interval", "2s", "busybox"])).unwrap();
+    assert!(h.test.is_empty());
+    assert_eq!(h.interval.unwrap().seconds, 2);
+    let none = health_of(&spec(&["--no-healthcheck", "busybox"])).unwrap();
+    assert_eq!(none.test, vec!["NONE"]);
+    assert_eq!(
+        err(&["--no-healthcheck", "--health-cmd", "true", "busybox"]),
+        "--no-healthcheck conflicts with --health-* options"
+    );
+    assert_eq!(
+        err(&["--no-healthcheck", "--health-retries", "1", "busybox"]),
+        "--no-healthcheck conflicts with --health-* options"
+    );
+    assert_eq!(
+        err(&["--health-interval", "-1s", "busybox"]),
+        "invalid argument \"-1s\" for \"--health-interval\" flag: duration cannot be negative"
+    );
+    assert!(err(&["--health-timeout", "soon", "busybox"]).contains("\"--health-timeout\""));
+    assert_eq!(
+        err(&["--health-retries", "-2", "busybox"]),
+        "invalid argument \"-2\" for \"--health-retries\" flag: value must not be negative"
+    );
+    // The TCP and HTTP checks are the process executor's.
+    assert_eq!(
+        err(&["--health-tcp", "127.0.0.1:80", "busybox"]),
+        "--health-tcp applies to --process services"
+    );
+    let tcp = health_of(&spec(&[
+        "--process",
+        "--health-tcp",
+        "127.0.0.1:8080",
+        "sleep",
+        "60",
+    ]))
+    .unwrap();
+    assert_eq!(tcp.test, vec!["TCP", "127.0.0.1:8080"]);
+    let http = health_of(&spec(&[
+        "--process",
+        "--health-http",
+        "http://127.0.0.1:8080/health",
+        "sleep",
+        "60",
+    ]))
+    .unwrap();
+    assert_eq!(http.test, vec!["HTTP", "http://127.0.0.1:8080/health"]);
+    let cmd = health_of(&spec(&["--process", "--health-cmd", "true", "sleep", "60"])).unwrap();
+    assert_eq!(cmd.test, vec!["CMD-SHELL", "true"]);
+    assert!(err(&["--process", "--health-tcp", "localhost", "sleep", "1"]).contains("port"));
+    assert!(err(&["--process", "--health-http", "ftp://x", "sleep", "1"]).contains("http:// URL"));
+    assert!(
+        err(&[
+            "--process",
+            "--health-cmd",
+            "true",
+            "--health-tcp",
+            "127.0.0.1:1",
+            "sleep",
+            "1"
+        ])
+        .contains("conflict")
+    );
+    assert!(
+        err(&[
+            "--process",
+            "--no-healthcheck",
+            "--health-http",
+            "http://x:1/",
+            "sleep",
+            "1"
+        ])
+        .contains("--no-healthcheck conflicts")
+    );
+}
+
+#[test]
+fn update_health_flags_change_only_what_is_given() {
+    let base = spec(&["--health-cmd", "true", "--health-interval", "5s", "busybox"]);
+    let h = health_of(&updated(&base, &["--health-retries", "7"]).unwrap()).unwrap();
+    assert_eq!(h.test, vec!["CMD-SHELL", "true"]);
+    assert_eq!(h.interval.unwrap().seconds, 5);
+    assert_eq!(h.retries, 7);
+    // An empty command goes back to the image's check.
+    let h = health_of(&updated(&base, &["--health-cmd", ""]).unwrap()).unwrap();
+    assert!(h.test.is_empty());
+    let off = updated(&base, &["--no-healthcheck"]).unwrap();
+    assert_eq!(
+        health_of(&off).unwrap(),
+        shoal_proto::v1::HealthConfig {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }
+    );
+    // Turning timings back on after NONE drops the NONE.
+    let h = health_of(&updated(&off, &["--health-interval", "1s"]).unwrap()).unwrap();
+    assert!(h.test.is_empty());
+    assert_eq!(h.interval.unwrap().seconds, 1);
+    assert_eq!(
+        updated(&base, &["--no-healthcheck", "--health-timeout", "1s"])
+            .unwrap_err()
+            .to_string(),
+        "--no-healthcheck conflicts with --health-* options"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// update progress
+// ---------------------------------------------------------------------------
+
+fn status(state: UpdateState, message: &str) -> UpdateStatus {
+    UpdateStatus {
+        state: state as i32,
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn update_progress_follows_the_update_status() {
+    let paused = status(
+        UpdateState::Paused,
+        "update paused due to failure or early termination of task abc",
+    );
+    let mut w = UpdateWatch::new(Intent::Update);
+    assert_eq!(w.observe(None), Verdict::Follow(None));
+    assert_eq!(
+        w.observe(Some(&status(UpdateState::Updating, "update in progress"))),
+        Verdict::Follow(None)
+    );
+    assert!(!w.rolling_back() && w.may_finish());
+    assert_eq!(
+        w.observe(Some(&paused)),
+        Verdict::Fail(
+            "service update paused: update paused due to failure or early termination of task abc"
+                .into()
+        )
+    );
+
+    // An automatic rollback: shown once, then the update ends as a failure.
+    let reason = "update rolled back due to failure or early termination of task abc";
+    let mut w = UpdateWatch::new(Intent::Update);
+    assert_eq!(
+        w.observe(Some(&status(UpdateState::RollbackStarted, reason))),
+        Verdict::Follow(Some(reason.into()))
+    );
+    assert_eq!(
+        w.observe(Some(&status(UpdateState::RollbackStarted, reason))),
+        Verdict::Follow(None)
+    );
+    assert!(w.rolling_back());
+    assert!(
+        !w.may_finish(),
+        "converging back is not the update's success"
+    );
+    assert_eq!(
+        w.observe(Some(&status(
+            UpdateState::RollbackCompleted,
+            "rollback completed"
+        ))),
+        Verdict::Fail("service rolled back: rollback completed".into())
+    );
+    let mut w = UpdateWatch::new(Intent::Update);
+    assert_eq!(
+        w.observe(Some(&status(
+            UpdateState::RollbackPaused,
+            "rollback paused due to failure or early termination of task abc"
+        ))),
+        Verdict::Fail(
+            "service rollback paused: rollback paused due to failure or early termination of task abc"
+                .into()
+        )
+    );
+    let mut w = UpdateWatch::new(Intent::Update);
+    assert_eq!(
+        w.observe(Some(&status(UpdateState::Completed, "update completed"))),
+        Verdict::Follow(None)
+    );
+    assert!(w.may_finish());
+}
+
+#[test]
+fn requested_rollback_progress_ends_well_when_the_rollback_completes() {
+    let mut w = UpdateWatch::new(Intent::Rollback);
+    assert_eq!(
+        w.observe(Some(&status(
+            UpdateState::RollbackStarted,
+            "manually requested rollback"
+        ))),
+        Verdict::Follow(Some("manually requested rollback".into()))
+    );
+    assert!(w.rolling_back() && w.may_finish());
+    assert_eq!(
+        w.observe(Some(&status(
+            UpdateState::RollbackCompleted,
+            "rollback completed"
+        ))),
+        Verdict::Follow(None)
+    );
+    // Seen only once it was over: still announced.
+    let mut w = UpdateWatch::new(Intent::Rollback);
+    assert_eq!(
+        w.observe(Some(&status(
+            UpdateState::RollbackCompleted,
+            "rollback completed"
+        ))),
+        Verdict::Follow(Some("manually requested rollback".into()))
+    );
+    let mut w = UpdateWatch::new(Intent::Rollback);
+    assert!(matches!(
+        w.observe(Some(&status(UpdateState::RollbackPaused, "rollback paused"))),
+        Verdict::Fail(m) if m == "service rollback paused: rollback paused"
+    ));
+}
+
+#[test]
+fn update_progress_counts_only_tasks_of_the_current_spec() {
+    let old = service(
+        "s1",
+        "nginx",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 3 }),
+        "nginx:1.13.7-alpine",
+    );
+    let mut new = old.clone();
+    let new_spec = updated(
+        new.spec.as_ref().unwrap(),
+        &["--image", "nginx:1.13.12-alpine"],
+    )
+    .unwrap();
+    new.spec = Some(new_spec);
+    let mut tasks: Vec<Task> = (1..=3)
+        .map(|slot| {
+            current(
+                &old,
+                task("s1", slot, "n1", TaskState::Running, TaskState::Running),
+            )
+        })
+        .collect();
+    // Slot 1 replaced (stop-first): old task shut down, new one running.
+    tasks[0].desired_state = TaskState::Shutdown as i32;
+    tasks[0].status.as_mut().unwrap().state = TaskState::Shutdown as i32;
+    tasks.push(current(
+        &new,
+        task("s1", 1, "n1", TaskState::Running, TaskState::Running),
+    ));
+    let mut tracker = Tracker::new();
+    let snap = tracker.update(&new, &tasks, &active(&["n1"]), false);
+    assert_eq!(snap.rows[0].1, "1 out of 3 tasks");
+    assert!(snap.rows[1].1.starts_with("running "), "{:?}", snap.rows);
+    assert_eq!(snap.rows[2].1, "", "slot 2 still runs the old spec");
+    assert!(!snap.converged);
+    // A rollback words the overall row as docker does.
+    let snap = Tracker::new().update(&old, &tasks, &active(&["n1"]), true);
+    assert_eq!(snap.rows[0].1, "rolling back update: 2 out of 3 tasks");
+    // --force: the same runtime with a bumped counter is not current.
+    let mut forced = old.clone();
+    forced.spec = Some(updated(old.spec.as_ref().unwrap(), &["--force"]).unwrap());
+    let snap = Tracker::new().update(&forced, &tasks[1..3], &active(&["n1"]), false);
+    assert_eq!(snap.rows[0].1, "0 out of 3 tasks");
+}
+
+// ---------------------------------------------------------------------------
+// inspect --pretty update status, service ps history (seed 002)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn inspect_shows_the_update_status() {
+    let now = SystemTime::now();
+    let mut svc = service(
+        "s1",
+        "nginx",
+        service_spec::Mode::Replicated(ReplicatedService { replicas: 3 }),
+        "nginx:1.13.12-alpine",
+    );
+    svc.previous_spec = Some(seed_spec());
+    svc.update_status = Some(UpdateStatus {
+        state: UpdateState::Updating as i32,
+        started_at: Some(ts(now - Duration::from_secs(2))),
+        completed_at: None,
+        message: "update in progress".into(),
+    });
+    let pretty = render::render_pretty(&svc, now);
+    assert!(
+        pretty.contains(
+            "Service Mode:\tReplicated\n Replicas:\t3\nUpdateStatus:\n State:\t\tupdating\n Started:\t2 seconds ago\n Message:\tupdate in progress\nPlacement:\n"
+        ),
+        "{pretty}"
+    );
+    svc.update_status = Some(UpdateStatus {
+        state: UpdateState::Completed as i32,
+        started_at: Some(ts(now - Duration::from_secs(90))),
+        completed_at: Some(ts(now - Duration::from_secs(30))),
+        message: "update completed".into(),
+    });
+    let pretty = render::render_pretty(&svc, now);
+    assert!(
+        pretty.contains(
+            "UpdateStatus:\n State:\t\tcompleted\n Started:\tAbout a minute ago\n Completed:\t30 seconds ago\n Message:\tupdate completed\n"
+        ),
+        "{pretty}"
+    );
+    let json = render::inspect_json(&svc);
+    assert_eq!(json["UpdateStatus"]["State"], "completed");
+    assert_eq!(json["UpdateStatus"]["Message"], "update completed");
+    assert_eq!(json["PreviousSpec"]["Name"], "web");
+    assert_eq!(
+        json["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+        "nginx:1.13.7-alpine"
+    );
+    // No status: no block.
+    svc.update_status = None;
+    assert!(!render::render_pretty(&svc, now).contains("UpdateStatus"));
+    assert!(render::inspect_json(&svc).get("UpdateStatus").is_none());
+}
+
+#[test]
+fn inspect_shows_healthchecks() {
+    let s = spec(&[
+        "--name",
+        "web",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "5s",
+        "--health-retries",
+        "2",
+        "busybox",
+    ]);
+    let svc = Service {
+        spec: Some(s),
+        ..Default::default()
+    };
+    let pretty = render::render_pretty(&svc, SystemTime::now());
+    assert!(
+        pretty.contains(
+            " Healthcheck:\n  Interval = 5s\n  Retries = 2\n  StartPeriod =\t0s\n  Timeout =\t0s\n  Tests:\n\t Test = CMD-SHELL\n\t Test = true\n"
+        ),
+        "{pretty}"
+    );
+    let json = render::inspect_json(&svc);
+    let h = &json["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"];
+    assert_eq!(h["Test"][0], "CMD-SHELL");
+    assert_eq!(h["Interval"], 5_000_000_000i64);
+    assert_eq!(h["Retries"], 2);
+}
+
+#[test]
+fn ps_after_update_and_rollback_matches_seed_002() {
+    let now = SystemTime::now();
+    let mut names = crate::commands::task::Names::default();
+    names.services.insert("s1".into(), "nginx".into());
+    for (id, name) in [("n1", "worker1"), ("n2", "worker2"), ("n3", "manager")] {
+        names.nodes.insert(id.into(), name.into());
+    }
+    let image_spec = |image: &str| TaskSpec {
+        runtime: Some(task_spec::Runtime::Container(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    // (id, slot, node, image, state, created secs ago, status secs ago)
+    let rows = [
+        (
+            "uru5lwrvmjn5aaaaaaaaaaaaa",
+            1,
+            "n1",
+            "1.13.7",
+            TaskState::Running,
+            45,
+            44,
+        ),
+        (
+            "kct3ksqxljpuaaaaaaaaaaaaa",
+            1,
+            "n1",
+            "1.13.12",
+            TaskState::Shutdown,
+            100,
+            45,
+        ),
+        (
+            "vcbkaz7q8kyaaaaaaaaaaaaaa",
+            1,
+            "n1",
+            "1.13.7",
+            TaskState::Shutdown,
+            900,
+            100,
+        ),
+        (
+            "kxzfpu30mwp1aaaaaaaaaaaaa",
+            2,
+            "n2",
+            "1.13.7",
+            TaskState::Running,
+            49,
+            48,
+        ),
+        (
+            "qlyxhdee0i6caaaaaaaaaaaaa",
+            2,
+            "n2",
+            "1.13.12",
+            TaskState::Shutdown,
+            130,
+            49,
+        ),
+        (
+            "dshb5x0lo61saaaaaaaaaaaaa",
+            2,
+            "n2",
+            "1.13.7",
+            TaskState::Shutdown,
+            900,
+            130,
+        ),
+        (
+            "4yewijsw2ryyaaaaaaaaaaaaa",
+            3,
+            "n3",
+            "1.13.7",
+            TaskState::Running,
+            41,
+            40,
+        ),
+        (
+            "s5es0n52tzqxaaaaaaaaaaaaa",
+            3,
+            "n3",
+            "1.13.12",
+            TaskState::Shutdown,
+            120,
+            41,
+        ),
+        (
+            "t9mczkuy8dd6aaaaaaaaaaaaa",
+            3,
+            "n3",
+            "1.13.7",
+            TaskState::Shutdown,
+            900,
+            125,
+        ),
+    ];
+    // Listed in no particular order, as the manager may return them.
+    let mut tasks: Vec<Task> = rows
+        .iter()
+        .rev()
+        .map(|(id, slot, node, version, state, created, at)| {
+            let mut t = task("s1", *slot, node, *state, TaskState::Running);
+            let meta = t.meta.as_mut().unwrap();
+            meta.id = id.to_string();
+            meta.created_at = Some(ts(now - Duration::from_secs(*created)));
+            t.status.as_mut().unwrap().timestamp = Some(ts(now - Duration::from_secs(*at)));
+            t.spec = Some(image_spec(&format!("nginx:{version}-alpine")));
+            if *state == TaskState::Shutdown {
+                t.desired_state = TaskState::Shutdown as i32;
+            }
+            t
+        })
+        .collect();
+    tasks.swap(0, 4);
+    let out = crate::commands::task::render(&tasks, &names, now, true);
+    let table: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| {
+            l.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    let want = [
+        [
+            "uru5lwrvmjn5",
+            "nginx.1",
+            "nginx:1.13.7-alpine",
+            "worker1",
+            "Running",
+            "Running 44 seconds ago",
+        ],
+        [
+            "kct3ksqxljpu",
+            "\\_ nginx.1",
+            "nginx:1.13.12-alpine",
+            "worker1",
+            "Shutdown",
+            "Shutdown 45 seconds ago",
+        ],
+        [
+            "vcbkaz7q8kya",
+            "\\_ nginx.1",
+            "nginx:1.13.7-alpine",
+            "worker1",
+            "Shutdown",
+            "Shutdown about a minute ago",
+        ],
+        [
+            "kxzfpu30mwp1",
+            "nginx.2",
+            "nginx:1.13.7-alpine",
+            "worker2",
+            "Running",
+            "Running 48 seconds ago",
+        ],
+        [
+            "qlyxhdee0i6c",
+            "\\_ nginx.2",
+            "nginx:1.13.12-alpine",
+            "worker2",
+            "Shutdown",
+            "Shutdown 49 seconds ago",
+        ],
+        [
+            "dshb5x0lo61s",
+            "\\_ nginx.2",
+            "nginx:1.13.7-alpine",
+            "worker2",
+            "Shutdown",
+            "Shutdown 2 minutes ago",
+        ],
+        [
+            "4yewijsw2ryy",
+            "nginx.3",
+            "nginx:1.13.7-alpine",
+            "manager",
+            "Running",
+            "Running 40 seconds ago",
+        ],
+        [
+            "s5es0n52tzqx",
+            "\\_ nginx.3",
+            "nginx:1.13.12-alpine",
+            "manager",
+            "Shutdown",
+            "Shutdown 41 seconds ago",
+        ],
+        [
+            "t9mczkuy8dd6",
+            "\\_ nginx.3",
+            "nginx:1.13.7-alpine",
+            "manager",
+            "Shutdown",
+            "Shutdown 2 minutes ago",
+        ],
+    ];
+    assert_eq!(
+        table[0],
+        vec![
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+            "PORTS"
+        ]
+    );
+    for (i, row) in want.iter().enumerate() {
+        assert_eq!(table[i + 1], row.to_vec(), "row {}:\n{out}", i + 1);
+    }
+    assert_eq!(table.len(), 10);
 }
