@@ -11,6 +11,8 @@
 //! - [`identity`]: the node identity in the state dir and in use;
 //! - [`tls`]: the worker's TLS, server and client side;
 //! - [`executor`]: the Docker and process executors;
+//! - [`health`]: healthchecks (Docker's rules; the probe loop of process tasks, their
+//!   TCP and HTTP probes);
 //! - [`tasks`]: the task manager fed by the dispatcher's assignments, its state file
 //!   and its batched status reports;
 //! - [`logs`]: task output over NATS (live lines and history requests).
@@ -18,6 +20,7 @@
 pub mod backoff;
 pub mod config;
 pub mod executor;
+pub mod health;
 pub mod identity;
 pub mod join;
 pub mod logs;

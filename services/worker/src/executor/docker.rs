@@ -7,13 +7,18 @@
 //! events of containers labelled `shoal.task.id`), not by polling; after the stream
 //! reconnects, every container still awaited is inspected once, so a missed event
 //! costs nothing.
+//!
+//! A task's `HealthConfig` becomes the container's `Healthcheck` (durations in ns;
+//! `["NONE"]` disables the image's, an empty test inherits it): the engine runs the
+//! checks, and their results come on the same events stream (`health_status: …`),
+//! after one inspect when someone starts following a container's health.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, HealthStatusEnum, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -27,6 +32,7 @@ use super::{
     Executor, Exit, Handle, Kind, Liveness, LogLine, TaskError, service_name, split_lines,
     task_grace, task_id,
 };
+use crate::health::Health;
 
 /// Labels linking a container to its task.
 pub const LABEL_TASK_ID: &str = "shoal.task.id";
@@ -42,6 +48,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 const EVENTS_RETRY: Duration = Duration::from_millis(500);
 
 type Waiters = Arc<Mutex<HashMap<String, watch::Sender<Option<i32>>>>>;
+/// Containers whose health someone follows.
+type HealthWatchers = Arc<Mutex<HashMap<String, watch::Sender<Health>>>>;
 
 /// Runs container tasks on the local Docker Engine.
 pub struct DockerExecutor {
@@ -49,6 +57,8 @@ pub struct DockerExecutor {
     node_id: String,
     /// Containers whose exit someone awaits: the events stream resolves them.
     waiters: Waiters,
+    /// Containers whose health someone follows: the events stream updates them.
+    health: HealthWatchers,
     events: tokio::task::JoinHandle<()>,
 }
 
@@ -109,11 +119,17 @@ impl DockerExecutor {
             _ => return None,
         }
         let waiters: Waiters = Arc::default();
-        let events = tokio::spawn(watch_exits(docker.clone(), waiters.clone()));
+        let health: HealthWatchers = Arc::default();
+        let events = tokio::spawn(watch_events(
+            docker.clone(),
+            waiters.clone(),
+            health.clone(),
+        ));
         Some(Arc::new(Self {
             docker,
             node_id: node_id.to_string(),
             waiters,
+            health,
             events,
         }))
     }
@@ -204,6 +220,7 @@ impl DockerExecutor {
             .and_then(|s| s.resources.as_ref())
             .and_then(|r| r.limits.as_ref());
         let grace = task_grace(task);
+        let healthcheck = docker_healthcheck(spec.healthcheck.as_ref())?;
         Ok(ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
@@ -216,6 +233,7 @@ impl DockerExecutor {
             tty: Some(spec.tty),
             stop_signal: (!spec.stop_signal.is_empty()).then(|| spec.stop_signal.clone()),
             stop_timeout: Some(i64::try_from(grace.as_secs().max(1)).unwrap_or(i64::MAX)),
+            healthcheck,
             host_config: Some(HostConfig {
                 mounts: (!mounts.is_empty()).then_some(mounts),
                 memory: limits.map(|l| l.memory_bytes).filter(|m| *m > 0),
@@ -227,11 +245,54 @@ impl DockerExecutor {
     }
 }
 
-/// Follows the engine's die events of task containers and resolves their waiters.
-async fn watch_exits(docker: Docker, waiters: Waiters) {
+/// The engine's healthcheck for a task's `HealthConfig`: durations in nanoseconds, zero
+/// (unset: the image's, or Docker's defaults) left out; None without a config (the
+/// image's healthcheck, if any, applies). Docker runs CMD and CMD-SHELL only.
+fn docker_healthcheck(
+    cfg: Option<&shoal_proto::v1::HealthConfig>,
+) -> Result<Option<bollard::models::HealthConfig>, TaskError> {
+    let Some(cfg) = cfg else { return Ok(None) };
+    if let Some(kind) = cfg.test.first()
+        && !matches!(kind.as_str(), "NONE" | "CMD" | "CMD-SHELL")
+    {
+        return Err(TaskError::failed(format!(
+            "healthcheck {kind:?}: a container's test is NONE, CMD or CMD-SHELL"
+        )));
+    }
+    let ns = |d: Option<&prost_types::Duration>| {
+        d.and_then(|d| Duration::try_from(*d).ok())
+            .filter(|d| !d.is_zero())
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    };
+    Ok(Some(bollard::models::HealthConfig {
+        test: (!cfg.test.is_empty()).then(|| cfg.test.clone()),
+        interval: ns(cfg.interval.as_ref()),
+        timeout: ns(cfg.timeout.as_ref()),
+        retries: (cfg.retries > 0).then_some(i64::from(cfg.retries)),
+        start_period: ns(cfg.start_period.as_ref()),
+        start_interval: None,
+    }))
+}
+
+/// A container's health as the engine says it; None: it has no healthcheck.
+fn engine_health(status: Option<HealthStatusEnum>) -> Option<Health> {
+    match status? {
+        HealthStatusEnum::STARTING => Some(Health::Starting),
+        HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+        HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+        HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+    }
+}
+
+/// Follows the engine's events of task containers (die, health_status) and resolves
+/// their waiters and health watchers.
+async fn watch_events(docker: Docker, waiters: Waiters, health: HealthWatchers) {
     let mut filters = HashMap::new();
     filters.insert("type".to_string(), vec!["container".to_string()]);
-    filters.insert("event".to_string(), vec!["die".to_string()]);
+    filters.insert(
+        "event".to_string(),
+        vec!["die".to_string(), "health_status".to_string()],
+    );
     filters.insert("label".to_string(), vec![LABEL_TASK_ID.to_string()]);
     let mut first = true;
     loop {
@@ -255,6 +316,19 @@ async fn watch_exits(docker: Docker, waiters: Waiters) {
                     }
                 }
             }
+            // And health changes.
+            let ids: Vec<String> = health
+                .lock()
+                .map(|w| w.keys().cloned().collect())
+                .unwrap_or_default();
+            for id in ids {
+                if let Ok(info) = docker.inspect_container(&id, None).await
+                    && let Some(h) =
+                        engine_health(info.state.and_then(|s| s.health).and_then(|h| h.status))
+                {
+                    set_health(&health, &id, h);
+                }
+            }
         }
         first = false;
         while let Some(event) = events.next().await {
@@ -262,6 +336,13 @@ async fn watch_exits(docker: Docker, waiters: Waiters) {
                 Ok(msg) => {
                     let Some(actor) = msg.actor else { continue };
                     let Some(id) = actor.id else { continue };
+                    let action = msg.action.unwrap_or_default();
+                    if let Some(status) = action.strip_prefix("health_status:") {
+                        if let Some(h) = engine_health(status.trim().parse().ok()) {
+                            set_health(&health, &id, h);
+                        }
+                        continue;
+                    }
                     let code = actor
                         .attributes
                         .as_ref()
@@ -285,6 +366,20 @@ fn resolve(waiters: &Waiters, id: &str, code: i32) {
         && let Some(tx) = w.get(id)
     {
         let _ = tx.send(Some(code));
+    }
+}
+
+/// Passes a container's health on to whoever follows it (forgetting it once nobody
+/// does).
+fn set_health(watchers: &HealthWatchers, id: &str, health: Health) {
+    if let Ok(mut w) = watchers.lock()
+        && let Some(tx) = w.get(id)
+    {
+        if tx.is_closed() {
+            w.remove(id);
+        } else {
+            tx.send_if_modified(|h| std::mem::replace(h, health) != health);
+        }
     }
 }
 
@@ -372,6 +467,46 @@ impl Executor for DockerExecutor {
             Some(code) => Exit::Code(code),
             None => Exit::Unknown(format!("container {id} is gone")),
         }
+    }
+
+    async fn health(
+        &self,
+        _task: &Task,
+        handle: &Handle,
+        _healthy: bool,
+    ) -> Option<watch::Receiver<Health>> {
+        let Handle::Container { id } = handle else {
+            return None;
+        };
+        let (tx, rx) = watch::channel(Health::Starting);
+        // Listen before looking, so that no change is missed.
+        if let Ok(mut w) = self.health.lock() {
+            w.retain(|_, tx| !tx.is_closed());
+            w.insert(id.clone(), tx.clone());
+        }
+        let now = match self.docker.inspect_container(id, None).await {
+            Ok(info) => engine_health(info.state.and_then(|s| s.health).and_then(|h| h.status)),
+            Err(e) => {
+                tracing::warn!(container = %id, error = %docker_err(&e), "cannot inspect the container's health");
+                None
+            }
+        };
+        let Some(now) = now else {
+            // No healthcheck (from the task or the image).
+            if let Ok(mut w) = self.health.lock() {
+                w.remove(id);
+            }
+            return None;
+        };
+        // An event may have come first: it is newer than what inspect saw.
+        tx.send_if_modified(|h| {
+            let take = *h == Health::Starting && now != Health::Starting;
+            if take {
+                *h = now;
+            }
+            take
+        });
+        Some(rx)
     }
 
     async fn inspect(&self, handle: &Handle) -> Liveness {

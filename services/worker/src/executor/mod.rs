@@ -6,6 +6,9 @@
 //! only talks to that trait. What an executor started is described by a [`Handle`]
 //! (container id, or pid and start time) that the worker keeps in its state file, so
 //! that a restarted worker adopts what is still running instead of starting it again.
+//!
+//! A task with a healthcheck is followed through [`Executor::health`]: the engine runs
+//! a container's checks, the worker a process task's ([`crate::health`]).
 
 pub mod docker;
 pub mod process;
@@ -18,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use shoal_proto::v1::task_spec::Runtime;
 use shoal_proto::v1::task_status::RuntimeStatus;
 use shoal_proto::v1::{LogMessage, Task};
+use tokio::sync::watch;
+
+use crate::health::Health;
 
 /// Swarm's default stop grace period.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -139,6 +145,16 @@ pub trait Executor: Send + Sync {
     async fn start(&self, task: &Task, handle: &mut Handle) -> Result<(), TaskError>;
     /// Resolves when the started task has ended.
     async fn wait(&self, handle: &Handle) -> Exit;
+    /// Follows the health of a started task: None when it has no healthcheck, else its
+    /// health as it changes (from `Starting`, or `Healthy` for a task already reported
+    /// healthy, e.g. one adopted after a worker restart). Checking stops when the
+    /// receiver is dropped.
+    async fn health(
+        &self,
+        task: &Task,
+        handle: &Handle,
+        healthy: bool,
+    ) -> Option<watch::Receiver<Health>>;
     /// What the runtime behind a handle is doing now (used to adopt after a restart).
     async fn inspect(&self, handle: &Handle) -> Liveness;
     /// Asks the task to stop, forcing it after `grace`; Ok once it is not running.

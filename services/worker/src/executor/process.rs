@@ -7,6 +7,11 @@
 //! SIGPIPE when the worker restarts). Stopping sends SIGTERM to the group, waits the
 //! grace period, then SIGKILLs the group.
 //!
+//! A healthcheck (CMD, CMD-SHELL, TCP or HTTP) is run by the worker itself with
+//! [`health::monitor`]; check commands get the task's environment and directory (and
+//! `SHOAL_HEALTHCHECK=1`, so they are never taken for the task), run in their own
+//! process group, and the group is killed when a check times out.
+//!
 //! A child's exit is seen by waiting on it. A process adopted after a worker restart is
 //! not our child: it is watched through `/proc/<pid>/stat` (with its start time, so a
 //! reused pid is not mistaken for it) every 250 ms, and its exit status is unknown.
@@ -20,11 +25,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use shoal_proto::v1::Task;
 use shoal_proto::v1::task_spec::Runtime;
+use shoal_proto::v1::{ProcessSpec, Task};
 use tokio::sync::{mpsc, watch};
 
 use super::{Executor, Exit, Handle, Kind, Liveness, LogLine, TaskError, split_lines, task_id};
+use crate::health::{self, Health, Probe, Timing};
 
 /// How often a process that is not our child is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
@@ -34,6 +40,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The most of a log file read for its history.
 const MAX_HISTORY: u64 = 4 * 1024 * 1024;
+/// In the environment of a check command (which is a process group leader with the
+/// task's environment): not the task itself.
+const CHECK_MARKER: &str = "SHOAL_HEALTHCHECK";
 /// PATH for tasks when the worker has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -61,6 +70,8 @@ impl ProcessExecutor {
     /// left behind. (task id, handle).
     pub fn managed(&self) -> Vec<(String, Handle)> {
         let node = format!("SHOAL_NODE_ID={}", self.node_id);
+        let check = format!("{CHECK_MARKER}=");
+        let check = check.as_bytes();
         let mut found = Vec::new();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return found;
@@ -83,7 +94,7 @@ impl ProcessExecutor {
                 continue;
             };
             let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-            if !vars.contains(&node.as_bytes()) {
+            if !vars.contains(&node.as_bytes()) || vars.iter().any(|v| v.starts_with(check)) {
                 continue;
             }
             let task = vars.iter().find_map(|v| v.strip_prefix(b"SHOAL_TASK_ID="));
@@ -105,8 +116,125 @@ impl ProcessExecutor {
         found
     }
 
+    /// The environment and directory of the task's process (and of its checks).
+    fn task_env(&self, task: &Task, spec: &ProcessSpec) -> Result<TaskEnv, TaskError> {
+        let mut vars = vec![(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
+        )];
+        for kv in &spec.env {
+            match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => vars.push((k.to_string(), v.to_string())),
+                _ => {
+                    return Err(TaskError::failed(format!(
+                        "invalid environment variable {kv:?}: want KEY=VALUE"
+                    )));
+                }
+            }
+        }
+        for (k, v) in [
+            ("SHOAL_TASK_ID", task_id(task).to_string()),
+            ("SHOAL_TASK_SLOT", task.slot.to_string()),
+            ("SHOAL_SERVICE_NAME", super::service_name(task)),
+            ("SHOAL_NODE_ID", self.node_id.clone()),
+            ("SHOAL_TASK_ADDR", self.advertise_addr.clone()),
+        ] {
+            vars.push((k.to_string(), v));
+        }
+        Ok(TaskEnv {
+            vars,
+            dir: (!spec.dir.is_empty()).then(|| PathBuf::from(&spec.dir)),
+        })
+    }
+
     fn child(&self, pid: i32) -> Option<watch::Receiver<Option<i32>>> {
         self.children.lock().ok().and_then(|c| c.get(&pid).cloned())
+    }
+}
+
+/// What a task's process (and its checks) run with: only these variables, in this
+/// directory.
+#[derive(Debug, Clone)]
+struct TaskEnv {
+    vars: Vec<(String, String)>,
+    dir: Option<PathBuf>,
+}
+
+impl TaskEnv {
+    fn command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.env_clear().envs(self.vars.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+}
+
+/// The process spec of a process task.
+fn process_spec(task: &Task) -> Option<&ProcessSpec> {
+    match task.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
+        Some(Runtime::Process(spec)) => Some(spec),
+        _ => None,
+    }
+}
+
+/// The check a process task asks for, if any.
+fn task_probe(spec: &ProcessSpec) -> Result<Option<(Probe, Timing)>, TaskError> {
+    let Some(cfg) = spec.healthcheck.as_ref() else {
+        return Ok(None);
+    };
+    Ok(Probe::parse(&cfg.test)
+        .map_err(TaskError::failed)?
+        .map(|p| (p, Timing::of(cfg))))
+}
+
+/// One run of a process task's check.
+async fn probe_once(probe: &Probe, env: &TaskEnv) -> Result<(), String> {
+    match probe {
+        Probe::Exec(argv) => match argv.split_first() {
+            Some((program, args)) => run_check(env, program, args).await,
+            None => Err("healthcheck CMD needs a program".into()),
+        },
+        Probe::Shell(command) => run_check(env, "sh", &["-c".to_string(), command.clone()]).await,
+        Probe::Tcp(addr) => health::tcp(addr).await,
+        Probe::Http(target) => health::http(target).await,
+    }
+}
+
+/// Runs a check command in its own process group; exit 0 is healthy. Dropped before
+/// the command ends (its timeout), the whole group is killed.
+async fn run_check(env: &TaskEnv, program: &str, args: &[String]) -> Result<(), String> {
+    let mut cmd = env.command(program);
+    cmd.args(args)
+        .env(CHECK_MARKER, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {program:?}: {e}"))?;
+    let mut group = GroupKill(child.id().and_then(|p| i32::try_from(p).ok()));
+    let status = child.wait().await;
+    // Reaped: its pid (the group id) may be reused from now on.
+    group.0 = None;
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{program} exited with {}", exit_code(s))),
+        Err(e) => Err(format!("waiting for {program}: {e}")),
+    }
+}
+
+/// Kills a check's process group when a check is abandoned.
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            signal_group(pid, Signal::SIGKILL);
+        }
     }
 }
 
@@ -158,13 +286,13 @@ impl Executor for ProcessExecutor {
     }
 
     async fn prepare(&self, task: &Task) -> Result<Handle, TaskError> {
-        let Some(Runtime::Process(spec)) = task.spec.as_ref().and_then(|s| s.runtime.as_ref())
-        else {
+        let Some(spec) = process_spec(task) else {
             return Err(TaskError::rejected("not a process task"));
         };
         if spec.command.is_empty() && spec.args.is_empty() {
             return Err(TaskError::failed("process task has no command"));
         }
+        task_probe(spec)?;
         let id = task_id(task);
         if id.is_empty() || id.contains('/') || id.contains("..") {
             return Err(TaskError::rejected(format!("bad task id {id:?}")));
@@ -179,8 +307,7 @@ impl Executor for ProcessExecutor {
     }
 
     async fn start(&self, task: &Task, handle: &mut Handle) -> Result<(), TaskError> {
-        let Some(Runtime::Process(spec)) = task.spec.as_ref().and_then(|s| s.runtime.as_ref())
-        else {
+        let Some(spec) = process_spec(task) else {
             return Err(TaskError::rejected("not a process task"));
         };
         let Handle::Process {
@@ -203,38 +330,14 @@ impl Executor for ProcessExecutor {
         let err = out
             .try_clone()
             .map_err(|e| TaskError::failed(format!("log file {}: {e}", log.display())))?;
-        let mut cmd = tokio::process::Command::new(program);
+        let env = self.task_env(task, spec)?;
+        let mut cmd = env.command(program);
         cmd.args(argv)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .process_group(0)
             .kill_on_drop(false);
-        for kv in &spec.env {
-            match kv.split_once('=') {
-                Some((k, v)) if !k.is_empty() => {
-                    cmd.env(k, v);
-                }
-                _ => {
-                    return Err(TaskError::failed(format!(
-                        "invalid environment variable {kv:?}: want KEY=VALUE"
-                    )));
-                }
-            }
-        }
-        cmd.env("SHOAL_TASK_ID", task_id(task))
-            .env("SHOAL_TASK_SLOT", task.slot.to_string())
-            .env("SHOAL_SERVICE_NAME", super::service_name(task))
-            .env("SHOAL_NODE_ID", &self.node_id)
-            .env("SHOAL_TASK_ADDR", &self.advertise_addr);
-        if !spec.dir.is_empty() {
-            cmd.current_dir(&spec.dir);
-        }
         let mut child = cmd
             .spawn()
             .map_err(|e| TaskError::failed(format!("starting {program:?}: {e}")))?;
@@ -279,6 +382,41 @@ impl Executor for ProcessExecutor {
                 ));
             }
         }
+    }
+
+    async fn health(
+        &self,
+        task: &Task,
+        _handle: &Handle,
+        healthy: bool,
+    ) -> Option<watch::Receiver<Health>> {
+        let spec = process_spec(task)?;
+        let (probe, timing) = match task_probe(spec) {
+            Ok(p) => p?,
+            Err(e) => {
+                tracing::warn!(task = %task_id(task), error = %e, "healthcheck not run");
+                return None;
+            }
+        };
+        let env = match self.task_env(task, spec) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(task = %task_id(task), error = %e, "healthcheck not run");
+                return None;
+            }
+        };
+        let initial = if healthy {
+            Health::Healthy
+        } else {
+            Health::Starting
+        };
+        let (tx, rx) = watch::channel(initial);
+        tokio::spawn(async move {
+            let probe = &probe;
+            let env = &env;
+            health::monitor(timing, || probe_once(probe, env), tx).await;
+        });
+        Some(rx)
     }
 
     async fn inspect(&self, handle: &Handle) -> Liveness {

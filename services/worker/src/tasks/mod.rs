@@ -3,15 +3,21 @@
 //! It is fed the dispatcher's `Assignments` stream ([`assignments`]): a COMPLETE set
 //! replaces what the worker has, INCREMENTAL changes apply on top of the message they
 //! name (a gap is an error that makes the caller reopen the stream for a fresh
-//! COMPLETE). Every task in the set has one runner: it starts tasks desired RUNNING
-//! (reporting ACCEPTED → PREPARING → READY → STARTING → RUNNING with Docker's
-//! messages), stops them when they are desired SHUTDOWN or REMOVE (reporting
-//! SHUTDOWN), reports COMPLETE / FAILED when they end, and removes their runtime
-//! (container, log file) once the task leaves the set. A task that is no longer in a
-//! COMPLETE set is stopped and forgotten.
+//! COMPLETE). Every task in the set has one runner: it prepares each task (reporting
+//! ACCEPTED → PREPARING → READY with Docker's messages) and starts it once it is
+//! desired RUNNING (or COMPLETE, a job's): a task desired READY, a stop-first update's
+//! replacement, stays prepared and unstarted until the orchestrator moves it on.
+//! Started, it is STARTING, then RUNNING; with a healthcheck it stays STARTING (health
+//! STARTING) until the check passes, reports RUNNING (HEALTHY) then, and when the check
+//! fails `retries` times in a row the runner stops it and reports FAILED "unhealthy
+//! container" (health UNHEALTHY). The runner stops the task when it is desired
+//! SHUTDOWN or REMOVE (reporting SHUTDOWN), reports COMPLETE / FAILED when it ends, and
+//! removes its runtime (container, log file) once the task leaves the set. A task that
+//! is no longer in a COMPLETE set is stopped and forgotten.
 //!
 //! Runtimes are recorded in the state file ([`state`]); a worker that restarts adopts
-//! what still runs. Reports go through the [`reporter`] in batches.
+//! what still runs, and prepares again (never starts) what was only prepared. Reports
+//! go through the [`reporter`] in batches.
 
 pub mod assignments;
 pub mod reporter;
@@ -42,6 +48,7 @@ use crate::executor::{
     Executor, Executors, Exit, Handle, Liveness, TaskError, log_message, task_grace, task_id,
     task_name,
 };
+use crate::health::Health;
 use reporter::Report;
 use state::{Record, StateFile};
 
@@ -73,7 +80,11 @@ impl std::fmt::Display for Gap {
 
 const SHUTDOWN: i32 = TaskState::Shutdown as i32;
 const ASSIGNED: i32 = TaskState::Assigned as i32;
+const READY: i32 = TaskState::Ready as i32;
+const STARTING: i32 = TaskState::Starting as i32;
 const RUNNING: i32 = TaskState::Running as i32;
+/// The error of a task stopped because its healthcheck failed (Docker's words).
+pub const UNHEALTHY: &str = "unhealthy container";
 /// Capacity of a task's queue of output lines on their way to NATS.
 const FOLLOW_QUEUE: usize = 256;
 
@@ -145,6 +156,18 @@ impl TaskManager {
             return;
         }
         for (task, handle) in found {
+            // A record of a process prepared but not started yet (no pid) gives way
+            // to the process found: the worker died between starting it and saying so.
+            let unstarted = matches!(
+                set.adoptable.get(&task).map(|r| &r.handle),
+                Some(Handle::Process { pid: 0, .. })
+            );
+            if let Some(record) = set.adoptable.get_mut(&task)
+                && unstarted
+            {
+                record.handle = handle;
+                continue;
+            }
             if set.adoptable.contains_key(&task) {
                 continue;
             }
@@ -307,6 +330,24 @@ fn status(
     }
 }
 
+/// A status with the task's health.
+fn with_health(mut status: TaskStatus, health: Health) -> TaskStatus {
+    status.health = health as i32;
+    status
+}
+
+/// The next change of a task's health; None once nobody reports it any more (pending
+/// forever without a healthcheck).
+async fn next_health(rx: &mut Option<watch::Receiver<Health>>) -> Option<Health> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// How a runner's work on a task ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -375,7 +416,8 @@ impl Inner {
         tracing::debug!(task = %name, "task removed from the node");
     }
 
-    /// Starts (or adopts) the task and follows it until it ends or leaves the set.
+    /// Prepares (or adopts) the task, starts it once it is desired past READY, and
+    /// follows it (and its health) until it ends or leaves the set.
     async fn drive(
         &self,
         rx: &mut watch::Receiver<Task>,
@@ -409,20 +451,13 @@ impl Inner {
                 return Outcome::Ended;
             }
         };
-        let desired = |rx: &watch::Receiver<Task>| rx.borrow().desired_state;
 
         let running = match handle.clone() {
             Some(h) => match executor.inspect(&h).await {
                 Liveness::Running => {
                     tracing::info!(task = %name, ?h, "adopted a running task");
-                    if observed < RUNNING {
-                        // The worker died between starting it and saying so.
-                        self.report(
-                            id,
-                            status(TaskState::Running, "started", "", Some(h.runtime_status(0))),
-                        )
-                        .await;
-                    }
+                    // It may have been found on the node rather than in the state file.
+                    self.record(id, task, &h);
                     Some(h)
                 }
                 Liveness::Exited(exit) => {
@@ -431,27 +466,28 @@ impl Inner {
                     }
                     return Outcome::Ended;
                 }
+                Liveness::Gone if observed < STARTING => {
+                    // Prepared at most (a created container, a process without a
+                    // pid): nothing ran, so it is prepared again.
+                    let _ = executor.remove(&h).await;
+                    *handle = None;
+                    self.forget(id);
+                    None
+                }
                 Liveness::Gone => {
-                    if observed <= ASSIGNED && desired(rx) < SHUTDOWN {
-                        let _ = executor.remove(&h).await;
-                        *handle = None;
-                        self.forget(id);
-                        None
-                    } else {
-                        if live && observed > ASSIGNED {
-                            self.report(
-                                id,
-                                status(
-                                    TaskState::Failed,
-                                    "started",
-                                    "task: its runtime is gone",
-                                    None,
-                                ),
-                            )
-                            .await;
-                        }
-                        return Outcome::Ended;
+                    if live {
+                        self.report(
+                            id,
+                            status(
+                                TaskState::Failed,
+                                "started",
+                                "task: its runtime is gone",
+                                None,
+                            ),
+                        )
+                        .await;
                     }
+                    return Outcome::Ended;
                 }
             },
             None => None,
@@ -463,7 +499,7 @@ impl Inner {
                 if !live {
                     return Outcome::Ended;
                 }
-                if observed > ASSIGNED {
+                if observed >= STARTING {
                     self.report(
                         id,
                         status(
@@ -476,13 +512,42 @@ impl Inner {
                     .await;
                     return Outcome::Ended;
                 }
-                match self
-                    .start(rx, task, id, name, executor.as_ref(), handle)
+                let Some(mut h) = self
+                    .prepare(rx, task, id, executor.as_ref(), handle, observed)
+                    .await
+                else {
+                    return Outcome::Ended;
+                };
+                // Desired READY (a stop-first update's replacement): prepared, it waits
+                // for RUNNING until the task it replaces has stopped.
+                let wanted = rx
+                    .wait_for(|t| t.desired_state > READY)
+                    .await
+                    .map(|t| t.desired_state);
+                match wanted {
+                    Err(_) => return Outcome::Removed,
+                    Ok(d) if d >= SHUTDOWN => {
+                        self.report(
+                            id,
+                            status(
+                                TaskState::Shutdown,
+                                "shutdown",
+                                "",
+                                Some(h.runtime_status(0)),
+                            ),
+                        )
+                        .await;
+                        return Outcome::Ended;
+                    }
+                    Ok(_) => {}
+                }
+                if !self
+                    .start(task, id, name, executor.as_ref(), handle, &mut h)
                     .await
                 {
-                    Some(h) => h,
-                    None => return Outcome::Ended,
+                    return Outcome::Ended;
                 }
+                h
             }
         };
         if let Some(logs) = &self.logs {
@@ -501,43 +566,96 @@ impl Inner {
             });
             *follower = Some(follow.abort_handle());
         }
-        let stop_wanted = async {
-            rx.wait_for(|t| t.desired_state >= SHUTDOWN)
-                .await
-                .map(|_| ())
-        };
-        tokio::select! {
-            exit = executor.wait(&h) => {
-                self.report_exit(id, &h, exit).await;
-                Outcome::Ended
+
+        // With a healthcheck, the task stays STARTING until the check passes.
+        let was_running = adopted && observed >= RUNNING;
+        let mut health = executor.health(task, &h, was_running).await;
+        let mut reported_running = was_running;
+        match &health {
+            None if !was_running => {
+                reported_running = true;
+                self.report(
+                    id,
+                    status(TaskState::Running, "started", "", Some(h.runtime_status(0))),
+                )
+                .await;
             }
-            wanted = stop_wanted => match wanted {
-                Ok(()) => {
-                    let grace = task_grace(task);
-                    if let Err(e) = executor.stop(&h, grace).await {
-                        tracing::warn!(task = %name, error = %e, "cannot stop the task");
-                    }
-                    let code = match executor.inspect(&h).await {
-                        Liveness::Exited(Exit::Code(c)) => c,
-                        _ => 0,
-                    };
-                    self.report(id, status(TaskState::Shutdown, "shutdown", "", Some(h.runtime_status(code)))).await;
-                    Outcome::Ended
+            Some(_) if !(adopted && observed >= STARTING) => {
+                let s = status(
+                    TaskState::Starting,
+                    "starting",
+                    "",
+                    Some(h.runtime_status(0)),
+                );
+                self.report(id, with_health(s, Health::Starting)).await;
+            }
+            _ => {}
+        }
+
+        let exited = executor.wait(&h);
+        tokio::pin!(exited);
+        loop {
+            let stop_wanted = async {
+                rx.wait_for(|t| t.desired_state >= SHUTDOWN)
+                    .await
+                    .map(|_| ())
+            };
+            tokio::select! {
+                exit = &mut exited => {
+                    self.report_exit(id, &h, exit).await;
+                    return Outcome::Ended;
                 }
-                Err(_) => Outcome::Removed,
+                wanted = stop_wanted => {
+                    if wanted.is_err() {
+                        return Outcome::Removed;
+                    }
+                    let code = self.stop(executor.as_ref(), task, name, &h).await;
+                    self.report(id, status(TaskState::Shutdown, "shutdown", "", Some(h.runtime_status(code)))).await;
+                    return Outcome::Ended;
+                }
+                changed = next_health(&mut health) => match changed {
+                    Some(Health::Healthy) if !reported_running => {
+                        reported_running = true;
+                        tracing::info!(task = %name, "healthy");
+                        let s = status(TaskState::Running, "started", "", Some(h.runtime_status(0)));
+                        self.report(id, with_health(s, Health::Healthy)).await;
+                    }
+                    Some(Health::Unhealthy) => {
+                        tracing::info!(task = %name, "unhealthy: stopping it");
+                        let code = self.stop(executor.as_ref(), task, name, &h).await;
+                        let s = status(TaskState::Failed, "unhealthy", UNHEALTHY, Some(h.runtime_status(code)));
+                        self.report(id, with_health(s, Health::Unhealthy)).await;
+                        return Outcome::Ended;
+                    }
+                    Some(_) => {}
+                    None => health = None,
+                }
             }
         }
     }
 
-    /// Prepares and starts a fresh task; None when it did not get to RUNNING.
-    async fn start(
+    /// Stops a started task with its grace period; its exit code (0 if unknown).
+    async fn stop(&self, executor: &dyn Executor, task: &Task, name: &str, h: &Handle) -> i32 {
+        if let Err(e) = executor.stop(h, task_grace(task)).await {
+            tracing::warn!(task = %name, error = %e, "cannot stop the task");
+        }
+        match executor.inspect(h).await {
+            Liveness::Exited(Exit::Code(c)) => c,
+            _ => 0,
+        }
+    }
+
+    /// Accepts and prepares a fresh task (ACCEPTED → PREPARING → READY; what the store
+    /// already has, `floor` and below, is not reported again); None when it did not get
+    /// to READY.
+    async fn prepare(
         &self,
         rx: &watch::Receiver<Task>,
         task: &Task,
         id: &str,
-        name: &str,
         executor: &dyn Executor,
         handle: &mut Option<Handle>,
+        floor: i32,
     ) -> Option<Handle> {
         let stopping = |rx: &watch::Receiver<Task>| rx.borrow().desired_state >= SHUTDOWN;
         if stopping(rx) {
@@ -545,11 +663,15 @@ impl Inner {
                 .await;
             return None;
         }
-        self.report(id, status(TaskState::Accepted, "accepted", "", None))
-            .await;
-        self.report(id, status(TaskState::Preparing, "preparing", "", None))
-            .await;
-        let mut h = match executor.prepare(task).await {
+        for (state, message) in [
+            (TaskState::Accepted, "accepted"),
+            (TaskState::Preparing, "preparing"),
+        ] {
+            if state as i32 > floor {
+                self.report(id, status(state, message, "", None)).await;
+            }
+        }
+        let h = match executor.prepare(task).await {
             Ok(h) => h,
             Err(e) => {
                 let state = if e.reject {
@@ -569,17 +691,32 @@ impl Inner {
                 .await;
             return None;
         }
-        self.report(id, status(TaskState::Ready, "prepared", "", None))
-            .await;
+        if READY > floor {
+            self.report(id, status(TaskState::Ready, "prepared", "", None))
+                .await;
+        }
+        Some(h)
+    }
+
+    /// Starts a prepared task (STARTING); false when it failed to.
+    async fn start(
+        &self,
+        task: &Task,
+        id: &str,
+        name: &str,
+        executor: &dyn Executor,
+        handle: &mut Option<Handle>,
+        h: &mut Handle,
+    ) -> bool {
         self.report(id, status(TaskState::Starting, "starting", "", None))
             .await;
         let span = tracing::info_span!("start", otel.name = %format!("start {name}"), task = %name, task_id = %id);
         if let Some(tc) = &task.trace_context {
             shoal_telemetry::set_parent(&span, shoal_telemetry::context_from_stored(tc));
         }
-        let started = executor.start(task, &mut h).instrument(span).await;
+        let started = executor.start(task, h).instrument(span).await;
         *handle = Some(h.clone());
-        self.record(id, task, &h);
+        self.record(id, task, h);
         if let Err(e) = started {
             self.report(
                 id,
@@ -591,15 +728,10 @@ impl Inner {
                 ),
             )
             .await;
-            return None;
+            return false;
         }
         tracing::info!(task = %name, ?h, "task started");
-        self.report(
-            id,
-            status(TaskState::Running, "started", "", Some(h.runtime_status(0))),
-        )
-        .await;
-        Some(h)
+        true
     }
 
     async fn report_exit(&self, id: &str, h: &Handle, exit: Exit) {

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use shoal_proto::v1::assignment::Item;
@@ -407,4 +408,198 @@ async fn an_adopted_task_not_yet_reported_running_is_reported_running() {
     assert_eq!(pid_of(&m2, "late1"), pid);
     m2.apply(complete("2", Vec::new())).unwrap();
     wait_gone(pid).await;
+}
+
+/// Live processes whose environment says they are task `task_id`.
+fn processes_of(task_id: &str) -> Vec<i32> {
+    let marker = format!("SHOAL_TASK_ID={task_id}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| running(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// No report for `id` is waiting right now.
+fn nothing_reported(rx: &mut mpsc::Receiver<Report>, id: &str) {
+    while let Ok(r) = rx.try_recv() {
+        if let Report::Status(tid, s) = r {
+            assert_ne!(tid, id, "unexpected report {s:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_task_desired_ready_is_prepared_and_started_only_once_desired_running() {
+    let mut f = fixture();
+    let t = process_task("rdy1", 1, &["sleep", "60"], TaskState::Ready);
+    f.manager.apply(complete("1", vec![t.clone()])).unwrap();
+    let seen = until(&mut f.reports, "rdy1", TaskState::Ready).await;
+    let states: Vec<i32> = seen.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [TaskState::Accepted, TaskState::Preparing, TaskState::Ready].map(|s| s as i32)
+    );
+    // Prepared, not started: no pid, no process; and it stays so.
+    assert_eq!(pid_of(&f.manager, "rdy1"), 0);
+    // Another assignment message (the set changes elsewhere) does not start it.
+    f.manager
+        .apply(incremental(
+            "1",
+            "2",
+            vec![change(
+                process_task("other1", 2, &["sleep", "60"], TaskState::Ready),
+                Action::Update,
+            )],
+        ))
+        .unwrap();
+    until(&mut f.reports, "other1", TaskState::Ready).await;
+    assert!(processes_of("rdy1").is_empty());
+    assert_eq!(pid_of(&f.manager, "rdy1"), 0);
+    nothing_reported(&mut f.reports, "rdy1");
+
+    // Desired RUNNING (the task it replaces has stopped): now it starts.
+    let mut go = with_state(t, TaskState::Ready);
+    go.desired_state = TaskState::Running as i32;
+    f.manager
+        .apply(incremental("2", "3", vec![change(go, Action::Update)]))
+        .unwrap();
+    let seen = until(&mut f.reports, "rdy1", TaskState::Running).await;
+    let states: Vec<i32> = seen.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [TaskState::Starting, TaskState::Running].map(|s| s as i32)
+    );
+    let pid = pid_of(&f.manager, "rdy1");
+    assert_eq!(processes_of("rdy1"), vec![pid]);
+    f.manager.apply(complete("4", Vec::new())).unwrap();
+    wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn a_ready_task_desired_shutdown_is_never_started() {
+    let mut f = fixture();
+    let t = process_task("rdy2", 1, &["sleep", "60"], TaskState::Ready);
+    f.manager.apply(complete("1", vec![t.clone()])).unwrap();
+    until(&mut f.reports, "rdy2", TaskState::Ready).await;
+    let mut stop = with_state(t, TaskState::Ready);
+    stop.desired_state = TaskState::Shutdown as i32;
+    f.manager
+        .apply(incremental("1", "2", vec![change(stop, Action::Update)]))
+        .unwrap();
+    let seen = until(&mut f.reports, "rdy2", TaskState::Shutdown).await;
+    assert_eq!(
+        seen.iter().map(|s| s.state).collect::<Vec<_>>(),
+        vec![TaskState::Shutdown as i32]
+    );
+    assert!(processes_of("rdy2").is_empty());
+    // Removed from the set, what was prepared goes.
+    f.manager.apply(complete("3", Vec::new())).unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        while f.manager.handle("rdy2").is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the prepared task is forgotten");
+}
+
+#[tokio::test]
+async fn a_restarted_worker_keeps_a_ready_task_prepared_and_starts_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m1, mut r1) = manager_in(dir.path(), false);
+    let t = process_task("rdy3", 1, &["sleep", "60"], TaskState::Ready);
+    m1.apply(complete("1", vec![t.clone()])).unwrap();
+    until(&mut r1, "rdy3", TaskState::Ready).await;
+    m1.detach();
+    drop(m1);
+
+    // The store says READY; the new worker prepares it again without a word (nothing
+    // below READY is reported again) and does not start it.
+    let (m2, mut r2) = manager_in(dir.path(), false);
+    let ready = with_state(t, TaskState::Ready);
+    m2.apply(complete("1", vec![ready.clone()])).unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        while m2.handle("rdy3").is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("prepared again");
+    // A probe task run to completion shows the manager has worked through the set.
+    m2.apply(incremental(
+        "1",
+        "2",
+        vec![change(
+            process_task("probe3", 2, &["true"], TaskState::Running),
+            Action::Update,
+        )],
+    ))
+    .unwrap();
+    until(&mut r2, "probe3", TaskState::Complete).await;
+    nothing_reported(&mut r2, "rdy3");
+    assert_eq!(pid_of(&m2, "rdy3"), 0);
+    assert!(processes_of("rdy3").is_empty());
+
+    let mut go = ready;
+    go.desired_state = TaskState::Running as i32;
+    m2.apply(incremental("2", "3", vec![change(go, Action::Update)]))
+        .unwrap();
+    let seen = until(&mut r2, "rdy3", TaskState::Running).await;
+    assert_eq!(
+        seen.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [TaskState::Starting, TaskState::Running].map(|s| s as i32)
+    );
+    let pid = pid_of(&m2, "rdy3");
+    assert_eq!(processes_of("rdy3"), vec![pid], "started exactly once");
+    m2.apply(complete("4", Vec::new())).unwrap();
+    wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn a_process_started_but_not_recorded_is_adopted_not_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m1, mut r1) = manager_in(dir.path(), false);
+    let t = process_task("rdy4", 1, &["sleep", "60"], TaskState::Ready);
+    m1.apply(complete("1", vec![t.clone()])).unwrap();
+    until(&mut r1, "rdy4", TaskState::Ready).await;
+    m1.detach();
+    drop(m1);
+    // As if the worker died right after starting it: the state file has the prepared
+    // handle (no pid), the process runs, with the task's environment, in its own group.
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .env("SHOAL_TASK_ID", "rdy4")
+        .env("SHOAL_NODE_ID", "node1")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+
+    let (m2, mut r2) = manager_in(dir.path(), false);
+    let found = ProcessExecutor::new(dir.path(), "node1", "127.0.0.1").managed();
+    m2.add_adoptable(found);
+    let mut go = with_state(t, TaskState::Ready);
+    go.desired_state = TaskState::Running as i32;
+    m2.apply(complete("1", vec![go])).unwrap();
+    let seen = until(&mut r2, "rdy4", TaskState::Running).await;
+    assert_eq!(
+        seen.iter().map(|s| s.state).collect::<Vec<_>>(),
+        vec![TaskState::Running as i32],
+        "adopted: no STARTING, no start"
+    );
+    assert_eq!(pid_of(&m2, "rdy4"), pid);
+    assert_eq!(processes_of("rdy4"), vec![pid]);
+    m2.apply(complete("2", Vec::new())).unwrap();
+    // Not our child here either: std's Child reaps it.
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
 }
