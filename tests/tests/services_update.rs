@@ -522,3 +522,122 @@ async fn force_replaces_every_task_once_and_concurrent_updates_conflict() -> any
     );
     Ok(())
 }
+
+/// Names of the containers (running or not) labelled as tasks of `service`.
+fn containers_of(service: &str) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=shoal.service.name={service}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "docker ps failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Seed 002 verbatim with containers: two locally built images, `--image` rolls the
+/// service, `service ps` shows the old image's tasks as history, `rollback` brings it
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_with_two_images() -> anyhow::Result<()> {
+    use shoal_testkit::docker::{busybox_image_version, docker_available};
+    if !docker_available() {
+        eprintln!("NOTICE: no Docker engine answers; the two-image update scenario is skipped");
+        return Ok(());
+    }
+    let old = busybox_image_version("1.13.7")?;
+    let new = busybox_image_version("1.13.12")?;
+    let infra = Infra::start().await?;
+    let stack = Stack::start(&infra, StackOptions::default()).await?;
+    let name = "nginx-img";
+    let out = stack
+        .cli_ok(&[
+            "service",
+            "create",
+            "--replicas",
+            "3",
+            "--name",
+            name,
+            // sh as PID 1 ignores SIGTERM: do not wait 10 s for each old task.
+            "--stop-grace-period",
+            "1s",
+            &old,
+            "sh",
+            "-c",
+            "while true; do sleep 3600; done",
+        ])
+        .await?;
+    assert!(out.contains("verify: Service converged"), "{out}");
+
+    let out = stack
+        .cli_ok(&["service", "update", "--image", &new, name])
+        .await?;
+    assert!(out.contains("verify: Service converged"), "{out}");
+    let image_of = |t: &Task| match t.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
+        Some(task_spec::Runtime::Container(c)) => c.image.clone(),
+        _ => String::new(),
+    };
+    wait_for("3 tasks on the new image", DEADLINE, || async {
+        let r = running(&stack, name).await.ok()?;
+        (r.len() == 3 && r.iter().all(|t| image_of(t) == new)).then_some(())
+    })
+    .await?;
+    let ps = stack.cli_ok(&["service", "ps", name]).await?;
+    for slot in 1..=3 {
+        let rows: Vec<&str> = ps
+            .lines()
+            .filter(|l| l.contains(&format!("{name}.{slot} ")))
+            .collect();
+        assert_eq!(rows.len(), 2, "slot {slot}:\n{ps}");
+        assert!(
+            rows[0].contains(&new) && rows[0].contains("Running"),
+            "{ps}"
+        );
+        assert!(
+            rows[1].contains("\\_ ") && rows[1].contains(&old) && rows[1].contains("Shutdown"),
+            "{ps}"
+        );
+    }
+
+    let out = stack.cli_ok(&["service", "rollback", name]).await?;
+    assert!(out.contains("verify: Service converged"), "{out}");
+    wait_for("3 tasks on the old image again", DEADLINE, || async {
+        let r = running(&stack, name).await.ok()?;
+        (r.len() == 3 && r.iter().all(|t| image_of(t) == old)).then_some(())
+    })
+    .await?;
+    let ps = stack.cli_ok(&["service", "ps", name]).await?;
+    for slot in 1..=3 {
+        let rows: Vec<&str> = ps
+            .lines()
+            .filter(|l| l.contains(&format!("{name}.{slot} ")))
+            .collect();
+        assert_eq!(rows.len(), 3, "slot {slot}:\n{ps}");
+        assert!(
+            rows[0].contains(&old) && rows[0].contains("Running"),
+            "{ps}"
+        );
+        assert!(
+            rows[1].contains(&new) && rows[1].contains("Shutdown"),
+            "{ps}"
+        );
+        assert!(
+            rows[2].contains(&old) && rows[2].contains("Shutdown"),
+            "{ps}"
+        );
+    }
+    // Only the three running containers are left running; rm removes them all.
+    stack.cli_ok(&["service", "rm", name]).await?;
+    wait_for("the service's containers to go", DEADLINE, || async {
+        containers_of(name).ok()?.is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}

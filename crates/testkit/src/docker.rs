@@ -59,6 +59,32 @@ pub fn busybox_image() -> anyhow::Result<String> {
         *built = true;
         return Ok(BUSYBOX_IMAGE.to_string());
     }
+    import_busybox(BUSYBOX_IMAGE, &[])?;
+    *built = true;
+    Ok(BUSYBOX_IMAGE.to_string())
+}
+
+/// Builds (once; idempotent) `shoal-test/busybox:<version>`: the same rootfs as
+/// [`busybox_image`] but a distinct image, with `SHOAL_TEST_IMAGE_VERSION=<version>`
+/// in its environment — two of them are the "two locally built images" a rolling
+/// update moves between. Never pulls.
+pub fn busybox_image_version(version: &str) -> anyhow::Result<String> {
+    static BUILT: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILT
+        .lock()
+        .map_err(|_| anyhow::anyhow!("busybox image lock poisoned"))?;
+    let reference = format!("shoal-test/busybox:{version}");
+    if !image_exists(&reference) {
+        import_busybox(
+            &reference,
+            &[format!("ENV SHOAL_TEST_IMAGE_VERSION={version}")],
+        )?;
+    }
+    Ok(reference)
+}
+
+/// `docker import`s the busybox rootfs as `reference`, with extra `--change`s.
+fn import_busybox(reference: &str, changes: &[String]) -> anyhow::Result<()> {
     let root = tempfile::tempdir().context("temp dir for the busybox rootfs")?;
     let bin = root.path().join("bin");
     std::fs::create_dir_all(&bin).context("rootfs /bin")?;
@@ -92,16 +118,24 @@ pub fn busybox_image() -> anyhow::Result<String> {
     if !tar.status.success() {
         bail!("tar failed: {}", String::from_utf8_lossy(&tar.stderr));
     }
+    let mut args: Vec<String> = [
+        "import",
+        "--change",
+        r#"CMD ["sh"]"#,
+        "--change",
+        "ENV PATH=/bin",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for change in changes {
+        args.push("--change".into());
+        args.push(change.clone());
+    }
+    args.push("-".into());
+    args.push(reference.to_string());
     let mut import = Command::new("docker")
-        .args([
-            "import",
-            "--change",
-            r#"CMD ["sh"]"#,
-            "--change",
-            "ENV PATH=/bin",
-            "-",
-            BUSYBOX_IMAGE,
-        ])
+        .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -122,8 +156,7 @@ pub fn busybox_image() -> anyhow::Result<String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    *built = true;
-    Ok(BUSYBOX_IMAGE.to_string())
+    Ok(())
 }
 
 /// Whether `image` is present in the local engine.
