@@ -2,7 +2,8 @@
 //! behind mTLS) over real etcd and NATS: tasks are written ASSIGNED into the store, as
 //! the scheduler leaves them; the worker runs them, its status reaches the store, its
 //! output answers history requests over NATS, and a restarted worker adopts its
-//! running task instead of starting it again.
+//! running task instead of starting it again. A task desired READY waits, prepared,
+//! for RUNNING; a healthcheck keeps a task STARTING in the store until it passes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,10 +18,11 @@ use shoal_pki::{DEFAULT_CA_VALIDITY, NodeCredentials, NodeKey, Role, RootCa, San
 use shoal_proto::v1::dispatcher_server::DispatcherServer;
 use shoal_proto::v1::node_spec::Membership;
 use shoal_proto::v1::task_spec::Runtime;
-use shoal_proto::v1::task_status::RuntimeStatus;
+use shoal_proto::v1::task_status::{Health, RuntimeStatus};
 use shoal_proto::v1::{
-    Annotations, Cluster, ClusterSpec, DispatcherConfig, LogHistoryRequest, Meta, Node, NodeRole,
-    NodeSpec, ProcessSpec, RootCa as RootCaObject, Task, TaskSpec, TaskState, TaskStatus,
+    Annotations, Cluster, ClusterSpec, DispatcherConfig, HealthConfig, LogHistoryRequest, Meta,
+    Node, NodeRole, NodeSpec, ProcessSpec, RootCa as RootCaObject, Task, TaskSpec, TaskState,
+    TaskStatus,
 };
 use shoal_store::Store;
 use shoal_testkit::{Infra, Process, binary, free_port, wait_for};
@@ -244,7 +246,7 @@ async fn wait_state(store: &Store, task_id: &str, at_least: TaskState) -> Task {
     .unwrap()
 }
 
-/// Live processes whose environment says they are task `task_id`.
+/// Live processes whose environment says they are task `task_id` (not its checks).
 fn processes_of(task_id: &str) -> Vec<i32> {
     let marker = format!("SHOAL_TASK_ID={task_id}");
     let mut pids = Vec::new();
@@ -270,7 +272,10 @@ fn processes_of(task_id: &str) -> Vec<i32> {
                     .map(|r| r.trim_start().starts_with('Z'))
             })
             .unwrap_or(true);
-        if !zombie && env.split(|b| *b == 0).any(|e| e == marker.as_bytes()) {
+        let check = env
+            .split(|b| *b == 0)
+            .any(|e| e.starts_with(b"SHOAL_HEALTHCHECK="));
+        if !zombie && !check && env.split(|b| *b == 0).any(|e| e == marker.as_bytes()) {
             pids.push(pid);
         }
     }
@@ -381,5 +386,92 @@ async fn the_worker_runs_assigned_tasks_reports_them_and_readopts_them() {
     .unwrap();
     let _ = &w.dispatcher_addr;
     let _ = &w.state_dir;
+    worker.kill_now();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_task_waits_for_running_and_its_healthcheck_gates_running_in_the_store() {
+    let w = world().await;
+    let log = w.infra.dir.path().join("worker.log");
+    let mut worker = spawn_worker(&w, &log);
+    let work = w.infra.dir.path().join("hc-work");
+    std::fs::create_dir_all(&work).unwrap();
+
+    // A stop-first update's replacement: desired READY, with a healthcheck.
+    let mut t = process_task(&w.node_id, &["sleep", "300"]);
+    if let Some(Runtime::Process(p)) = t.spec.as_mut().and_then(|s| s.runtime.as_mut()) {
+        p.dir = work.display().to_string();
+        p.healthcheck = Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "test -f ready".into()],
+            interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            retries: 2,
+            start_period: Some(prost_types::Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        });
+    }
+    t.desired_state = TaskState::Ready as i32;
+    let t = w.store.create(t).await.unwrap();
+    let tid = id(&t);
+    let ready = wait_state(&w.store, &tid, TaskState::Ready).await;
+    assert_eq!(
+        state(&ready),
+        TaskState::Ready as i32,
+        "{}",
+        worker.log_tail(40)
+    );
+    // A probe task run to completion: the worker has had time to go further; it did not.
+    let probe = w
+        .store
+        .create(process_task(&w.node_id, &["true"]))
+        .await
+        .unwrap();
+    wait_state(&w.store, &id(&probe), TaskState::Complete).await;
+    assert!(processes_of(&tid).is_empty(), "started while desired READY");
+    let still: Task = w.store.get(&tid).await.unwrap();
+    assert_eq!(state(&still), TaskState::Ready as i32);
+
+    // The orchestrator moves it on: it starts, and stays STARTING until healthy.
+    let mut go = still;
+    go.desired_state = TaskState::Running as i32;
+    w.store.update(go).await.unwrap();
+    let starting = wait_state(&w.store, &tid, TaskState::Starting).await;
+    let st = starting.status.clone().unwrap();
+    assert_eq!(st.state, TaskState::Starting as i32, "{st:?}");
+    let starting = wait_for("health STARTING in the store", DEADLINE, || async {
+        let t: Task = w.store.get(&tid).await.ok()?;
+        let s = t.status?;
+        (s.health == Health::Starting as i32).then_some(s)
+    })
+    .await
+    .unwrap();
+    assert_eq!(starting.state, TaskState::Starting as i32);
+    assert!(starting.started_at.is_none());
+    let pids = processes_of(&tid);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+
+    std::fs::write(work.join("ready"), b"").unwrap();
+    let running = wait_state(&w.store, &tid, TaskState::Running).await;
+    let st = running.status.unwrap();
+    assert_eq!(st.state, TaskState::Running as i32);
+    assert_eq!(st.health, Health::Healthy as i32);
+    assert!(st.started_at.is_some(), "the dispatcher marks when it ran");
+
+    std::fs::remove_file(work.join("ready")).unwrap();
+    let failed = wait_state(&w.store, &tid, TaskState::Failed).await;
+    let st = failed.status.unwrap();
+    assert_eq!(st.state, TaskState::Failed as i32);
+    assert_eq!(st.err, "unhealthy container");
+    assert_eq!(st.health, Health::Unhealthy as i32);
+    wait_for("the unhealthy task's process to end", DEADLINE, || async {
+        processes_of(&tid).is_empty().then_some(())
+    })
+    .await
+    .unwrap();
     worker.kill_now();
 }
