@@ -641,3 +641,77 @@ async fn seed_002_with_two_images() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A replacement whose healthcheck never passes is never RUNNING (so never a load
+/// balancing target), fails as "unhealthy container", and counts as the update's
+/// failure: the update pauses with the old tasks still serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_replacement_is_an_update_failure() -> anyhow::Result<()> {
+    let infra = Infra::start().await?;
+    let stack = Stack::start(&infra, StackOptions::default()).await?;
+    create(
+        &stack,
+        "checked",
+        3,
+        &[
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "200ms",
+            "--update-monitor",
+            "2s",
+        ],
+    )
+    .await?;
+    let healthy = wait_all_running_with(&stack, "checked", 3, "V=1").await?;
+    for t in &healthy {
+        let health = t.status.as_ref().map(|s| s.health).unwrap_or_default();
+        assert_eq!(
+            health,
+            shoal_proto::v1::task_status::Health::Healthy as i32,
+            "a running checked task is healthy"
+        );
+    }
+    let out = stack
+        .cli(&[
+            "service",
+            "update",
+            "--health-cmd",
+            "false",
+            "--health-retries",
+            "2",
+            "--env-add",
+            "V=2",
+            "checked",
+        ])
+        .await?;
+    assert_ne!(out.code, 0, "{out:?}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("service update paused:"), "{text}");
+    wait_for_update_state(&stack, "checked", UpdateState::Paused).await?;
+    let all = stack.tasks_of("checked").await?;
+    let tried: Vec<&Task> = all.iter().filter(|t| has_env(t, "V=2")).collect();
+    assert!(!tried.is_empty(), "a replacement was tried");
+    for t in &tried {
+        let status = t.status.clone().unwrap_or_default();
+        assert!(
+            status.started_at.is_none(),
+            "an unhealthy task never counted as RUNNING: {status:?}"
+        );
+    }
+    assert!(
+        tried.iter().any(|t| task_state(t) == TaskState::Failed
+            && t.status
+                .as_ref()
+                .is_some_and(|s| s.err == "unhealthy container")),
+        "{tried:?}"
+    );
+    let serving = running(&stack, "checked").await?;
+    assert_eq!(
+        serving.len(),
+        2,
+        "the other slots keep their healthy old tasks"
+    );
+    assert!(serving.iter().all(|t| has_env(t, "V=1")));
+    Ok(())
+}
