@@ -717,6 +717,14 @@ async fn look(
     Ok((service, tasks, active))
 }
 
+/// Whether the manager is still running an update or rollback of `service`.
+fn update_under_way(service: &Service) -> bool {
+    use update_status::UpdateState;
+    service.update_status.as_ref().is_some_and(|u| {
+        u.state == UpdateState::Updating as i32 || u.state == UpdateState::RollbackStarted as i32
+    })
+}
+
 fn stability(service: &Service) -> Duration {
     service
         .spec
@@ -776,11 +784,15 @@ pub async fn follow(
             }
             let since = *converged_at.get_or_insert_with(Instant::now);
             let elapsed = since.elapsed();
-            if elapsed >= window {
+            if elapsed >= window && !update_under_way(&service) {
                 printer.show(&[("verify".into(), "Service converged".into())]);
                 return Ok(Outcome::Converged);
             }
-            let wait = window - elapsed;
+            // The manager's update still watches its last replacements (its monitor
+            // window): converged is only true once it says the update completed.
+            let wait = window
+                .saturating_sub(elapsed)
+                .max(Duration::from_millis(250));
             printer.show(&[(
                 "verify".into(),
                 format!(
