@@ -12,6 +12,7 @@
 //! compare-and-swap transactions followed by a hint event on NATS. Work that must
 //! happen exactly once cluster-wide runs only under the `manager` leadership.
 
+pub mod allocator;
 mod announce;
 mod ca;
 pub mod config;
