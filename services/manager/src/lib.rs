@@ -17,6 +17,7 @@ mod announce;
 mod ca;
 pub mod config;
 mod control;
+pub mod ipam;
 pub mod leadership;
 pub mod orchestrator;
 pub mod swarm;

@@ -1,5 +1,5 @@
-//! The swarm itself: `swarm init` (the Cluster object, its root CA, join tokens and the
-//! first manager node), join-token rotation, and each manager process's own node —
+//! The swarm itself: `swarm init` (the Cluster object, its root CA, join tokens, the
+//! first manager node and the `ingress` network), join-token rotation, and each manager process's own node —
 //! its identity on disk, its presence (a lease-backed key, so `node ls` can tell
 //! Reachable from Unreachable) and its part in the manager election.
 
@@ -161,11 +161,13 @@ pub fn complete_spec(
     });
     let ipam = spec.ipam.get_or_insert_with(IpamDefaults::default);
     if ipam.default_address_pool.is_empty() {
-        ipam.default_address_pool = vec!["10.0.0.0/8".into()];
+        ipam.default_address_pool = vec![crate::ipam::DEFAULT_POOL.into()];
     }
     if ipam.subnet_size == 0 {
-        ipam.subnet_size = 24;
+        ipam.subnet_size = crate::ipam::DEFAULT_SUBNET_SIZE;
     }
+    crate::ipam::Pools::from_defaults(Some(ipam))
+        .map_err(|e| Status::invalid_argument(format!("ipam: {e}")))?;
     Ok(spec)
 }
 
@@ -328,8 +330,19 @@ pub async fn init(
             cfg.state_dir.display()
         ))
     })?;
+    // The routing mesh's network comes with the swarm, from its first pool.
+    let pools = crate::ipam::Pools::from_defaults(spec.ipam.as_ref())
+        .map_err(|e| Status::invalid_argument(format!("ipam: {e}")))?;
+    let mut ingress = crate::control::networks::ingress_network(&pools)?;
+    ingress.meta = Some(Meta {
+        id: shoal_store::new_id(),
+        ..Default::default()
+    });
     let mut batch = store.batch();
-    batch.create(cluster).create(node.clone());
+    batch
+        .create(cluster)
+        .create(node.clone())
+        .create(ingress.clone());
     let committed = match batch.commit().await {
         Ok(c) => c,
         Err(e) => {
@@ -352,6 +365,14 @@ pub async fn init(
     node.set_version(committed.revision);
     announce(&state.bus, "create", &cluster, CLUSTER_NAME).await;
     announce(&state.bus, "create", &node, &cfg.effective_hostname()).await;
+    ingress.set_version(committed.revision);
+    announce(
+        &state.bus,
+        "create",
+        &ingress,
+        crate::control::networks::INGRESS_NAME,
+    )
+    .await;
     tracing::info!(cluster = %cluster_id, node = %node_id, %advertise, "swarm initialised");
     let ca_certificate = ca.cert_pem().as_bytes().to_vec();
     Ok(InitClusterResponse {

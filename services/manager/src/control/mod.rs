@@ -2,13 +2,14 @@
 //! transactions, then a hint event. Errors carry gRPC codes a client can act on and
 //! messages in Swarm's words where Swarm has them.
 //!
-//! RPCs whose semantics belong to later parts of the system (networks and IPAM,
-//! secrets encryption) answer UNIMPLEMENTED until those parts exist, rather than
-//! storing objects nothing acts on.
+//! RPCs whose semantics belong to later parts of the system (secrets encryption)
+//! answer UNIMPLEMENTED until those parts exist, rather than storing objects nothing
+//! acts on.
 
 mod configs;
 mod filters;
 mod logs;
+pub mod networks;
 pub mod nodes;
 mod services;
 pub mod validate;
@@ -364,6 +365,39 @@ impl Control for ControlService {
     ) -> Result<Response<ListNetworksResponse>, Status> {
         let networks = self.list::<Network>(req.into_inner().filters).await?;
         Ok(Response::new(ListNetworksResponse { networks }))
+    }
+
+    async fn create_network(
+        &self,
+        req: Request<CreateNetworkRequest>,
+    ) -> Result<Response<CreateNetworkResponse>, Status> {
+        let network = networks::create(self.state()?, req.into_inner()).await?;
+        Ok(Response::new(CreateNetworkResponse {
+            network: Some(network),
+        }))
+    }
+
+    async fn update_network(
+        &self,
+        req: Request<UpdateNetworkRequest>,
+    ) -> Result<Response<UpdateNetworkResponse>, Status> {
+        let req = req.into_inner();
+        let current = self.resolve::<Network>(&req.network_id).await?;
+        let network = networks::update(self.state()?, current, req).await?;
+        Ok(Response::new(UpdateNetworkResponse {
+            network: Some(network),
+        }))
+    }
+
+    async fn remove_network(
+        &self,
+        req: Request<RemoveNetworkRequest>,
+    ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        let current = self
+            .resolve::<Network>(&req.into_inner().network_id)
+            .await?;
+        networks::remove(self.state()?, current).await?;
+        Ok(Response::new(RemoveNetworkResponse {}))
     }
 
     // ---------------------------------------------------------------- secrets

@@ -59,7 +59,7 @@ pub async fn create(state: &ClusterState, req: CreateServiceRequest) -> Result<S
             validate::generated_name(random_seed());
     }
     validate::service_spec(&spec)?;
-    check_references(state, &spec, None).await?;
+    check_references(state, &mut spec, None).await?;
 
     let job_status = validate::is_job(&spec).then(|| JobStatus {
         job_iteration: Some(Version { index: 0 }),
@@ -137,7 +137,7 @@ pub async fn update(
             message: "manually requested rollback".into(),
         });
     } else {
-        let spec = req
+        let mut spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: a service spec is required"))?;
         validate::service_spec(&spec)?;
@@ -155,9 +155,9 @@ pub async fn update(
             )));
         }
         if spec.endpoint != old_spec.endpoint {
-            check_references(state, &spec, Some(&id)).await?;
+            check_references(state, &mut spec, Some(&id)).await?;
         } else {
-            check_objects(state, &spec).await?;
+            check_objects(state, &mut spec).await?;
         }
         next.previous_spec = Some(old_spec);
         next.previous_spec_version = current.spec_version;
@@ -210,18 +210,21 @@ pub async fn remove(state: &ClusterState, current: Service) -> Result<(), Status
     Ok(())
 }
 
-/// What needs other objects: referenced configs and secrets exist under those names,
-/// and no other service publishes the same ports (`except`: the service being updated).
+/// What needs other objects: referenced networks, configs and secrets exist, and no
+/// other service publishes the same ports (`except`: the service being updated).
 async fn check_references(
     state: &ClusterState,
-    spec: &ServiceSpec,
+    spec: &mut ServiceSpec,
     except: Option<&str>,
 ) -> Result<(), Status> {
     check_objects(state, spec).await?;
     check_port_conflicts(state, spec, except).await
 }
 
-async fn check_objects(state: &ClusterState, spec: &ServiceSpec) -> Result<(), Status> {
+/// Networks resolve to existing ones (their ids replace the names given); configs and
+/// secrets exist under the names given.
+async fn check_objects(state: &ClusterState, spec: &mut ServiceSpec) -> Result<(), Status> {
+    super::networks::resolve_attachments(&state.store, spec).await?;
     let (configs, secrets) = match spec.task.as_ref().and_then(|t| t.runtime.as_ref()) {
         Some(task_spec::Runtime::Container(c)) => (&c.configs, &c.secrets),
         Some(task_spec::Runtime::Process(p)) => (&p.configs, &p.secrets),
