@@ -6,3 +6,4 @@ pub mod config;
 pub mod connect;
 pub mod local;
 pub mod output;
+pub mod template;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod swarm;
@@ -67,6 +68,9 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Check a shoal process's gRPC health (exit 0 when SERVING).
     Health(health::HealthArgs),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Manage Swarm nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -129,6 +133,7 @@ async fn run_command(cfg: &CliConfig, command: Command) -> anyhow::Result<ExitCo
         Command::Config(cmd) => config::run(cfg, cmd).await,
         Command::Events(args) => events::run(cfg, args).await,
         Command::Health(args) => health::run(cfg, args).await,
+        Command::Network(cmd) => network::run(cfg, cmd).await,
         Command::Node(cmd) => node::run(cfg, cmd).await,
         Command::Service(cmd) => service::run(cfg, cmd).await,
         Command::Swarm(cmd) => swarm::run(cfg, cmd).await,
