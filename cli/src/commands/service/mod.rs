@@ -6,15 +6,16 @@ pub mod progress;
 pub mod render;
 pub mod update;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use shoal_proto::v1::{
     CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServiceStatusesRequest,
-    ListServicesRequest, ListTasksRequest, LogMessage, RemoveServiceRequest, Service,
-    ServiceLogsRequest, UpdateServiceRequest, log_message, service_spec, update_service_request,
+    ListServicesRequest, ListTasksRequest, LogMessage, NetworkAttachmentConfig,
+    RemoveServiceRequest, Service, ServiceLogsRequest, UpdateServiceRequest, log_message,
+    service_spec, update_service_request,
 };
 use tokio_stream::StreamExt;
 
@@ -221,9 +222,12 @@ async fn converge(
 
 #[tracing::instrument(name = "service create", skip_all)]
 async fn create(cfg: &CliConfig, args: &CreateArgs) -> anyhow::Result<ExitCode> {
-    let spec = args.to_spec()?;
+    let mut spec = args.to_spec()?;
     let timeout = args.follow.timeout()?;
     let mut control = crate::connect::control(cfg).await?;
+    if let Some(task) = spec.task.as_mut() {
+        resolve_attachments(&mut control, &mut task.networks).await?;
+    }
     let service = control
         .create_service(CreateServiceRequest { spec: Some(spec) })
         .await
@@ -246,6 +250,27 @@ async fn create(cfg: &CliConfig, args: &CreateArgs) -> anyhow::Result<ExitCode> 
         },
     )
     .await
+}
+
+/// The id of the network a name, id or id prefix names, as docker resolves
+/// `--network` before it sends a spec.
+async fn network_id(control: &mut Control, reference: &str) -> anyhow::Result<String> {
+    let network = super::network::get_network(control, reference)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(super::network::render::id(&network).to_string())
+}
+
+/// `--network` targets as network ids, sorted by id (docker's order).
+async fn resolve_attachments(
+    control: &mut Control,
+    attachments: &mut [NetworkAttachmentConfig],
+) -> anyhow::Result<()> {
+    for attachment in attachments.iter_mut() {
+        attachment.target = network_id(control, &attachment.target).await?;
+    }
+    attachments.sort_by(|a, b| a.target.cmp(&b.target));
+    Ok(())
 }
 
 /// The request `service update` sends: the spec as changed, against the version read
@@ -271,12 +296,26 @@ pub fn update_request(
 #[tracing::instrument(name = "service update", skip_all)]
 async fn update(cfg: &CliConfig, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
     let timeout = args.follow.timeout()?;
+    let additions = args.network_additions()?;
     let mut control = crate::connect::control(cfg).await?;
     let service = get_service(&mut control, &args.target)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let mut spec = service.spec.clone().unwrap_or_default();
     args.apply(&mut spec)?;
+    if args.changes_networks() && !args.rollback {
+        let mut removals = HashSet::new();
+        for reference in &args.network_rm {
+            removals.insert(network_id(&mut control, reference).await?);
+        }
+        let mut resolved = Vec::new();
+        for mut attachment in additions {
+            let given = std::mem::take(&mut attachment.target);
+            attachment.target = network_id(&mut control, &given).await?;
+            resolved.push((given, attachment));
+        }
+        update::update_networks(&mut spec, &removals, resolved)?;
+    }
     let id = render::id(&service).to_string();
     control
         .update_service(update_request(&service, spec, args.rollback))
@@ -442,7 +481,25 @@ async fn inspect(cfg: &CliConfig, pretty: bool, services: &[String]) -> anyhow::
     }
     if pretty {
         for s in &found {
-            print!("{}", render::render_pretty(s, SystemTime::now()));
+            let mut network_names = HashMap::new();
+            for n in s
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.task.as_ref())
+                .map(|t| t.networks.as_slice())
+                .unwrap_or_default()
+            {
+                if let Ok(network) = super::network::get_network(&mut control, &n.target).await {
+                    network_names.insert(
+                        n.target.clone(),
+                        super::network::render::name(&network).to_string(),
+                    );
+                }
+            }
+            print!(
+                "{}",
+                render::render_pretty_with_networks(s, SystemTime::now(), &network_names)
+            );
         }
     } else {
         print!("{}", render::render_inspect(&found));

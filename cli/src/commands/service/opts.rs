@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use shoal_proto::v1::{
     Annotations, ContainerSpec, EndpointSpec, GlobalJob, GlobalService, HealthConfig, Mount,
-    Placement, PlacementPreference, PortConfig, ProcessSpec, ReplicatedJob, ReplicatedService,
-    Resources, RestartPolicy, ServiceSpec, TaskSpec, UpdateConfig, mount, port_config,
-    restart_policy, service_spec, task_spec, update_config,
+    NetworkAttachmentConfig, Placement, PlacementPreference, PortConfig, ProcessSpec,
+    ReplicatedJob, ReplicatedService, Resources, RestartPolicy, ServiceSpec, TaskSpec,
+    UpdateConfig, mount, port_config, restart_policy, service_spec, task_spec, update_config,
 };
 
 /// Flags `service create` and `service update` share, with the same names and meaning.
@@ -182,6 +182,9 @@ pub struct CreateArgs {
     /// Publish a port as a node port (8080:80[/udp], or mode=host,published=…,target=…).
     #[arg(long, short = 'p', value_name = "PORT")]
     pub publish: Vec<String>,
+    /// Network attachments (NETWORK, or name=NETWORK,alias=ALIAS…).
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Vec<String>,
     #[command(flatten)]
     pub service: ServiceFlags,
     #[command(flatten)]
@@ -434,6 +437,76 @@ pub fn parse_mount_flag(value: &str, flag: &str) -> anyhow::Result<Mount> {
         ));
     }
     Ok(m)
+}
+
+/// docker's long-syntax test for `--network` (`\w+=\w+` anywhere in the value).
+fn network_long_syntax(value: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    value.char_indices().any(|(i, c)| {
+        c == '=' && word(value[..i].chars().last()) && word(value[i + 1..].chars().next())
+    })
+}
+
+/// `--network NETWORK`, or docker's long form `name=NETWORK,alias=ALIAS,…` (also
+/// `NETWORK,alias=ALIAS`: a first field without `=` names the network). What docker
+/// takes but a service cannot use (`ip`, `ip6`, `mac-address`, `link-local-ip`,
+/// `driver-opt`, `gw-priority`) is checked and dropped, as docker does for services.
+pub fn parse_network(value: &str, flag: &str) -> anyhow::Result<NetworkAttachmentConfig> {
+    if !network_long_syntax(value) {
+        return Ok(NetworkAttachmentConfig {
+            target: value.to_string(),
+            ..Default::default()
+        });
+    }
+    let mut att = NetworkAttachmentConfig::default();
+    for (i, field) in value.split(',').enumerate() {
+        let Some((key, val)) = field.split_once('=') else {
+            if i == 0 && !field.trim().is_empty() {
+                att.target = field.trim().to_string();
+                continue;
+            }
+            return Err(invalid(value, flag, format!("invalid field {field}")));
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let val = val.trim();
+        if key.is_empty() {
+            return Err(invalid(value, flag, format!("invalid field {field}")));
+        }
+        let ip = |v: &str| {
+            v.parse::<std::net::IpAddr>()
+                .map(|_| ())
+                .map_err(|_| invalid(value, flag, format!("ParseAddr({v:?}): unable to parse IP")))
+        };
+        match key.as_str() {
+            "name" => att.target = val.to_string(),
+            "alias" => att.aliases.push(val.to_string()),
+            "ip" | "ip6" | "link-local-ip" => ip(val)?,
+            "mac-address" => {}
+            "driver-opt" => {
+                if !val.contains('=') || val.starts_with('=') {
+                    return Err(invalid(
+                        value,
+                        flag,
+                        "invalid key value pair format in driver options",
+                    ));
+                }
+            }
+            "gw-priority" => {
+                val.parse::<i64>().map_err(|_| {
+                    invalid(
+                        value,
+                        flag,
+                        format!("invalid gw-priority ({val}): invalid syntax"),
+                    )
+                })?;
+            }
+            other => return Err(invalid(value, flag, format!("invalid field key {other}"))),
+        }
+    }
+    if att.target.is_empty() {
+        return Err(invalid(value, flag, "network name/id is not specified"));
+    }
+    Ok(att)
 }
 
 fn port_number(s: &str, what: &str, value: &str, flag: &str) -> anyhow::Result<u32> {
@@ -985,6 +1058,11 @@ impl CreateArgs {
         for p in &self.publish {
             ports.extend(parse_publish(p)?);
         }
+        let networks = self
+            .network
+            .iter()
+            .map(|n| parse_network(n, "--network"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut mounts = Vec::new();
         for m in &self.mount {
             mounts.push(parse_mount(m)?);
@@ -1035,6 +1113,7 @@ impl CreateArgs {
             task: Some(TaskSpec {
                 runtime: Some(runtime),
                 placement: Some(placement),
+                networks,
                 ..Default::default()
             }),
             mode: Some(mode),

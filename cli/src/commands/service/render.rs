@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use shoal_proto::v1::{
-    HealthConfig, Mount, PortConfig, Service, ServiceSpec, ServiceStatus, UpdateConfig,
-    UpdateStatus, mount, port_config, restart_policy, service_spec, task_spec, update_config,
-    update_status,
+    HealthConfig, Mount, NetworkAttachmentConfig, PortConfig, Service, ServiceSpec, ServiceStatus,
+    UpdateConfig, UpdateStatus, mount, port_config, restart_policy, service_spec, task_spec,
+    update_config, update_status,
 };
 
 use crate::output::{
@@ -350,6 +350,21 @@ pub fn inspect_json(s: &Service) -> serde_json::Value {
     Value::Object(out)
 }
 
+/// Network attachments as docker's `NetworkAttachmentConfig` (aliases only when set).
+fn attachments_json(networks: &[NetworkAttachmentConfig]) -> serde_json::Value {
+    networks
+        .iter()
+        .map(|n| {
+            let mut m = serde_json::Map::new();
+            m.insert("Target".into(), serde_json::json!(n.target));
+            if !n.aliases.is_empty() {
+                m.insert("Aliases".into(), serde_json::json!(n.aliases));
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect()
+}
+
 /// A service spec in docker's JSON shape (`Spec`, `PreviousSpec`).
 fn spec_json(spec: &ServiceSpec) -> serde_json::Value {
     use serde_json::{Map, Value, json};
@@ -472,6 +487,9 @@ fn spec_json(spec: &ServiceSpec) -> serde_json::Value {
         pl.insert("MaxReplicas".into(), json!(placement.max_replicas));
     }
     template.insert("Placement".into(), Value::Object(pl));
+    if !task.networks.is_empty() {
+        template.insert("Networks".into(), attachments_json(&task.networks));
+    }
     template.insert("ForceUpdate".into(), json!(task.force_update));
     template.insert(
         "Runtime".into(),
@@ -498,6 +516,9 @@ fn spec_json(spec: &ServiceSpec) -> serde_json::Value {
     }
     if let Some(u) = &spec.rollback {
         spec_json.insert("RollbackConfig".into(), update_json(u));
+    }
+    if !spec.networks.is_empty() {
+        spec_json.insert("Networks".into(), attachments_json(&spec.networks));
     }
     let endpoint_mode = |m: i32| if m == 1 { "dnsrr" } else { "vip" };
     let espec = spec.endpoint.clone().unwrap_or_default();
@@ -560,6 +581,16 @@ fn health_pretty(out: &mut String, h: &HealthConfig) {
 
 /// `service inspect --pretty`, docker's template; `now` for the update status's ages.
 pub fn render_pretty(s: &Service, now: SystemTime) -> String {
+    render_pretty_with_networks(s, now, &HashMap::new())
+}
+
+/// `service inspect --pretty` with the names of the service's networks (by id; a
+/// network without a name shows its id, as docker does).
+pub fn render_pretty_with_networks(
+    s: &Service,
+    now: SystemTime,
+    network_names: &HashMap<String, String>,
+) -> String {
     let spec = s.spec.clone().unwrap_or_default();
     let annotations = spec.annotations.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
@@ -732,6 +763,14 @@ pub fn render_pretty(s: &Service, now: SystemTime) -> String {
                 ));
             }
         }
+    }
+    if !task.networks.is_empty() {
+        out.push_str("Networks:");
+        for n in &task.networks {
+            let name = network_names.get(&n.target).unwrap_or(&n.target);
+            out.push_str(&format!(" {name}"));
+        }
+        out.push_str(" \n");
     }
     let espec = spec.endpoint.clone().unwrap_or_default();
     out.push_str(&format!(

@@ -2024,3 +2024,191 @@ fn ps_after_update_and_rollback_matches_seed_002() {
     }
     assert_eq!(table.len(), 10);
 }
+
+// ---------------------------------------------------------------------------
+// networks: --network, --network-add / --network-rm
+// ---------------------------------------------------------------------------
+
+fn attachments(spec: &ServiceSpec) -> Vec<(String, Vec<String>)> {
+    spec.task
+        .as_ref()
+        .unwrap()
+        .networks
+        .iter()
+        .map(|n| (n.target.clone(), n.aliases.clone()))
+        .collect()
+}
+
+#[test]
+fn network_flags_become_task_attachments() {
+    let s = spec(&[
+        "--network",
+        "my-net",
+        "--network",
+        "name=backend,alias=db,alias=mysql",
+        "--network",
+        "front,alias=www",
+        "nginx",
+    ]);
+    assert_eq!(
+        attachments(&s),
+        vec![
+            ("my-net".to_string(), vec![]),
+            (
+                "backend".to_string(),
+                vec!["db".to_string(), "mysql".to_string()]
+            ),
+            ("front".to_string(), vec!["www".to_string()]),
+        ]
+    );
+    assert!(s.networks.is_empty());
+    // What a service cannot use is checked, then dropped, as docker does.
+    let s = spec(&["--network", "name=n,ip=10.0.0.9,driver-opt=a=b", "nginx"]);
+    assert_eq!(attachments(&s), vec![("n".to_string(), vec![])]);
+    assert!(attachments(&spec(&["nginx"])).is_empty());
+}
+
+#[test]
+fn bad_network_flags_read_like_docker() {
+    assert_eq!(
+        err(&["--network", "alias=x", "nginx"]),
+        "invalid argument \"alias=x\" for \"--network\" flag: network name/id is not specified"
+    );
+    assert_eq!(
+        err(&["--network", "name=x,color=red", "nginx"]),
+        "invalid argument \"name=x,color=red\" for \"--network\" flag: invalid field key color"
+    );
+    assert_eq!(
+        err(&["--network", "name=x,bogus", "nginx"]),
+        "invalid argument \"name=x,bogus\" for \"--network\" flag: invalid field bogus"
+    );
+    assert!(err(&["--network", "name=x,ip=nope", "nginx"]).contains("unable to parse IP"));
+    assert!(err(&["--network", "name=x,gw-priority=z", "nginx"]).contains("invalid gw-priority"));
+}
+
+fn attached(targets: &[(&str, &[&str])]) -> ServiceSpec {
+    let mut s = spec(&["--name", "web", "nginx"]);
+    s.task.as_mut().unwrap().networks = targets
+        .iter()
+        .map(|(t, aliases)| shoal_proto::v1::NetworkAttachmentConfig {
+            target: t.to_string(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            addresses: vec![],
+        })
+        .collect();
+    s
+}
+
+#[test]
+fn network_add_and_rm_follow_docker() {
+    use shoal_proto::v1::NetworkAttachmentConfig;
+    let args = update_args(&[
+        "--network-add",
+        "name=front,alias=www",
+        "--network-add",
+        "back",
+        "--network-rm",
+        "old",
+    ]);
+    assert!(args.changes_networks());
+    let additions = args.network_additions().unwrap();
+    assert_eq!(additions.len(), 2);
+    assert_eq!(additions[0].target, "front");
+    assert_eq!(additions[0].aliases, vec!["www"]);
+    assert!(!update_args(&["--replicas", "2"]).changes_networks());
+
+    // The caller resolved: old → id-old, front → id-f, back → id-b.
+    let mut s = attached(&[("id-old", &[]), ("id-z", &["keep"])]);
+    let resolved = vec![
+        (
+            "front".to_string(),
+            NetworkAttachmentConfig {
+                target: "id-f".into(),
+                aliases: vec!["www".into()],
+                addresses: vec![],
+            },
+        ),
+        (
+            "back".to_string(),
+            NetworkAttachmentConfig {
+                target: "id-b".into(),
+                ..Default::default()
+            },
+        ),
+    ];
+    let removals: HashSet<String> = ["id-old".to_string()].into();
+    update::update_networks(&mut s, &removals, resolved).unwrap();
+    assert_eq!(
+        attachments(&s),
+        vec![
+            ("id-b".to_string(), vec![]),
+            ("id-f".to_string(), vec!["www".to_string()]),
+            ("id-z".to_string(), vec!["keep".to_string()]),
+        ]
+    );
+
+    let mut s = attached(&[("id-f", &[])]);
+    let again = vec![(
+        "front".to_string(),
+        NetworkAttachmentConfig {
+            target: "id-f".into(),
+            ..Default::default()
+        },
+    )];
+    assert_eq!(
+        update::update_networks(&mut s, &HashSet::new(), again)
+            .unwrap_err()
+            .to_string(),
+        "service is already attached to network front"
+    );
+
+    // Attachments on the deprecated service-level field move to the task spec.
+    let mut s = attached(&[]);
+    s.networks = vec![NetworkAttachmentConfig {
+        target: "id-legacy".into(),
+        ..Default::default()
+    }];
+    update::update_networks(&mut s, &HashSet::new(), vec![]).unwrap();
+    assert!(s.networks.is_empty());
+    assert_eq!(attachments(&s), vec![("id-legacy".to_string(), vec![])]);
+
+    assert_eq!(
+        update_args(&["--rollback", "--network-add", "x"])
+            .apply(&mut attached(&[]))
+            .unwrap_err()
+            .to_string(),
+        "other flags may not be combined with --rollback"
+    );
+    assert!(
+        update_args(&["--network-add", "alias=x"])
+            .network_additions()
+            .unwrap_err()
+            .to_string()
+            .contains("\"--network-add\" flag: network name/id is not specified")
+    );
+}
+
+#[test]
+fn inspect_shows_network_attachments() {
+    let svc = Service {
+        meta: Some(Meta {
+            id: "abc".into(),
+            ..Default::default()
+        }),
+        spec: Some(attached(&[("id-f", &["www"]), ("id-b", &[])])),
+        ..Default::default()
+    };
+    let v = render::inspect_json(&svc);
+    assert_eq!(
+        v["Spec"]["TaskTemplate"]["Networks"],
+        serde_json::json!([{"Target": "id-f", "Aliases": ["www"]}, {"Target": "id-b"}])
+    );
+    assert!(v["Spec"].get("Networks").is_none());
+    let names: HashMap<String, String> = [("id-f".to_string(), "front".to_string())].into();
+    let pretty = render::render_pretty_with_networks(&svc, SystemTime::now(), &names);
+    assert!(
+        pretty.contains("Networks: front id-b \nEndpoint Mode:\tvip\n"),
+        "{pretty}"
+    );
+    assert!(!render::render_pretty(&Service::default(), SystemTime::now()).contains("Networks:"));
+}

@@ -3,13 +3,16 @@
 //! removes by key, the shared [`ServiceFlags`] change only what was given, `--force`
 //! bumps the task spec's force-update counter, and `--rollback` takes no other flag.
 
+use std::collections::HashSet;
+
 use shoal_proto::v1::{
-    Mount, Placement, PortConfig, ServiceSpec, TaskSpec, port_config, service_spec, task_spec,
+    Mount, NetworkAttachmentConfig, Placement, PortConfig, ServiceSpec, TaskSpec, port_config,
+    service_spec, task_spec,
 };
 
 use super::opts::{
     FollowFlags, ServiceFlags, container_only, env, invalid, labels, opt_uint, parse_mount_flag,
-    parse_placement_pref, parse_publish_flag, runtime,
+    parse_network, parse_placement_pref, parse_publish_flag, runtime,
 };
 
 /// Every flag of `service update`.
@@ -64,6 +67,12 @@ pub struct UpdateArgs {
     /// Remove a mount by its target path.
     #[arg(long, value_name = "PATH")]
     pub mount_rm: Vec<String>,
+    /// Add a network (NETWORK, or name=NETWORK,alias=ALIAS…).
+    #[arg(long, value_name = "NETWORK")]
+    pub network_add: Vec<String>,
+    /// Remove a network.
+    #[arg(long, value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
     /// Force update even if no changes require it.
     #[arg(long)]
     pub force: bool,
@@ -178,6 +187,39 @@ fn update_ports(field: &mut Vec<PortConfig>, add: &[String], rm: &[String]) -> a
     Ok(())
 }
 
+/// docker's `updateNetworks`: drops the attachments to the networks in `removals`
+/// (ids), appends `additions` (targets resolved to ids, each with the reference as
+/// typed for the error), refuses a network the service is already on, and keeps the
+/// attachments sorted by target. Attachments in the deprecated service-level
+/// `networks` move to the task spec, where Swarm reads them first.
+pub fn update_networks(
+    spec: &mut ServiceSpec,
+    removals: &HashSet<String>,
+    additions: Vec<(String, NetworkAttachmentConfig)>,
+) -> anyhow::Result<()> {
+    let task = spec.task.get_or_insert_with(TaskSpec::default);
+    let mut current = std::mem::take(&mut task.networks);
+    if current.is_empty() {
+        current = std::mem::take(&mut spec.networks);
+    }
+    spec.networks.clear();
+    let mut networks: Vec<NetworkAttachmentConfig> = current
+        .into_iter()
+        .filter(|n| !removals.contains(&n.target))
+        .collect();
+    for (given, attachment) in additions {
+        if networks.iter().any(|n| n.target == attachment.target) {
+            anyhow::bail!("service is already attached to network {given}");
+        }
+        networks.push(attachment);
+    }
+    networks.sort_by(|a, b| a.target.cmp(&b.target));
+    if let Some(task) = spec.task.as_mut() {
+        task.networks = networks;
+    }
+    Ok(())
+}
+
 fn placement(task: &mut TaskSpec) -> &mut Placement {
     task.placement.get_or_insert_with(Placement::default)
 }
@@ -194,8 +236,23 @@ impl UpdateArgs {
         *self != bare
     }
 
-    /// Applies the flags to `spec` (the spec read from the manager). With `--rollback`
-    /// the spec is left as it is: the manager swaps in the previous one.
+    /// The `--network-add` attachments as typed (targets not resolved yet).
+    pub fn network_additions(&self) -> anyhow::Result<Vec<NetworkAttachmentConfig>> {
+        self.network_add
+            .iter()
+            .map(|n| parse_network(n, "--network-add"))
+            .collect()
+    }
+
+    /// Whether the networks change (the caller resolves them, then calls
+    /// [`update_networks`]).
+    pub fn changes_networks(&self) -> bool {
+        !self.network_add.is_empty() || !self.network_rm.is_empty()
+    }
+
+    /// Applies the flags to `spec` (the spec read from the manager), all but the
+    /// networks, which need the manager to resolve names ([`update_networks`]). With
+    /// `--rollback` the spec is left as it is: the manager swaps in the previous one.
     pub fn apply(&self, spec: &mut ServiceSpec) -> anyhow::Result<()> {
         if self.rollback {
             if self.other_than_rollback() {
