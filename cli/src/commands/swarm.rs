@@ -6,8 +6,8 @@ use std::time::Duration;
 use shoal_pki::{NodeCredentials, NodeKey, Role};
 use shoal_proto::v1::{
     CaConfig, Cluster, ClusterSpec, DispatcherConfig, GetNodeRequest, InitClusterRequest,
-    ListClustersRequest, ListFilters, ListNodesRequest, NodeRole, OrchestrationConfig,
-    UpdateClusterRequest, manager_status, update_cluster_request,
+    IpamDefaults, ListClustersRequest, ListFilters, ListNodesRequest, NodeRole,
+    OrchestrationConfig, UpdateClusterRequest, manager_status, update_cluster_request,
 };
 
 use crate::config::CliConfig;
@@ -45,6 +45,68 @@ pub struct InitArgs {
     /// Task history retention limit.
     #[arg(long, value_name = "N")]
     pub task_history_limit: Option<i64>,
+    /// Default address pool in CIDR format (repeatable; default 10.0.0.0/8).
+    #[arg(long, value_name = "CIDR")]
+    pub default_addr_pool: Vec<String>,
+    /// Default address pool subnet mask length (default 24).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub default_addr_pool_mask_length: Option<String>,
+}
+
+/// Swarm's default address pool, when `--default-addr-pool` is not given.
+pub const DEFAULT_ADDR_POOL: &str = "10.0.0.0/8";
+/// Swarm's default subnet size (`--default-addr-pool-mask-length`).
+pub const DEFAULT_SUBNET_SIZE: u32 = 24;
+/// The smallest subnet Swarm hands out: a /29 still has room for the network's own
+/// addresses and a few tasks.
+const MAX_SUBNET_SIZE: u32 = 29;
+
+/// `--default-addr-pool` / `--default-addr-pool-mask-length` as the cluster's IPAM
+/// defaults, with docker's checks (the daemon's `validateDefaultAddrPool`); `None`
+/// when neither was given, so the manager's defaults apply.
+pub fn ipam_defaults(args: &InitArgs) -> anyhow::Result<Option<IpamDefaults>> {
+    use super::network::ipam::{Cidr, parse_nets};
+    let pools = parse_nets(&args.default_addr_pool, "--default-addr-pool")?;
+    let size = match args.default_addr_pool_mask_length.as_deref() {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u32>().map_err(|e| {
+            let why = if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
+                "value out of range"
+            } else {
+                "invalid syntax"
+            };
+            super::service::opts::invalid(
+                v,
+                "--default-addr-pool-mask-length",
+                format!("strconv.ParseUint: parsing {v:?}: {why}"),
+            )
+        })?),
+    };
+    if pools.is_empty() && size.is_none() {
+        return Ok(None);
+    }
+    let subnet_size = size.unwrap_or(DEFAULT_SUBNET_SIZE);
+    if subnet_size > MAX_SUBNET_SIZE {
+        anyhow::bail!("subnet size is out of range: {subnet_size}");
+    }
+    // Without pools the size applies to the default one, so it is checked against it.
+    let checked = if pools.is_empty() {
+        vec![Cidr::parse(DEFAULT_ADDR_POOL).map_err(anyhow::Error::msg)?]
+    } else {
+        pools.clone()
+    };
+    for pool in &checked {
+        if subnet_size < u32::from(pool.bits) {
+            anyhow::bail!(
+                "invalid CIDR: {:?}. Subnet size is too small for pool: {subnet_size}",
+                pool.to_string()
+            );
+        }
+    }
+    Ok(Some(IpamDefaults {
+        default_address_pool: pools.iter().map(Cidr::to_string).collect(),
+        subnet_size,
+    }))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -112,6 +174,7 @@ pub fn init_spec(args: &InitArgs) -> anyhow::Result<ClusterSpec> {
         ca_config: args.cert_expiry.map(|d| CaConfig {
             node_cert_expiry: Some(proto_duration(d)),
         }),
+        ipam: ipam_defaults(args)?,
         ..Default::default()
     })
 }
@@ -586,6 +649,90 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("soon").is_err());
+    }
+
+    fn init_args(args: &[&str]) -> InitArgs {
+        let mut argv = vec!["swarm", "init"];
+        argv.extend_from_slice(args);
+        match Wrap::try_parse_from(argv).unwrap().cmd {
+            SwarmCommand::Init(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn pool_err(args: &[&str]) -> String {
+        init_spec(&init_args(args)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn address_pool_flags_become_the_clusters_ipam() {
+        let spec = init_spec(&init_args(&[
+            "--default-addr-pool",
+            "10.20.0.0/16",
+            "--default-addr-pool",
+            "10.30.0.5/16,192.168.0.0/20",
+            "--default-addr-pool-mask-length",
+            "26",
+        ]))
+        .unwrap();
+        let ipam = spec.ipam.unwrap();
+        // pflag's IPNetSlice keeps the network of each CIDR.
+        assert_eq!(
+            ipam.default_address_pool,
+            vec!["10.20.0.0/16", "10.30.0.0/16", "192.168.0.0/20"]
+        );
+        assert_eq!(ipam.subnet_size, 26);
+
+        let pool_only = init_spec(&init_args(&["--default-addr-pool", "172.16.0.0/12"])).unwrap();
+        let ipam = pool_only.ipam.unwrap();
+        assert_eq!(ipam.default_address_pool, vec!["172.16.0.0/12"]);
+        assert_eq!(ipam.subnet_size, DEFAULT_SUBNET_SIZE);
+
+        let mask_only = init_spec(&init_args(&["--default-addr-pool-mask-length", "20"])).unwrap();
+        let ipam = mask_only.ipam.unwrap();
+        assert!(ipam.default_address_pool.is_empty());
+        assert_eq!(ipam.subnet_size, 20);
+
+        assert!(init_spec(&InitArgs::default()).unwrap().ipam.is_none());
+    }
+
+    #[test]
+    fn address_pool_flags_are_checked_as_docker() {
+        assert_eq!(
+            pool_err(&["--default-addr-pool", "10.0.0.0"]),
+            "invalid argument \"10.0.0.0\" for \"--default-addr-pool\" flag: invalid CIDR address: 10.0.0.0"
+        );
+        assert_eq!(
+            pool_err(&["--default-addr-pool-mask-length", "x"]),
+            "invalid argument \"x\" for \"--default-addr-pool-mask-length\" flag: strconv.ParseUint: parsing \"x\": invalid syntax"
+        );
+        assert!(pool_err(&["--default-addr-pool-mask-length", "-1"]).contains("invalid syntax"));
+        assert!(
+            pool_err(&["--default-addr-pool-mask-length", "4294967296"])
+                .contains("value out of range")
+        );
+        assert_eq!(
+            pool_err(&[
+                "--default-addr-pool",
+                "10.0.0.0/8",
+                "--default-addr-pool-mask-length",
+                "30"
+            ]),
+            "subnet size is out of range: 30"
+        );
+        assert_eq!(
+            pool_err(&[
+                "--default-addr-pool",
+                "10.20.0.0/16",
+                "--default-addr-pool-mask-length",
+                "12"
+            ]),
+            "invalid CIDR: \"10.20.0.0/16\". Subnet size is too small for pool: 12"
+        );
+        assert_eq!(
+            pool_err(&["--default-addr-pool-mask-length", "4"]),
+            "invalid CIDR: \"10.0.0.0/8\". Subnet size is too small for pool: 4"
+        );
     }
 
     #[derive(Debug, clap::Parser)]
