@@ -770,3 +770,23 @@ pub fn task_desired(t: &Task) -> TaskState {
 pub fn task_id(t: &Task) -> String {
     t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
 }
+
+/// Names of the Docker containers (running or not) labelled as tasks of the service
+/// `service`.
+pub fn containers_of(service: &str) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=shoal.service.name={service}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "docker ps failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}

@@ -6,30 +6,11 @@
 use std::time::Duration;
 
 use shoal_proto::v1::{Task, TaskState};
-use shoal_scenarios::{Stack, StackOptions, task_state};
+use shoal_scenarios::{Stack, StackOptions, containers_of, task_state};
 use shoal_testkit::docker::{busybox_image, docker_available};
 use shoal_testkit::{Infra, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-/// Names of the containers (running or not) labelled as tasks of `service`.
-fn containers_of(service: &str) -> anyhow::Result<Vec<String>> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=shoal.service.name={service}"),
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()?;
-    anyhow::ensure!(out.status.success(), "docker ps failed");
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_run_as_tasks_and_go_with_the_service() -> anyhow::Result<()> {

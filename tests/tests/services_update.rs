@@ -11,7 +11,7 @@ use shoal_proto::v1::{
     GetServiceRequest, ListFilters, ListServicesRequest, Service, Task, TaskState,
     UpdateServiceRequest, Version, task_spec,
 };
-use shoal_scenarios::{Stack, StackOptions, task_desired, task_id, task_state};
+use shoal_scenarios::{Stack, StackOptions, containers_of, task_desired, task_id, task_state};
 use shoal_testkit::{Infra, wait_for};
 
 /// Long enough for a loaded 2-core CI machine; the conditions end the waits.
@@ -233,10 +233,7 @@ async fn seed_002_rolling_update_then_rollback() -> anyhow::Result<()> {
     // `service ps nginx`: the old tasks under the new ones, Shutdown.
     let ps = stack.cli_ok(&["service", "ps", "nginx"]).await?;
     for slot in 1..=3 {
-        let rows: Vec<&str> = ps
-            .lines()
-            .filter(|l| l.contains(&format!("nginx.{slot} ")))
-            .collect();
+        let rows = slot_rows(&ps, "nginx", slot);
         assert_eq!(rows.len(), 2, "slot {slot}:\n{ps}");
         assert!(
             rows[0].contains("Running") && !rows[0].contains("\\_"),
@@ -523,23 +520,32 @@ async fn force_replaces_every_task_once_and_concurrent_updates_conflict() -> any
     Ok(())
 }
 
-/// Names of the containers (running or not) labelled as tasks of `service`.
-fn containers_of(service: &str) -> anyhow::Result<Vec<String>> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=shoal.service.name={service}"),
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()?;
-    anyhow::ensure!(out.status.success(), "docker ps failed");
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect())
+/// The `service ps` rows of one slot (the task, then its history), in order.
+fn slot_rows<'a>(ps: &'a str, name: &str, slot: u64) -> Vec<&'a str> {
+    let key = format!("{name}.{slot} ");
+    ps.lines().filter(|l| l.contains(&key)).collect()
+}
+
+/// Waits until `n` tasks of `name` run, all of them from `image`.
+async fn wait_all_running_on(
+    stack: &Stack,
+    name: &str,
+    n: usize,
+    image: &str,
+) -> anyhow::Result<()> {
+    let image_of = |t: &Task| match t.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
+        Some(task_spec::Runtime::Container(c)) => c.image.clone(),
+        _ => String::new(),
+    };
+    wait_for(
+        &format!("{n} tasks of {name} on {image}"),
+        DEADLINE,
+        || async {
+            let r = running(stack, name).await.ok()?;
+            (r.len() == n && r.iter().all(|t| image_of(t) == image)).then_some(())
+        },
+    )
+    .await
 }
 
 /// Seed 002 verbatim with containers: two locally built images, `--image` rolls the
@@ -580,21 +586,10 @@ async fn seed_002_with_two_images() -> anyhow::Result<()> {
         .cli_ok(&["service", "update", "--image", &new, name])
         .await?;
     assert!(out.contains("verify: Service converged"), "{out}");
-    let image_of = |t: &Task| match t.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
-        Some(task_spec::Runtime::Container(c)) => c.image.clone(),
-        _ => String::new(),
-    };
-    wait_for("3 tasks on the new image", DEADLINE, || async {
-        let r = running(&stack, name).await.ok()?;
-        (r.len() == 3 && r.iter().all(|t| image_of(t) == new)).then_some(())
-    })
-    .await?;
+    wait_all_running_on(&stack, name, 3, &new).await?;
     let ps = stack.cli_ok(&["service", "ps", name]).await?;
     for slot in 1..=3 {
-        let rows: Vec<&str> = ps
-            .lines()
-            .filter(|l| l.contains(&format!("{name}.{slot} ")))
-            .collect();
+        let rows = slot_rows(&ps, name, slot);
         assert_eq!(rows.len(), 2, "slot {slot}:\n{ps}");
         assert!(
             rows[0].contains(&new) && rows[0].contains("Running"),
@@ -608,17 +603,10 @@ async fn seed_002_with_two_images() -> anyhow::Result<()> {
 
     let out = stack.cli_ok(&["service", "rollback", name]).await?;
     assert!(out.contains("verify: Service converged"), "{out}");
-    wait_for("3 tasks on the old image again", DEADLINE, || async {
-        let r = running(&stack, name).await.ok()?;
-        (r.len() == 3 && r.iter().all(|t| image_of(t) == old)).then_some(())
-    })
-    .await?;
+    wait_all_running_on(&stack, name, 3, &old).await?;
     let ps = stack.cli_ok(&["service", "ps", name]).await?;
     for slot in 1..=3 {
-        let rows: Vec<&str> = ps
-            .lines()
-            .filter(|l| l.contains(&format!("{name}.{slot} ")))
-            .collect();
+        let rows = slot_rows(&ps, name, slot);
         assert_eq!(rows.len(), 3, "slot {slot}:\n{ps}");
         assert!(
             rows[0].contains(&old) && rows[0].contains("Running"),

@@ -193,10 +193,9 @@ pub fn supervise<'a>(service: &'a Service, units: &[Unit<'a>], now: SystemTime) 
     ) {
         return decision;
     }
-    let rolling_back = matches!(
-        state,
-        Some(UpdateState::RollbackStarted) | Some(UpdateState::RollbackCompleted)
-    );
+    // Only a rollback under way uses the rollback config; an update that starts now
+    // (no update running) goes forward.
+    let rolling_back = state == Some(UpdateState::RollbackStarted);
     let spec = service.spec.as_ref();
     let config = Config::from(
         if rolling_back {
@@ -239,13 +238,6 @@ pub fn supervise<'a>(service: &'a Service, units: &[Unit<'a>], now: SystemTime) 
         ));
         now
     };
-    let config = if in_progress {
-        config
-    } else {
-        Config::from(spec.and_then(|s| s.update.as_ref()), false)
-    };
-    decision.start_first = config.start_first;
-
     let newest = |u: &Unit<'a>| since(service, u, started).next();
     let replacement = |u: &Unit<'a>| since(service, u, started).next_back();
     let mut involved = 0usize;
