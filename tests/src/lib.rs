@@ -790,3 +790,23 @@ pub fn containers_of(service: &str) -> anyhow::Result<Vec<String>> {
         .map(str::to_string)
         .collect())
 }
+
+/// The names of every service the manager holds, sorted.
+pub async fn service_names(control: &mut ControlClient<Channel>) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = control
+        .list_services(shoal_proto::v1::ListServicesRequest::default())
+        .await?
+        .into_inner()
+        .services
+        .iter()
+        .filter_map(|s| {
+            s.spec
+                .as_ref()?
+                .annotations
+                .as_ref()
+                .map(|a| a.name.clone())
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}

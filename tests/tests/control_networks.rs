@@ -10,12 +10,11 @@ use shoal_proto::v1::control_client::ControlClient;
 use shoal_proto::v1::{
     Annotations, ClusterSpec, ContainerSpec, CreateNetworkRequest, CreateServiceRequest, Driver,
     EndpointSpec, GetNetworkRequest, InitClusterRequest, IpamConfig, IpamDefaults, IpamOptions,
-    ListFilters, ListNetworksRequest, ListServicesRequest, Network, NetworkAttachmentConfig,
-    NetworkSpec, PortConfig, RemoveNetworkRequest, RemoveServiceRequest, ReplicatedService,
-    Service, ServiceSpec, TaskSpec, UpdateNetworkRequest, UpdateServiceRequest, Version,
-    port_config, service_spec, task_spec,
+    ListFilters, ListNetworksRequest, Network, NetworkAttachmentConfig, NetworkSpec, PortConfig,
+    RemoveNetworkRequest, RemoveServiceRequest, ReplicatedService, Service, ServiceSpec, TaskSpec,
+    UpdateNetworkRequest, UpdateServiceRequest, Version, port_config, service_spec, task_spec,
 };
-use shoal_scenarios::{MANAGER_NAME, Swarm, init_swarm, start_manager};
+use shoal_scenarios::{MANAGER_NAME, Swarm, init_swarm, service_names, start_manager};
 use shoal_store::Object;
 use shoal_testkit::Infra;
 use tonic::transport::Channel;
@@ -380,20 +379,7 @@ async fn networks_in_use_stay_and_removal_frees_the_subnet() -> anyhow::Result<(
         err.message(),
         "Service cannot be explicitly attached to the ingress network \"ingress\""
     );
-    let stored: Vec<String> = control
-        .list_services(ListServicesRequest::default())
-        .await?
-        .into_inner()
-        .services
-        .iter()
-        .filter_map(|s| {
-            s.spec
-                .as_ref()?
-                .annotations
-                .as_ref()
-                .map(|a| a.name.clone())
-        })
-        .collect();
+    let stored = service_names(&mut control).await?;
     assert_eq!(stored.len(), 2, "only web and api: {stored:?}");
 
     // An update naming an unknown network is refused too; naming it by name stores the id.

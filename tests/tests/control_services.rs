@@ -10,13 +10,13 @@ use shoal_events::logs::{LogHistoryResponse, LogMessage};
 use shoal_proto::v1::control_client::ControlClient;
 use shoal_proto::v1::{
     Annotations, ContainerSpec, CreateServiceRequest, EndpointSpec, GetServiceRequest,
-    GlobalService, ListServicesRequest, Mount, Node, NodeSpec, NodeStatus, Placement, PortConfig,
-    ProcessSpec, RemoveServiceRequest, ReplicatedService, ResourceRequirements, Resources,
-    RestartPolicy, Service, ServiceLogsRequest, ServiceSpec, Task, TaskSpec, TaskState, TaskStatus,
+    GlobalService, Mount, Node, NodeSpec, NodeStatus, Placement, PortConfig, ProcessSpec,
+    RemoveServiceRequest, ReplicatedService, ResourceRequirements, Resources, RestartPolicy,
+    Service, ServiceLogsRequest, ServiceSpec, Task, TaskSpec, TaskState, TaskStatus,
     UpdateServiceRequest, Version, WatchEventsRequest, node_spec, node_status, service_spec,
     task_spec, update_service_request,
 };
-use shoal_scenarios::Swarm;
+use shoal_scenarios::{Swarm, service_names};
 use shoal_store::{Object, Store};
 use shoal_testkit::Infra;
 use tokio_stream::StreamExt;
@@ -114,25 +114,6 @@ async fn update(
         .ok_or_else(|| Status::internal("no service in the answer"))
 }
 
-async fn names(control: &mut ControlClient<Channel>) -> anyhow::Result<Vec<String>> {
-    let mut names: Vec<String> = control
-        .list_services(ListServicesRequest::default())
-        .await?
-        .into_inner()
-        .services
-        .iter()
-        .filter_map(|s| {
-            s.spec
-                .as_ref()?
-                .annotations
-                .as_ref()
-                .map(|a| a.name.clone())
-        })
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_validates_every_field_and_stores_nothing_on_error() -> anyhow::Result<()> {
     let infra = Infra::start().await?;
@@ -170,7 +151,7 @@ async fn create_validates_every_field_and_stores_nothing_on_error() -> anyhow::R
     for reference in [id.as_str(), "web", &id[..8]] {
         assert_eq!(get(&mut control, reference).await?.id(), id, "{reference}");
     }
-    assert_eq!(names(&mut control).await?, vec!["web".to_string()]);
+    assert_eq!(service_names(&mut control).await?, vec!["web".to_string()]);
 
     // A taken name: Swarm's AlreadyExists.
     let err = create(&mut control, spec("web", "redis", 1))
@@ -330,7 +311,7 @@ async fn create_validates_every_field_and_stores_nothing_on_error() -> anyhow::R
             err.message()
         );
     }
-    assert_eq!(names(&mut control).await?, vec!["web".to_string()]);
+    assert_eq!(service_names(&mut control).await?, vec!["web".to_string()]);
 
     // A port another service publishes is refused; the same port on the service
     // itself is fine.
@@ -370,7 +351,7 @@ async fn create_validates_every_field_and_stores_nothing_on_error() -> anyhow::R
                 .all(|c| c.is_ascii_lowercase() || c == '_'),
         "{generated:?}"
     );
-    assert_eq!(names(&mut control).await?.len(), 3);
+    assert_eq!(service_names(&mut control).await?.len(), 3);
     Ok(())
 }
 
@@ -540,7 +521,7 @@ async fn remove_frees_the_name_at_once() -> anyhow::Result<()> {
     );
     let err = get(&mut control, first.id()).await.expect_err("removed");
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(names(&mut control).await?, vec!["db".to_string()]);
+    assert_eq!(service_names(&mut control).await?, vec!["db".to_string()]);
 
     let second = create(&mut control, spec("web", "nginx", 1)).await?;
     assert_ne!(second.id(), first.id());
