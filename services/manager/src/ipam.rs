@@ -11,6 +11,11 @@
 //! the same subnet (see `control/networks.rs`). Addresses inside a subnet (VIPs, task
 //! addresses) are the allocator's.
 //!
+//! Each network also gets a loopback subnet ([`loopback_subnet`]) for its process
+//! tasks: a block of 127.128.0.0/9 with the overlay subnet's prefix length (never wider
+//! than /16) that no other network has, stored in the network's driver state under
+//! `com.shoal.loopback.subnet`.
+//!
 //! IPv4 only, as Swarm's default pools are.
 
 use std::net::Ipv4Addr;
@@ -67,6 +72,8 @@ pub enum IpamError {
         "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
     )]
     Exhausted,
+    #[error("no free /{0} loopback subnet left in 127.128.0.0/9 for the network's process tasks")]
+    LoopbackExhausted(u8),
 }
 
 /// A subnet a user asked for: valid, and the network address itself (`10.0.1.0/24`,
@@ -179,6 +186,25 @@ fn first_free_in(pool: Subnet, len: u8, taken: &[Subnet]) -> Option<Subnet> {
         }
     }
     None
+}
+
+/// The loopback subnet a new network with overlay subnet `overlay` gets: the first
+/// block of 127.128.0.0/9 with the overlay's prefix length (never wider than /16) that
+/// overlaps no other network's loopback subnet. Process tasks and the VIPs of process
+/// services take their addresses from it.
+pub fn loopback_subnet(overlay: Subnet, existing: &[Network]) -> Result<Subnet, IpamError> {
+    let len = overlay.prefix_len().max(crate::allocator::LOOPBACK_WIDEST);
+    let pool = Subnet::parse(crate::allocator::LOOPBACK_POOL).map_err(|reason| {
+        IpamError::InvalidPool {
+            pool: crate::allocator::LOOPBACK_POOL.into(),
+            reason,
+        }
+    })?;
+    let taken: Vec<Subnet> = existing
+        .iter()
+        .filter_map(crate::allocator::loopback_subnet_of)
+        .collect();
+    first_free_in(pool, len, &taken).ok_or(IpamError::LoopbackExhausted(len))
 }
 
 /// A network's allocated subnet (`ipam.configs[0].subnet`), if it has one.
@@ -555,6 +581,51 @@ mod tests {
         assert_eq!(
             allocate(Some(&plugin), &p, &existing),
             Err(IpamError::UnsupportedDriver("infoblox".into()))
+        );
+    }
+
+    #[test]
+    fn loopback_subnets_mirror_the_overlay_size_and_never_repeat() {
+        let with_loopback = |id: &str, cidr: &str| {
+            let mut n = network(id, id, "10.0.0.0/24");
+            n.driver_state = Some(Driver {
+                name: "overlay".into(),
+                options: [(
+                    crate::allocator::LOOPBACK_SUBNET_OPTION.to_string(),
+                    cidr.to_string(),
+                )]
+                .into(),
+            });
+            n
+        };
+        assert_eq!(
+            loopback_subnet(subnet("10.0.0.0/24"), &[]),
+            Ok(subnet("127.128.0.0/24"))
+        );
+        let existing = vec![
+            with_loopback("a", "127.128.0.0/24"),
+            with_loopback("b", "127.128.1.0/24"),
+            network("legacy", "legacy", "10.0.9.0/24"),
+        ];
+        assert_eq!(
+            loopback_subnet(subnet("10.0.2.0/24"), &existing),
+            Ok(subnet("127.128.2.0/24"))
+        );
+        // Never wider than /16; a narrower overlay gets a narrower loopback subnet.
+        assert_eq!(
+            loopback_subnet(subnet("172.28.0.0/12"), &existing),
+            Ok(subnet("127.129.0.0/16"))
+        );
+        assert_eq!(
+            loopback_subnet(subnet("10.9.0.0/28"), &existing),
+            Ok(subnet("127.128.2.0/28"))
+        );
+        let full: Vec<Network> = (0..128)
+            .map(|i| with_loopback(&format!("n{i}"), &format!("127.{}.0.0/16", 128 + i)))
+            .collect();
+        assert_eq!(
+            loopback_subnet(subnet("10.0.0.0/16"), &full),
+            Err(IpamError::LoopbackExhausted(16))
         );
     }
 

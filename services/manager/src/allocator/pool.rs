@@ -218,6 +218,12 @@ impl PortPool {
         self.owners.retain(|_, owner| owner != service);
     }
 
+    /// Frees every port `service` holds but those in `keep`.
+    pub fn retain_service(&mut self, service: &str, keep: &[PortKey]) {
+        self.owners
+            .retain(|key, owner| owner != service || keep.contains(key));
+    }
+
     /// Frees one port if `service` holds it.
     pub fn release(&mut self, key: PortKey, service: &str) {
         if self.owners.get(&key).is_some_and(|o| o == service) {

@@ -14,6 +14,10 @@
 //! - Only labels change after creation; swarmkit has no network update at all.
 //! - Services refer to networks by id, name or unique id prefix; the stored spec holds
 //!   the id. The ingress network is never attached explicitly.
+//! - Every network also gets a loopback subnet (`driver_state.options
+//!   ["com.shoal.loopback.subnet"]`, in 127.128.0.0/9, the overlay's prefix length but
+//!   never wider than /16), chosen under the same lock so no two networks share one:
+//!   process tasks live there (`crate::ipam::loopback_subnet`).
 
 use std::time::Duration;
 
@@ -75,7 +79,9 @@ pub fn needs_ingress(spec: &ServiceSpec) -> bool {
 
 fn ipam_status(e: IpamError) -> Status {
     match e {
-        IpamError::Exhausted => Status::resource_exhausted(e.to_string()),
+        IpamError::Exhausted | IpamError::LoopbackExhausted(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
         e => Status::invalid_argument(e.to_string()),
     }
 }
@@ -95,20 +101,36 @@ pub fn ingress_network(pools: &Pools) -> Result<Network, Status> {
         ..Default::default()
     };
     let ipam = ipam::allocate(None, pools, &[]).map_err(ipam_status)?;
-    Ok(new_network(spec, ipam))
+    new_network(spec, ipam, &[])
 }
 
-fn new_network(spec: NetworkSpec, ipam: shoal_proto::v1::IpamOptions) -> Network {
-    Network {
+/// A network to store: its spec, its IPAM, and in its driver state the loopback subnet
+/// its process tasks get (`com.shoal.loopback.subnet`), one no other network has.
+fn new_network(
+    spec: NetworkSpec,
+    ipam: shoal_proto::v1::IpamOptions,
+    existing: &[Network],
+) -> Result<Network, Status> {
+    let overlay = ipam
+        .configs
+        .first()
+        .and_then(|c| crate::allocator::Subnet::parse(&c.subnet).ok())
+        .ok_or_else(|| Status::internal("the allocated IPAM has no subnet"))?;
+    let loopback = ipam::loopback_subnet(overlay, existing).map_err(ipam_status)?;
+    Ok(Network {
         meta: None,
         spec: Some(spec),
         driver_state: Some(Driver {
             name: OVERLAY.into(),
-            options: Default::default(),
+            options: [(
+                crate::allocator::LOOPBACK_SUBNET_OPTION.to_string(),
+                loopback.to_string(),
+            )]
+            .into(),
         }),
         ipam: Some(ipam),
         pending_delete: false,
-    }
+    })
 }
 
 /// Checks a spec as swarmkit does and names the overlay driver when none is.
@@ -211,7 +233,7 @@ async fn allocate_and_store(
     }
     let ipam = ipam::allocate(spec.ipam.as_ref(), pools, &existing).map_err(ipam_status)?;
     store
-        .create(new_network(spec, ipam))
+        .create(new_network(spec, ipam, &existing)?)
         .await
         .map_err(|e| match e {
             shoal_store::Error::AlreadyExists { .. } => name_taken(&name),

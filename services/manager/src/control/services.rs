@@ -338,14 +338,14 @@ async fn check_port_conflicts(
             if p.publish_mode == ingress_mode {
                 if ingress.contains(&key) || host.contains(&key) {
                     return Err(Status::invalid_argument(format!(
-                        "ports: port '{}' is already in use by service '{name}' ({}) as an ingress port",
+                        "port '{}' is already in use by service '{name}' ({}) as an ingress port",
                         p.published_port,
                         other.id()
                     )));
                 }
             } else if ingress.contains(&key) {
                 return Err(Status::invalid_argument(format!(
-                    "ports: port '{}' is already in use by service '{name}' ({}) as a host-published port",
+                    "port '{}' is already in use by service '{name}' ({}) as a host-published port",
                     p.published_port,
                     other.id()
                 )));

@@ -20,6 +20,16 @@
 //! Writes go through `store.fenced(leadership)`: a manager that lost the leadership
 //! cannot write, even before it notices. A write that loses a race (`Conflict`) just
 //! requeues the service; the next pass sees the winner's write in the cache.
+//!
+//! The network allocator ([`crate::allocator::Allocator`]) lives here too, rebuilt from
+//! the caches (networks, services, tasks) at the start of every term and whenever a
+//! cache restarts or an event was missed. Each pass over a live service first makes
+//! its `endpoint` right (VIPs, published ports; a CAS on the service, before any of
+//! its tasks is written), then gives every new task its network attachments and the
+//! endpoint, and attaches live tasks of the current spec in place to networks the
+//! service newly joins (`--publish-add` brings the ingress network: no restart).
+//! Addresses are freed when a task stops or is deleted, VIPs and ports when the
+//! service is deleted or no longer needs them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,7 +39,7 @@ use futures::StreamExt;
 use shoal_events::{Event, EventBus, SCHEDULE_WORK_SUBJECT};
 use shoal_grpc_host::ShutdownToken;
 use shoal_proto::TaskStateExt;
-use shoal_proto::v1::{Cluster, Node, Service, Task, TaskState, service_spec::Mode};
+use shoal_proto::v1::{Cluster, Network, Node, Service, Task, TaskState, service_spec::Mode};
 use shoal_store::{
     Cache, CacheEvent, CacheReader, Fence, Object, Store,
     cache::{TASKS_BY_NODE, TASKS_BY_SERVICE},
@@ -39,6 +49,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::Instrument;
 
 use super::{DEFAULT_TASK_HISTORY_LIMIT, Plan, ReapPlan, orphans, reap, reconcile};
+use crate::allocator::Allocator;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -69,6 +80,7 @@ struct Caches {
     tasks: Cache<Task>,
     nodes: Cache<Node>,
     clusters: Cache<Cluster>,
+    networks: Cache<Network>,
 }
 
 impl Caches {
@@ -78,6 +90,7 @@ impl Caches {
             tasks: Cache::tasks(store),
             nodes: Cache::start(store),
             clusters: Cache::start(store),
+            networks: Cache::start(store),
         }
     }
 }
@@ -168,6 +181,21 @@ impl WorkQueue {
     }
 }
 
+/// Whether a failed write may have landed (etcd did not answer) or surely did not.
+fn outcome_unknown(e: &shoal_store::Error) -> bool {
+    matches!(e, shoal_store::Error::Etcd(_))
+}
+
+/// What the endpoint step of a pass decided.
+enum EndpointStep {
+    /// The service as stored, its endpoint right: go on with it.
+    Ready(Arc<Service>),
+    /// The endpoint cannot be allocated now: the pass goes on without creating tasks.
+    Blocked,
+    /// The endpoint write failed; the service is queued again.
+    Retry,
+}
+
 /// Why a write pass did not complete.
 #[derive(Debug, Default)]
 struct Applied {
@@ -187,6 +215,7 @@ pub struct Controller {
     tasks: CacheReader<Task>,
     nodes: CacheReader<Node>,
     clusters: CacheReader<Cluster>,
+    networks: CacheReader<Network>,
     opts: ControllerOptions,
     queue: WorkQueue,
     timers: DelayQueue<String>,
@@ -196,6 +225,14 @@ pub struct Controller {
     /// Last seen (state, availability) per node.
     node_seen: HashMap<String, (i32, i32)>,
     node_snapshot: Option<Arc<HashMap<String, Node>>>,
+    /// The term's network allocator.
+    alloc: Allocator,
+    /// Some event was missed or a cache restarted: rebuild the allocator before the
+    /// next pass.
+    alloc_stale: bool,
+    /// Services whose endpoint could not be allocated (a network not seen yet, a full
+    /// subnet, a port taken): queued again when a network appears.
+    alloc_blocked: HashSet<String>,
 }
 
 impl Controller {
@@ -207,6 +244,7 @@ impl Controller {
             tasks: caches.tasks.reader(),
             nodes: caches.nodes.reader(),
             clusters: caches.clusters.reader(),
+            networks: caches.networks.reader(),
             opts: opts.clone(),
             queue: WorkQueue::new(opts.queue_capacity),
             timers: DelayQueue::new(),
@@ -214,7 +252,31 @@ impl Controller {
             task_seen: HashMap::new(),
             node_seen: HashMap::new(),
             node_snapshot: None,
+            alloc: Allocator::default(),
+            alloc_stale: true,
+            alloc_blocked: HashSet::new(),
         }
+    }
+
+    /// Rebuilds the allocator from the caches once they show everything written so far
+    /// (our own writes included), so nothing held in the store is handed out again.
+    async fn rebuild_allocator(&mut self) -> shoal_store::Result<()> {
+        let revision = self.store.revision().await?;
+        self.services.wait_for_revision(revision).await?;
+        self.tasks.wait_for_revision(revision).await?;
+        self.networks.wait_for_revision(revision).await?;
+        let networks: Vec<Network> = self.networks.list().iter().map(|n| (**n).clone()).collect();
+        let services: Vec<Service> = self.services.list().iter().map(|s| (**s).clone()).collect();
+        let tasks: Vec<Task> = self.tasks.list().iter().map(|t| (**t).clone()).collect();
+        self.alloc = Allocator::rebuild(&networks, &services, &tasks);
+        self.alloc_stale = false;
+        tracing::debug!(
+            networks = networks.len(),
+            services = services.len(),
+            tasks = tasks.len(),
+            "allocator rebuilt"
+        );
+        Ok(())
     }
 
     /// Runs the term: waits for the caches to show everything written before it began
@@ -223,14 +285,17 @@ impl Controller {
         let mut service_events = self.services.subscribe();
         let mut task_events = self.tasks.subscribe();
         let mut node_events = self.nodes.subscribe();
+        let mut network_events = self.networks.subscribe();
         self.services.wait_until_synced().await?;
         self.tasks.wait_until_synced().await?;
         self.nodes.wait_until_synced().await?;
         self.clusters.wait_until_synced().await?;
+        self.networks.wait_until_synced().await?;
         let revision = self.store.revision().await?;
         self.services.wait_for_revision(revision).await?;
         self.tasks.wait_for_revision(revision).await?;
         self.nodes.wait_for_revision(revision).await?;
+        self.rebuild_allocator().await?;
 
         for t in self.tasks.list() {
             self.task_seen.insert(t.id().to_string(), state_pair(&t));
@@ -247,13 +312,38 @@ impl Controller {
             tokio::select! {
                 biased;
                 ev = service_events.recv() => match ev {
-                    Ok(CacheEvent::Upserted(s)) | Ok(CacheEvent::Deleted(s)) => self.queue.push(s.id()),
-                    Ok(CacheEvent::Restarted { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => self.enqueue_all(),
+                    Ok(CacheEvent::Upserted(s)) => self.queue.push(s.id()),
+                    Ok(CacheEvent::Deleted(s)) => {
+                        self.alloc.release_service(s.id());
+                        self.alloc_blocked.remove(s.id());
+                        self.queue.push(s.id());
+                    }
+                    Ok(CacheEvent::Restarted { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.alloc_stale = true;
+                        self.enqueue_all();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(shoal_store::Error::CacheClosed),
+                },
+                ev = network_events.recv() => match ev {
+                    Ok(CacheEvent::Upserted(n)) => {
+                        self.alloc.add_network((*n).clone());
+                        for id in std::mem::take(&mut self.alloc_blocked) {
+                            self.queue.push(&id);
+                        }
+                    }
+                    Ok(CacheEvent::Deleted(n)) => self.alloc.remove_network(n.id()),
+                    Ok(CacheEvent::Restarted { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.alloc_stale = true;
+                        self.enqueue_all();
+                    }
                     Err(broadcast::error::RecvError::Closed) => return Err(shoal_store::Error::CacheClosed),
                 },
                 ev = task_events.recv() => match ev {
                     Ok(ev) => self.on_task(ev),
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.enqueue_all(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.alloc_stale = true;
+                        self.enqueue_all();
+                    }
                     Err(broadcast::error::RecvError::Closed) => return Err(shoal_store::Error::CacheClosed),
                 },
                 ev = node_events.recv() => match ev {
@@ -271,6 +361,9 @@ impl Controller {
                 }
                 _ = resync.tick() => self.enqueue_all(),
                 _ = std::future::ready(()), if !self.queue.is_empty() => {
+                    if self.alloc_stale {
+                        self.rebuild_allocator().await?;
+                    }
                     if let Some(id) = self.queue.pop() {
                         self.process(&id).await;
                     }
@@ -296,6 +389,7 @@ impl Controller {
     fn on_task(&mut self, ev: CacheEvent<Task>) {
         match ev {
             CacheEvent::Upserted(t) => {
+                self.alloc.observe_task(&t);
                 let now = state_pair(&t);
                 let before = self.task_seen.insert(t.id().to_string(), now);
                 let terminal =
@@ -314,10 +408,12 @@ impl Controller {
                 }
             }
             CacheEvent::Deleted(t) => {
+                self.alloc.release_task(t.id());
                 self.task_seen.remove(t.id());
                 self.queue.push(&t.service_id);
             }
             CacheEvent::Restarted { .. } => {
+                self.alloc_stale = true;
                 self.task_seen = self
                     .tasks
                     .list()
@@ -436,15 +532,37 @@ impl Controller {
 
     /// Reconciles one service id (a live service, or the leftovers of a removed one).
     async fn process(&mut self, id: &str) {
-        let service = self.services.get(id);
+        let mut service = self.services.get(id);
+        let mut can_create = true;
+        match service.clone() {
+            None => {
+                self.alloc.release_service(id);
+                self.alloc_blocked.remove(id);
+            }
+            Some(s) if !s.pending_delete => match self.ensure_endpoint(&s).await {
+                EndpointStep::Ready(stored) => service = Some(stored),
+                EndpointStep::Blocked => can_create = false,
+                EndpointStep::Retry => return,
+            },
+            Some(_) => {}
+        }
         let cached: Vec<Arc<Task>> = self.tasks.by_index(TASKS_BY_SERVICE, id);
         let tasks: Vec<Task> = cached.iter().map(|t| (**t).clone()).collect();
         let nodes = self.node_map();
         let now = SystemTime::now();
-        let plan = match service.as_deref() {
+        let mut plan = match service.as_deref() {
             Some(s) => reconcile(s, &tasks, &nodes, now),
             None => orphans(&tasks),
         };
+        if !can_create {
+            // Without an endpoint no task may be created, and nothing may be replaced
+            // by one; removals go on.
+            plan = Plan {
+                remove: plan.remove,
+                requeue_at: plan.requeue_at,
+                ..Plan::default()
+            };
+        }
         let mut reaped = reap(service.as_deref(), &tasks, &nodes, self.history_limit());
         // Tasks changing now are reaped on a later pass, at their new version.
         let changing: HashSet<&str> = plan
@@ -456,11 +574,28 @@ impl Controller {
         reaped
             .delete_tasks
             .retain(|id| !changing.contains(id.as_str()));
+        // Live tasks of the current spec missing an attachment (or the endpoint) of the
+        // service as it is now: attached in place, not replaced.
+        let attach: Vec<String> = match service.as_deref() {
+            Some(s) if can_create && !s.pending_delete => {
+                let wanted = self.alloc.networks_of(s);
+                cached
+                    .iter()
+                    .filter(|t| !changing.contains(t.id()) && needs_attach(t, s, &wanted))
+                    .map(|t| t.id().to_string())
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         if let Some(at) = plan.requeue_at {
             let wait = at.duration_since(now).unwrap_or_default();
             self.requeue_at(id, Instant::now() + wait);
         }
-        if plan.is_empty() && reaped.delete_tasks.is_empty() && !reaped.delete_service {
+        if plan.is_empty()
+            && attach.is_empty()
+            && reaped.delete_tasks.is_empty()
+            && !reaped.delete_service
+        {
             let span = tracing::debug_span!("reconcile", otel.name = %format!("reconcile {}", name_of(service.as_deref(), id)), service.id = %id);
             span.in_scope(|| tracing::trace!("nothing to do"));
             return;
@@ -475,6 +610,7 @@ impl Controller {
             tasks.remove = plan.remove.len(),
             tasks.delete = reaped.delete_tasks.len(),
             tasks.start = plan.start.len(),
+            tasks.attach = attach.len(),
             update.status = plan.update_status.as_ref().map(|u| u.message.as_str()).unwrap_or(""),
             update.rollback = plan.rollback,
         );
@@ -483,7 +619,7 @@ impl Controller {
         }
         let by_id: HashMap<&str, &Arc<Task>> = cached.iter().map(|t| (t.id(), t)).collect();
         let applied = self
-            .apply(id, service.as_deref(), plan, reaped, &by_id)
+            .apply(id, service.as_deref(), plan, attach, reaped, &by_id)
             .instrument(span)
             .await;
         if applied.revision > 0 {
@@ -496,23 +632,83 @@ impl Controller {
             }
         }
         if applied.conflict {
-            // Reconcile again once the cache shows the write that won.
-            tracing::debug!(service.id = %id, "a write lost a race; reconciling again");
-            let caught_up = async {
-                let revision = self.store.revision().await?;
-                self.tasks.wait_for_revision(revision).await?;
-                self.services.wait_for_revision(revision).await
-            };
-            match tokio::time::timeout(Duration::from_secs(10), caught_up).await {
-                Ok(Ok(())) => self.queue.push(id),
-                _ => {
-                    let at = Instant::now() + self.opts.retry_delay;
-                    self.requeue_at(id, at);
-                }
-            }
+            self.after_conflict(id).await;
         } else if applied.failed {
             let at = Instant::now() + self.opts.retry_delay;
             self.requeue_at(id, at);
+        }
+    }
+
+    /// Reconcile again once the cache shows the write that won a race.
+    async fn after_conflict(&mut self, id: &str) {
+        tracing::debug!(service.id = %id, "a write lost a race; reconciling again");
+        let caught_up = async {
+            let revision = self.store.revision().await?;
+            self.tasks.wait_for_revision(revision).await?;
+            self.services.wait_for_revision(revision).await
+        };
+        match tokio::time::timeout(Duration::from_secs(10), caught_up).await {
+            Ok(Ok(())) => self.queue.push(id),
+            _ => {
+                let at = Instant::now() + self.opts.retry_delay;
+                self.requeue_at(id, at);
+            }
+        }
+    }
+
+    /// Makes the service's endpoint what its spec asks for (VIPs, published ports),
+    /// written with a CAS on the service before any of its tasks is created.
+    async fn ensure_endpoint(&mut self, s: &Arc<Service>) -> EndpointStep {
+        let id = s.id().to_string();
+        let endpoint = match self.alloc.allocate_service(s) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(service.id = %id, error = %e, "cannot allocate the service's endpoint; its tasks wait");
+                self.alloc_blocked.insert(id.clone());
+                let at = Instant::now() + self.opts.retry_delay * 5;
+                self.requeue_at(&id, at);
+                return EndpointStep::Blocked;
+            }
+        };
+        self.alloc_blocked.remove(&id);
+        if s.endpoint.as_ref() == Some(&endpoint) {
+            // Frees what an earlier pass took but the store does not hold.
+            self.alloc.retain_service(&id, Some(&endpoint));
+            return EndpointStep::Ready(s.clone());
+        }
+        let mut next = (**s).clone();
+        next.endpoint = Some(endpoint);
+        match self.store.update_from(s.as_ref(), next).await {
+            Ok(stored) => {
+                self.alloc.retain_service(&id, stored.endpoint.as_ref());
+                let ep = stored.endpoint.clone().unwrap_or_default();
+                tracing::info!(
+                    service.id = %id,
+                    vips = ?ep.virtual_ips.iter().map(|v| v.addr.as_str()).collect::<Vec<_>>(),
+                    ports = ?ep.ports.iter().map(|p| (p.published_port, p.target_port)).collect::<Vec<_>>(),
+                    "service endpoint allocated"
+                );
+                let mut e = event_of("update", &stored);
+                e.attributes
+                    .insert("name".into(), name_of(Some(&stored), &id));
+                if let Err(e) = self.bus.publish_all(&[e]).await {
+                    tracing::warn!(error = %e, "service event not published");
+                }
+                EndpointStep::Ready(Arc::new(stored))
+            }
+            Err(e) => {
+                if !outcome_unknown(&e) {
+                    self.alloc.retain_service(&id, s.endpoint.as_ref());
+                }
+                if e.is_conflict() || e.is_not_found() {
+                    self.after_conflict(&id).await;
+                } else {
+                    tracing::warn!(service.id = %id, error = %e, "cannot write the service's endpoint");
+                    let at = Instant::now() + self.opts.retry_delay;
+                    self.requeue_at(&id, at);
+                }
+                EndpointStep::Retry
+            }
         }
     }
 
@@ -520,10 +716,11 @@ impl Controller {
     /// reaped tasks — each batched and fenced — then the task events and, when tasks
     /// were created, one hint to the schedulers.
     async fn apply(
-        &self,
+        &mut self,
         service_id: &str,
         service: Option<&Service>,
         plan: Plan,
+        attach: Vec<String>,
         reaped: ReapPlan,
         cached: &HashMap<&str, &Arc<Task>>,
     ) -> Applied {
@@ -585,8 +782,10 @@ impl Controller {
             }
         }
 
-        // Desired state moves on (never back).
+        // Desired state moves on (never back); live tasks get the attachments they
+        // lack, in the same write.
         let mut changes: Vec<(&Task, Task)> = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
         let targets = plan
             .start
             .iter()
@@ -602,36 +801,87 @@ impl Controller {
             }
             let mut next = (***prev).clone();
             next.desired_state = target as i32;
+            position.insert(prev.id(), changes.len());
             changes.push((prev.as_ref(), next));
         }
+        let mut attached: HashSet<&str> = HashSet::new();
+        if let Some(s) = service {
+            for id in &attach {
+                let Some(prev) = cached.get(id.as_str()) else {
+                    continue;
+                };
+                let networks = match self.alloc.allocate_task(prev, s) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(task.id = %id, error = %e, "cannot attach a task to its service's networks");
+                        applied.failed = true;
+                        continue;
+                    }
+                };
+                attached.insert(prev.id());
+                let i = match position.get(prev.id()) {
+                    Some(i) => *i,
+                    None => {
+                        position.insert(prev.id(), changes.len());
+                        changes.push((prev.as_ref(), (***prev).clone()));
+                        changes.len() - 1
+                    }
+                };
+                changes[i].1.networks = networks;
+                changes[i].1.endpoint = s.endpoint.clone();
+            }
+        }
         if !changes.is_empty() {
-            for r in self.store.update_many_from(changes).await {
+            let previous: Vec<&Task> = changes.iter().map(|(p, _)| *p).collect();
+            let results = self.store.update_many_from(changes).await;
+            for (prev, r) in previous.into_iter().zip(results) {
+                let attaching = attached.contains(prev.id());
                 match r {
                     Ok(t) => {
                         applied.revision = applied.revision.max(t.version());
+                        if attaching {
+                            self.alloc.retain_task(t.id(), &t.networks);
+                        }
                         events.push(task_event("update", &t));
                     }
-                    Err(e) => note(&mut applied, &e, "change a task's desired state"),
+                    Err(e) => {
+                        if attaching && !outcome_unknown(&e) {
+                            self.alloc.retain_task(prev.id(), &prev.networks);
+                        }
+                        note(&mut applied, &e, "update a task");
+                    }
                 }
             }
         }
 
-        // New tasks join the trace of this pass.
+        // New tasks join the trace of this pass, with their addresses and the service's
+        // endpoint.
         let created = plan.create.len();
         let mut created_ok = 0usize;
         let mut created_revision = 0u64;
         if created > 0 {
             let tc = shoal_telemetry::current_trace_context();
             let trace = (!tc.traceparent.is_empty()).then_some(tc);
-            let new: Vec<Task> = plan
-                .create
-                .into_iter()
-                .map(|mut t| {
-                    t.trace_context = trace.clone();
-                    t
-                })
-                .collect();
-            for r in self.store.create_many(new).await {
+            let mut new: Vec<Task> = Vec::with_capacity(created);
+            for mut t in plan.create {
+                t.trace_context = trace.clone();
+                if let Some(s) = service {
+                    match self.alloc.allocate_task(&t, s) {
+                        Ok(networks) => {
+                            t.networks = networks;
+                            t.endpoint = s.endpoint.clone();
+                        }
+                        Err(e) => {
+                            tracing::warn!(service.id = %service_id, error = %e, "cannot allocate a new task's addresses; it waits");
+                            applied.failed = true;
+                            continue;
+                        }
+                    }
+                }
+                new.push(t);
+            }
+            let ids: Vec<String> = new.iter().map(|t| t.id().to_string()).collect();
+            for (id, r) in ids.iter().zip(self.store.create_many(new).await) {
                 match r {
                     Ok(t) => {
                         created_ok += 1;
@@ -639,7 +889,12 @@ impl Controller {
                         applied.revision = applied.revision.max(t.version());
                         events.push(task_event("create", &t));
                     }
-                    Err(e) => note(&mut applied, &e, "create a task"),
+                    Err(e) => {
+                        if !outcome_unknown(&e) {
+                            self.alloc.release_task(id);
+                        }
+                        note(&mut applied, &e, "create a task");
+                    }
                 }
             }
         }
@@ -717,6 +972,21 @@ impl Controller {
 
 fn bytes_of(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// Whether a live task of the service's current spec lacks the attachments (or the
+/// endpoint) the service has now: `wanted` is the service's networks, in order.
+fn needs_attach(t: &Task, s: &Service, wanted: &[String]) -> bool {
+    if t.service_id != s.id() || !super::is_live(t) || !shoal_proto::task_is_current(t, s) {
+        return false;
+    }
+    let attached: Vec<&str> = t
+        .networks
+        .iter()
+        .filter(|a| !a.addresses.is_empty())
+        .filter_map(|a| a.network.as_ref().map(|n| n.id()))
+        .collect();
+    t.endpoint != s.endpoint || attached != wanted
 }
 
 fn state_pair(t: &Task) -> (i32, i32) {
