@@ -63,4 +63,50 @@ impl Settings for DnsConfig {
     }
 }
 
-shoal_grpc_host::state_settings!(DnsConfig);
+impl DnsConfig {
+    /// The log filter in effect: hickory-server logs every answered query at info, so
+    /// unless the filter says otherwise it only gets warnings (shoal-dns's own span per
+    /// query is at debug).
+    pub fn effective_log_filter(&self) -> String {
+        if self.log_filter.contains("hickory") {
+            self.log_filter.clone()
+        } else if self.log_filter.trim().is_empty() {
+            "hickory_server=warn".into()
+        } else {
+            format!("{},hickory_server=warn", self.log_filter)
+        }
+    }
+}
+
+impl shoal_grpc_host::ServiceSettings for DnsConfig {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn telemetry(&self) -> shoal_grpc_host::TelemetryConfig {
+        shoal_grpc_host::telemetry_config(
+            <Self as Settings>::PROCESS,
+            &self.otlp_endpoint,
+            self.log_format,
+            &self.effective_log_filter(),
+        )
+    }
+}
+
+impl shoal_grpc_host::StateSettings for DnsConfig {
+    fn etcd_endpoints(&self) -> &[String] {
+        &self.etcd_endpoints
+    }
+
+    fn store_prefix(&self) -> &str {
+        &self.store_prefix
+    }
+
+    fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
+    fn kek_file(&self) -> &std::path::Path {
+        &self.kek_file
+    }
+}
