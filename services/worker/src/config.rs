@@ -25,6 +25,13 @@ pub struct WorkerConfig {
     pub hostname: String,
     /// NATS server for task output (`shoal.logs.*`); empty: output is not shipped.
     pub nats_url: String,
+    /// shoal-dns Resolver APIs (HOST:PORT) the data plane follows (routing mesh,
+    /// VIPs); the worker fails over between them. Empty: no data plane.
+    pub resolver_addrs: Vec<String>,
+    /// shoal-dns's DNS address (IP:PORT) that tasks' queries go to: process tasks get
+    /// it as `SHOAL_DNS`, containers reach it through the worker's relay on their
+    /// network's gateway. Empty: tasks keep the host's resolver.
+    pub dns_addr: String,
     pub otlp_endpoint: String,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -40,6 +47,8 @@ impl Default for WorkerConfig {
             state_dir: PathBuf::from(".shoal-worker"),
             hostname: String::new(),
             nats_url: String::new(),
+            resolver_addrs: Vec::new(),
+            dns_addr: String::new(),
             otlp_endpoint: String::new(),
             log_format: LogFormat::Text,
             log_filter: "info".into(),
@@ -74,6 +83,15 @@ impl Settings for WorkerConfig {
             return Err(Invalid::new(
                 "dispatcher_addrs",
                 "needs at least one HOST:PORT",
+            ));
+        }
+        for addr in &self.resolver_addrs {
+            check::host_port("resolver_addrs", addr)?;
+        }
+        if !self.dns_addr.is_empty() && self.dns_addr.parse::<SocketAddr>().is_err() {
+            return Err(Invalid::new(
+                "dns_addr",
+                format!("\"{}\" is not IP:PORT", self.dns_addr),
             ));
         }
         for addr in &self.dispatcher_addrs {

@@ -15,7 +15,9 @@
 //!   TCP and HTTP probes);
 //! - [`tasks`]: the task manager fed by the dispatcher's assignments, its state file
 //!   and its batched status reports;
-//! - [`logs`]: task output over NATS (live lines and history requests).
+//! - [`logs`]: task output over NATS (live lines and history requests);
+//! - [`net`]: the data plane: routing mesh, VIP proxies and the containers' DNS relay,
+//!   following shoal-dns's endpoint table.
 
 pub mod backoff;
 pub mod config;
@@ -24,6 +26,7 @@ pub mod health;
 pub mod identity;
 pub mod join;
 pub mod logs;
+pub mod net;
 pub mod renew;
 pub mod session;
 pub mod tasks;
@@ -68,6 +71,8 @@ pub async fn run(cfg: WorkerConfig, host: BoundHost) -> Result<(), RunError> {
         .map_err(|e| std::io::Error::other(format!("node certificate: {e}")))?;
     let (link_tx, link_rx) = tokio::sync::watch::channel(None);
     let tasks = start_tasks(&cfg, &node_id, link_rx, &shutdown).await;
+    // The proxies stop with the worker (connections in flight end with the process).
+    let _data_plane = net::start(&cfg, &node_id, shutdown.child_token());
 
     let agent = Agent::new(
         AgentConfig::from_config(&cfg),
@@ -107,8 +112,13 @@ async fn start_tasks(
     shutdown: &shoal_grpc_host::ShutdownToken,
 ) -> tasks::TaskManager {
     let advertise = cfg.effective_advertise_addr();
-    let docker = executor::docker::DockerExecutor::connect(node_id).await;
-    let process = executor::process::ProcessExecutor::new(&cfg.state_dir, node_id, &advertise);
+    let docker = executor::docker::DockerExecutor::connect_with_dns(node_id, &cfg.dns_addr).await;
+    let process = executor::process::ProcessExecutor::with_dns(
+        &cfg.state_dir,
+        node_id,
+        &advertise,
+        &cfg.dns_addr,
+    );
     // Runtimes of this node's tasks the state file may not know (a worker that died
     // between starting one and recording it).
     let mut found: Vec<(String, executor::Handle)> = process.managed();

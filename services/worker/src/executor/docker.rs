@@ -12,13 +12,28 @@
 //! `["NONE"]` disables the image's, an empty test inherits it): the engine runs the
 //! checks, and their results come on the same events stream (`health_status: …`),
 //! after one inspect when someone starts following a container's health.
+//!
+//! Networks ([`networks`]): before the container is created, the Docker network of
+//! each of the task's networks is made sure of ([`networks::ensure`]: created if
+//! missing, shared with the other workers of the host, never removed by a worker —
+//! another one may use it at any time). The container is created on the first with
+//! its allocated IPv4 address and connected to the others with theirs before it
+//! starts; when the worker has `dns_addr`, its DNS server is that first network's
+//! gateway, where the worker relays queries to shoal-dns (the engine's embedded
+//! resolver forwards every name it does not know there). A network added to a running
+//! task ([`Executor::attach`]) is connected live. Network aliases are not given to the
+//! engine: names are shoal-dns's to answer (a service name is its VIP, not the local
+//! containers the engine would list).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HealthStatusEnum, HostConfig, Mount, MountType};
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthStatusEnum, HostConfig, Mount,
+    MountType, NetworkConnectRequest, NetworkingConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -28,6 +43,7 @@ use shoal_proto::v1::task_spec::Runtime;
 use shoal_proto::v1::{Task, mount};
 use tokio::sync::{mpsc, watch};
 
+use super::networks::{self, Join};
 use super::{
     Executor, Exit, Handle, Kind, Liveness, LogLine, TaskError, service_name, split_lines,
     task_grace, task_id,
@@ -55,6 +71,9 @@ type HealthWatchers = Arc<Mutex<HashMap<String, watch::Sender<Health>>>>;
 pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
+    /// Whether the worker relays DNS to shoal-dns (its `dns_addr` is set): containers
+    /// then resolve through their first network's gateway.
+    dns: bool,
     /// Containers whose exit someone awaits: the events stream resolves them.
     waiters: Waiters,
     /// Containers whose health someone follows: the events stream updates them.
@@ -100,6 +119,13 @@ pub fn container_name(task: &Task) -> String {
 impl DockerExecutor {
     /// Connects to the local engine; None when none answers soon.
     pub async fn connect(node_id: &str) -> Option<Arc<Self>> {
+        Self::connect_with_dns(node_id, "").await
+    }
+
+    /// Like [`DockerExecutor::connect`]; with `dns_addr` (shoal-dns's IP:PORT, empty:
+    /// none) containers on shoal networks get their first network's gateway as their
+    /// DNS server.
+    pub async fn connect_with_dns(node_id: &str, dns_addr: &str) -> Option<Arc<Self>> {
         let docker = Docker::connect_with_local_defaults().ok()?;
         let docker = match tokio::time::timeout(PROBE_TIMEOUT, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
@@ -128,6 +154,7 @@ impl DockerExecutor {
         Some(Arc::new(Self {
             docker,
             node_id: node_id.to_string(),
+            dns: !dns_addr.is_empty(),
             waiters,
             health,
             events,
@@ -181,7 +208,60 @@ impl DockerExecutor {
         ))
     }
 
-    fn create_body(&self, task: &Task) -> Result<ContainerCreateBody, TaskError> {
+    /// Connects a container to each of `joins` it is not on yet, with its address.
+    async fn connect_missing(&self, id: &str, joins: &[Join]) -> Result<(), TaskError> {
+        if joins.is_empty() {
+            return Ok(());
+        }
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| TaskError::failed(docker_err(&e)))?;
+        let on: Vec<String> = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().collect())
+            .unwrap_or_default();
+        for join in joins.iter().filter(|j| !on.contains(&j.docker_name)) {
+            let request = NetworkConnectRequest {
+                container: id.to_string(),
+                endpoint_config: Some(endpoint(join)),
+            };
+            match self
+                .docker
+                .connect_network(&join.docker_name, request)
+                .await
+            {
+                Ok(()) => {
+                    tracing::debug!(container = %id, network = %join.docker_name, address = %join.address, "connected");
+                }
+                // Someone (an earlier attempt) connected it meanwhile.
+                Err(e) if docker_err(&e).contains("already exists") => {}
+                Err(e) => {
+                    return Err(TaskError::failed(format!(
+                        "connecting to network {} with address {}: {}",
+                        join.docker_name,
+                        join.address,
+                        docker_err(&e)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the Docker networks of the task's networks exist.
+    async fn ensure_networks(&self, task: &Task) -> Result<(), TaskError> {
+        for attachment in &task.networks {
+            if let Some(network) = &attachment.network {
+                networks::ensure(&self.docker, network).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create_body(&self, task: &Task, joins: &[Join]) -> Result<ContainerCreateBody, TaskError> {
         let Some(Runtime::Container(spec)) = task.spec.as_ref().and_then(|s| s.runtime.as_ref())
         else {
             return Err(TaskError::rejected("not a container task"));
@@ -221,6 +301,11 @@ impl DockerExecutor {
             .and_then(|r| r.limits.as_ref());
         let grace = task_grace(task);
         let healthcheck = docker_healthcheck(spec.healthcheck.as_ref())?;
+        // Created on its first network; the others are connected before it starts.
+        let first = joins.first();
+        let networking_config = first.map(|j| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(j.docker_name.clone(), endpoint(j))])),
+        });
         Ok(ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
@@ -238,10 +323,26 @@ impl DockerExecutor {
                 mounts: (!mounts.is_empty()).then_some(mounts),
                 memory: limits.map(|l| l.memory_bytes).filter(|m| *m > 0),
                 nano_cpus: limits.map(|l| l.nano_cpus).filter(|c| *c > 0),
+                network_mode: first.map(|j| j.docker_name.clone()),
+                dns: first
+                    .filter(|j| self.dns && !j.gateway.is_empty())
+                    .map(|j| vec![j.gateway.clone()]),
                 ..Default::default()
             }),
+            networking_config,
             ..Default::default()
         })
+    }
+}
+
+/// A container's endpoint on one of its networks: its allocated address.
+fn endpoint(join: &Join) -> EndpointSettings {
+    EndpointSettings {
+        ipam_config: Some(EndpointIpamConfig {
+            ipv4_address: Some(join.address.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -390,7 +491,8 @@ impl Executor for DockerExecutor {
     }
 
     async fn prepare(&self, task: &Task) -> Result<Handle, TaskError> {
-        let body = self.create_body(task)?;
+        let joins = networks::joins(task)?;
+        let body = self.create_body(task, &joins)?;
         let image = body.image.clone().unwrap_or_default();
         if image.is_empty() {
             return Err(TaskError::rejected("container task has no image"));
@@ -402,10 +504,11 @@ impl Executor for DockerExecutor {
                 format!("inspecting image {image}: {}", docker_err(&e))
             }));
         }
+        self.ensure_networks(task).await?;
         let name = container_name(task);
         let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-        match self.docker.create_container(Some(opts), body).await {
-            Ok(created) => Ok(Handle::Container { id: created.id }),
+        let id = match self.docker.create_container(Some(opts), body).await {
+            Ok(created) => created.id,
             Err(e) if status_code(&e) == Some(409) => {
                 // Created by an earlier attempt of this same task (the name holds its id).
                 let info = self
@@ -417,10 +520,26 @@ impl Executor for DockerExecutor {
                 if id.is_empty() {
                     return Err(TaskError::failed(docker_err(&e)));
                 }
-                Ok(Handle::Container { id })
+                id
             }
-            Err(e) => Err(TaskError::failed(docker_err(&e))),
+            Err(e) => return Err(TaskError::failed(docker_err(&e))),
+        };
+        let handle = Handle::Container { id: id.clone() };
+        if let Err(e) = self.connect_missing(&id, &joins).await {
+            // Nothing records a handle that failed: leave nothing behind.
+            let _ = self.remove(&handle).await;
+            return Err(e);
         }
+        Ok(handle)
+    }
+
+    async fn attach(&self, task: &Task, handle: &Handle) -> Result<(), TaskError> {
+        let Handle::Container { id } = handle else {
+            return Err(TaskError::failed("not a container handle"));
+        };
+        let joins = networks::joins(task)?;
+        self.ensure_networks(task).await?;
+        self.connect_missing(id, &joins).await
     }
 
     async fn start(&self, _task: &Task, handle: &mut Handle) -> Result<(), TaskError> {

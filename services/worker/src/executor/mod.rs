@@ -9,8 +9,14 @@
 //!
 //! A task with a healthcheck is followed through [`Executor::health`]: the engine runs
 //! a container's checks, the worker a process task's ([`crate::health`]).
+//!
+//! A task's network attachments ([`networks`]) give it its addresses: a container
+//! joins the Docker network of each of its networks with its address, a process gets
+//! them in its environment. When the manager adds an attachment to a running task (its
+//! service joined a network), [`Executor::attach`] connects what it can.
 
 pub mod docker;
+pub mod networks;
 pub mod process;
 
 use std::path::PathBuf;
@@ -145,6 +151,13 @@ pub trait Executor: Send + Sync {
     async fn start(&self, task: &Task, handle: &mut Handle) -> Result<(), TaskError>;
     /// Resolves when the started task has ended.
     async fn wait(&self, handle: &Handle) -> Exit;
+    /// The task's network attachments changed while it runs (its service joined a
+    /// network): joins the networks the runtime is not on yet, with the task's
+    /// addresses. Leaving one is not done (the manager only adds attachments in place).
+    /// By default nothing happens: a process's addresses are fixed when it starts.
+    async fn attach(&self, _task: &Task, _handle: &Handle) -> Result<(), TaskError> {
+        Ok(())
+    }
     /// Follows the health of a started task: None when it has no healthcheck, else its
     /// health as it changes (from `Starting`, or `Healthy` for a task already reported
     /// healthy, e.g. one adopted after a worker restart). Checking stops when the

@@ -2,7 +2,14 @@
 //!
 //! The command runs without a shell, in its own process group, with the spec's
 //! environment plus `SHOAL_TASK_ID`, `SHOAL_TASK_SLOT`, `SHOAL_SERVICE_NAME`,
-//! `SHOAL_NODE_ID` and `SHOAL_TASK_ADDR`. Its stdout and stderr go straight to a
+//! `SHOAL_NODE_ID` and the task's addresses: `SHOAL_TASK_ADDR`, its address on its
+//! first network (a loopback address of 127.128.0.0/9 the manager allocated for it,
+//! bindable as it is, so two tasks of a node can both listen on port 80; the node's
+//! address for a task without networks), `SHOAL_TASK_ADDRS` (`net_name=addr,...`, all
+//! its networks, when it has any) and `SHOAL_DNS` (shoal-dns's IP:PORT, when the
+//! worker has `dns_addr`). Addresses are fixed when the process starts: a network the
+//! task joins while it runs (a service update adding one) reaches the process only
+//! through a restart, and the worker does not restart it for that. Its stdout and stderr go straight to a
 //! per-task log file in the state dir (never a pipe: a pipe would kill the task with
 //! SIGPIPE when the worker restarts). Stopping sends SIGTERM to the group, waits the
 //! grace period, then SIGKILLs the group.
@@ -29,7 +36,9 @@ use shoal_proto::v1::task_spec::Runtime;
 use shoal_proto::v1::{ProcessSpec, Task};
 use tokio::sync::{mpsc, watch};
 
-use super::{Executor, Exit, Handle, Kind, Liveness, LogLine, TaskError, split_lines, task_id};
+use super::{
+    Executor, Exit, Handle, Kind, Liveness, LogLine, TaskError, networks, split_lines, task_id,
+};
 use crate::health::{self, Health, Probe, Timing};
 
 /// How often a process that is not our child is checked.
@@ -51,16 +60,30 @@ pub struct ProcessExecutor {
     log_dir: PathBuf,
     node_id: String,
     advertise_addr: String,
+    /// shoal-dns's DNS address (IP:PORT), for `SHOAL_DNS`; empty: not set.
+    dns_addr: String,
     /// Exit statuses of our own children, by pid.
     children: Mutex<HashMap<i32, watch::Receiver<Option<i32>>>>,
 }
 
 impl ProcessExecutor {
     pub fn new(state_dir: &Path, node_id: &str, advertise_addr: &str) -> Arc<Self> {
+        Self::with_dns(state_dir, node_id, advertise_addr, "")
+    }
+
+    /// Like [`ProcessExecutor::new`], telling tasks shoal-dns's address (`SHOAL_DNS`;
+    /// empty: none).
+    pub fn with_dns(
+        state_dir: &Path,
+        node_id: &str,
+        advertise_addr: &str,
+        dns_addr: &str,
+    ) -> Arc<Self> {
         Arc::new(Self {
             log_dir: state_dir.join("logs"),
             node_id: node_id.to_string(),
             advertise_addr: advertise_addr.to_string(),
+            dns_addr: dns_addr.to_string(),
             children: Mutex::new(HashMap::new()),
         })
     }
@@ -137,9 +160,21 @@ impl ProcessExecutor {
             ("SHOAL_TASK_SLOT", task.slot.to_string()),
             ("SHOAL_SERVICE_NAME", super::service_name(task)),
             ("SHOAL_NODE_ID", self.node_id.clone()),
-            ("SHOAL_TASK_ADDR", self.advertise_addr.clone()),
+            (
+                "SHOAL_TASK_ADDR",
+                networks::task_addr(task)
+                    .unwrap_or(&self.advertise_addr)
+                    .to_string(),
+            ),
         ] {
             vars.push((k.to_string(), v));
+        }
+        let addrs = networks::task_addrs(task);
+        if !addrs.is_empty() {
+            vars.push(("SHOAL_TASK_ADDRS".to_string(), addrs));
+        }
+        if !self.dns_addr.is_empty() {
+            vars.push(("SHOAL_DNS".to_string(), self.dns_addr.clone()));
         }
         Ok(TaskEnv {
             vars,

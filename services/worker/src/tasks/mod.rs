@@ -13,7 +13,10 @@
 //! container" (health UNHEALTHY). The runner stops the task when it is desired
 //! SHUTDOWN or REMOVE (reporting SHUTDOWN), reports COMPLETE / FAILED when it ends, and
 //! removes its runtime (container, log file) once the task leaves the set. A task that
-//! is no longer in a COMPLETE set is stopped and forgotten.
+//! is no longer in a COMPLETE set is stopped and forgotten. A started task whose
+//! network attachments grow (its service joined a network: the manager adds the
+//! attachment in place) is handed to [`Executor::attach`] — a container is connected
+//! to the new network live; a process keeps the addresses it started with.
 //!
 //! Runtimes are recorded in the state file ([`state`]); a worker that restarts adopts
 //! what still runs, and prepares again (never starts) what was only prepared. Reports
@@ -44,6 +47,7 @@ use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
+use crate::executor::networks::attachment_ids;
 use crate::executor::{
     Executor, Executors, Exit, Handle, Liveness, TaskError, log_message, task_grace, task_id,
     task_name,
@@ -594,24 +598,53 @@ impl Inner {
 
         let exited = executor.wait(&h);
         tokio::pin!(exited);
+        // The networks the runtime was made with (or last joined); a running task's
+        // attachments may grow when its service joins a network. An adopted runtime
+        // is checked against all of them once (they may have grown while no worker
+        // watched).
+        let mut attached = if adopted {
+            Vec::new()
+        } else {
+            attachment_ids(task)
+        };
         loop {
-            let stop_wanted = async {
-                rx.wait_for(|t| t.desired_state >= SHUTDOWN)
-                    .await
-                    .map(|_| ())
-            };
+            let current = rx.borrow_and_update().clone();
+            if current.desired_state >= SHUTDOWN {
+                let code = self.stop(executor.as_ref(), task, name, &h).await;
+                self.report(
+                    id,
+                    status(
+                        TaskState::Shutdown,
+                        "shutdown",
+                        "",
+                        Some(h.runtime_status(code)),
+                    ),
+                )
+                .await;
+                return Outcome::Ended;
+            }
+            let wanted = attachment_ids(&current);
+            if wanted.iter().any(|n| !attached.contains(n)) {
+                match executor.attach(&current, &h).await {
+                    Ok(()) => {
+                        tracing::info!(task = %name, networks = ?wanted, "the task's networks grew: attached");
+                        attached = wanted;
+                    }
+                    // Tried again on the task's next change.
+                    Err(e) => {
+                        tracing::warn!(task = %name, error = %e, "cannot join the task's new networks")
+                    }
+                }
+            }
             tokio::select! {
                 exit = &mut exited => {
                     self.report_exit(id, &h, exit).await;
                     return Outcome::Ended;
                 }
-                wanted = stop_wanted => {
-                    if wanted.is_err() {
+                changed = rx.changed() => {
+                    if changed.is_err() {
                         return Outcome::Removed;
                     }
-                    let code = self.stop(executor.as_ref(), task, name, &h).await;
-                    self.report(id, status(TaskState::Shutdown, "shutdown", "", Some(h.runtime_status(code)))).await;
-                    return Outcome::Ended;
                 }
                 changed = next_health(&mut health) => match changed {
                     Some(Health::Healthy) if !reported_running => {
