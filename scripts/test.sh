@@ -12,6 +12,8 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # busybox-static: the rootfs of the test image the docker executor tests import.
 [ -x /bin/busybox ] || need+=(busybox-static)
+# iproute2: the worker puts VIPs of container networks on their Docker bridges.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo_cmd=""

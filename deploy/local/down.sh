@@ -124,6 +124,14 @@ stop_tasks() {
                 docker rm -f $ids >/dev/null 2>&1 || true
             fi
         done
+        # The Docker networks the workers made for shoal networks: removed once no
+        # container uses them (the engine refuses to remove one in use).
+        local nets
+        nets="$(docker network ls -q --filter label=com.shoal.network.id 2>/dev/null || true)"
+        if [[ -n "$nets" ]]; then
+            # shellcheck disable=SC2086
+            docker network rm $nets >/dev/null 2>&1 || true
+        fi
     fi
 }
 

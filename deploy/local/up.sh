@@ -386,6 +386,8 @@ for i in $(seq 1 "$WORKERS"); do
         echo "state_dir = \"$DIR/worker-$i\""
         echo "hostname = \"worker-$i\""
         echo "nats_url = \"$NATS_URL\""
+        echo "resolver_addrs = $(toml_list "$DNS_GRPC_ADDR")"
+        echo "dns_addr = \"$DNS_ADDR\""
     } > "$DIR/worker-$i.toml"
 done
 {
@@ -396,6 +398,8 @@ done
     echo "state_dir = \"$MANAGER_STATE\""
     echo "hostname = \"manager-1\""
     echo "nats_url = \"$NATS_URL\""
+    echo "resolver_addrs = $(toml_list "$DNS_GRPC_ADDR")"
+    echo "dns_addr = \"$DNS_ADDR\""
 } > "$DIR/manager-worker.toml"
 
 declare -A ADDR=(

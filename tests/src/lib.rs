@@ -364,6 +364,8 @@ pub struct Stack {
     pub swarm: Swarm,
     pub scheduler: Service,
     pub dispatcher: Service,
+    /// shoal-dns, when `StackOptions::dns`.
+    pub dns: Option<Service>,
     /// (worker, its node id), in address order 127.0.1.1, .2, …
     pub workers: Vec<(Service, String)>,
     /// The further replicas of the control plane (`StackOptions::replicas` > 1):
@@ -373,6 +375,7 @@ pub struct Stack {
     pub cli_dir: PathBuf,
     nats_url: String,
     node_ids: std::sync::Mutex<Vec<String>>,
+    worker_subnet: u8,
 }
 
 /// Settings for [`Stack::start`].
@@ -386,6 +389,15 @@ pub struct StackOptions {
     /// How many managers, schedulers and dispatchers (each); workers know every
     /// dispatcher.
     pub replicas: usize,
+    /// Start shoal-dns and give every worker its Resolver API and DNS address (the
+    /// data plane: routing mesh, VIPs, task DNS).
+    pub dns: bool,
+    /// Workers live on 127.0.<worker_subnet>.1, .2, … (tests that bind node ports in
+    /// parallel use different ones).
+    pub worker_subnet: u8,
+    /// `swarm init --default-addr-pool` (e.g. a subnet of its own per test, so Docker
+    /// networks of parallel tests never overlap); empty: Swarm's 10.0.0.0/8.
+    pub default_addr_pool: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -395,19 +407,31 @@ impl Default for StackOptions {
             heartbeat: Duration::from_secs(1),
             extra: String::new(),
             replicas: 1,
+            dns: false,
+            worker_subnet: 1,
+            default_addr_pool: Vec::new(),
         }
     }
 }
 
 /// The address of worker `i` (0-based): 127.0.1.(i+1).
 pub fn worker_ip(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1, (i + 1) as u8))
+    worker_ip_in(1, i)
+}
+
+/// The address of worker `i` (0-based) in `subnet`: 127.0.<subnet>.(i+1).
+pub fn worker_ip_in(subnet: u8, i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, subnet, (i + 1) as u8))
 }
 
 impl Stack {
     pub async fn start(infra: &Infra, opts: StackOptions) -> anyhow::Result<Stack> {
-        use shoal_proto::v1::{ClusterSpec, DispatcherConfig};
+        use shoal_proto::v1::{ClusterSpec, DispatcherConfig, IpamDefaults};
         let heartbeat = prost_types::Duration::try_from(opts.heartbeat)?;
+        let ipam = (!opts.default_addr_pool.is_empty()).then(|| IpamDefaults {
+            default_address_pool: opts.default_addr_pool.clone(),
+            subnet_size: 24,
+        });
         let swarm = Swarm::start_with(
             infra,
             &opts.extra,
@@ -416,6 +440,7 @@ impl Stack {
                     dispatcher: Some(DispatcherConfig {
                         heartbeat_period: Some(heartbeat),
                     }),
+                    ipam,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -426,6 +451,13 @@ impl Stack {
         let dispatcher = spawn_service(infra, "shoal-dispatcher", &opts.extra)?;
         scheduler.wait_serving(&swarm.admin, MANAGER_NAME).await?;
         dispatcher.wait_serving(&swarm.admin, MANAGER_NAME).await?;
+        let dns = if opts.dns {
+            let dns = spawn_service(infra, "shoal-dns", &opts.extra)?;
+            dns.wait_serving(&swarm.admin, MANAGER_NAME).await?;
+            Some(dns)
+        } else {
+            None
+        };
         let mut replicas = Vec::new();
         for kind in ["shoal-manager", "shoal-scheduler", "shoal-dispatcher"] {
             for _ in 1..opts.replicas {
@@ -441,11 +473,13 @@ impl Stack {
             swarm,
             scheduler,
             dispatcher,
+            dns,
             workers: Vec::new(),
             replicas,
             cli_dir,
             nats_url: infra.nats.url(),
             node_ids: std::sync::Mutex::new(Vec::new()),
+            worker_subnet: opts.worker_subnet,
         };
         for i in 0..opts.workers {
             stack.add_worker(infra, &opts.extra).await?;
@@ -454,10 +488,39 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The DNS address (IP:PORT) of the stack's shoal-dns, when it runs one.
+    pub fn dns_addr(&self) -> Option<std::net::SocketAddr> {
+        let dns = self.dns.as_ref()?;
+        let text = std::fs::read_to_string(&dns.config).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("dns_listen = "))
+            .and_then(|v| v.trim().trim_matches('"').parse().ok())
+    }
+
+    /// The config lines that point a worker at the stack's data plane (shoal-dns).
+    fn data_plane_config(&self) -> String {
+        match (&self.dns, self.dns_addr()) {
+            (Some(dns), Some(addr)) => format!(
+                "resolver_addrs = [\"{}\"]\ndns_addr = \"{addr}\"\n",
+                dns.addr
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// The address of this stack's worker `i` (0-based).
+    pub fn worker_ip(&self, i: usize) -> IpAddr {
+        worker_ip_in(self.worker_subnet, i)
+    }
+
     /// Joins one more worker, on the next loopback address.
     pub async fn add_worker(&mut self, infra: &Infra, extra: &str) -> anyhow::Result<String> {
-        let ip = worker_ip(self.workers.len());
-        let extra = format!("nats_url = \"{}\"\n{extra}", self.nats_url);
+        let ip = self.worker_ip(self.workers.len());
+        let extra = format!(
+            "nats_url = \"{}\"\n{}{extra}",
+            self.nats_url,
+            self.data_plane_config()
+        );
         let (worker, node_id) =
             join_worker_to(infra, &self.swarm, &self.dispatcher_addrs(), ip, &extra).await?;
         self.track(&node_id);
@@ -489,11 +552,12 @@ impl Stack {
             "shoal-worker",
             LOCALHOST,
             &format!(
-                "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"127.0.0.1\"\nstate_dir = \"{}\"\nnats_url = \"{}\"\n{extra}",
+                "dispatcher_addrs = [\"{}\"]\nmanager_addrs = [\"{}\"]\nadvertise_addr = \"127.0.0.1\"\nstate_dir = \"{}\"\nnats_url = \"{}\"\n{}{extra}",
                 self.dispatcher.addr,
                 self.swarm.manager.addr,
                 state_dir.display(),
-                self.nats_url
+                self.nats_url,
+                self.data_plane_config()
             ),
         )?;
         worker.wait_serving(&self.swarm.admin, MANAGER_NAME).await?;

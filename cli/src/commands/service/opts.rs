@@ -15,7 +15,8 @@ use shoal_proto::v1::{
     Annotations, ContainerSpec, EndpointSpec, GlobalJob, GlobalService, HealthConfig, Mount,
     NetworkAttachmentConfig, Placement, PlacementPreference, PortConfig, ProcessSpec,
     ReplicatedJob, ReplicatedService, Resources, RestartPolicy, ServiceSpec, TaskSpec,
-    UpdateConfig, mount, port_config, restart_policy, service_spec, task_spec, update_config,
+    UpdateConfig, endpoint_spec, mount, port_config, restart_policy, service_spec, task_spec,
+    update_config,
 };
 
 /// Flags `service create` and `service update` share, with the same names and meaning.
@@ -185,6 +186,9 @@ pub struct CreateArgs {
     /// Network attachments (NETWORK, or name=NETWORK,alias=ALIAS…).
     #[arg(long, value_name = "NETWORK")]
     pub network: Vec<String>,
+    /// Endpoint mode (vip or dnsrr).
+    #[arg(long = "endpoint-mode", value_name = "MODE", default_value = "vip")]
+    pub endpoint_mode: String,
     #[command(flatten)]
     pub service: ServiceFlags,
     #[command(flatten)]
@@ -529,6 +533,17 @@ fn protocol(s: &str, value: &str, flag: &str) -> anyhow::Result<i32> {
             ));
         }
     } as i32)
+}
+
+/// `--endpoint-mode vip|dnsrr` as the `EndpointSpec.ResolutionMode` number.
+pub fn parse_endpoint_mode(value: &str) -> anyhow::Result<i32> {
+    match value.to_ascii_lowercase().as_str() {
+        "vip" | "" => Ok(endpoint_spec::ResolutionMode::Vip as i32),
+        "dnsrr" => Ok(endpoint_spec::ResolutionMode::Dnsrr as i32),
+        other => anyhow::bail!(
+            "invalid argument \"{other}\" for \"--endpoint-mode\" flag: must be vip or dnsrr"
+        ),
+    }
 }
 
 /// `--publish 8080:80[/udp]`, `80` (a published port picked by the cluster), or the long
@@ -1120,7 +1135,10 @@ impl CreateArgs {
             update: None,
             rollback: None,
             networks: Vec::new(),
-            endpoint: (!ports.is_empty()).then_some(EndpointSpec { mode: 0, ports }),
+            endpoint: {
+                let mode = parse_endpoint_mode(&self.endpoint_mode)?;
+                (!ports.is_empty() || mode != 0).then_some(EndpointSpec { mode, ports })
+            },
         };
         flags.apply(&mut spec)?;
         Ok(spec)

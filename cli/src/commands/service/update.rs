@@ -11,8 +11,8 @@ use shoal_proto::v1::{
 };
 
 use super::opts::{
-    FollowFlags, ServiceFlags, container_only, env, invalid, labels, opt_uint, parse_mount_flag,
-    parse_network, parse_placement_pref, parse_publish_flag, runtime,
+    FollowFlags, ServiceFlags, container_only, env, invalid, labels, opt_uint, parse_endpoint_mode,
+    parse_mount_flag, parse_network, parse_placement_pref, parse_publish_flag, runtime,
 };
 
 /// Every flag of `service update`.
@@ -61,6 +61,9 @@ pub struct UpdateArgs {
     /// Remove a published port by its target port.
     #[arg(long, value_name = "PORT")]
     pub publish_rm: Vec<String>,
+    /// Endpoint mode (vip or dnsrr).
+    #[arg(long = "endpoint-mode", value_name = "MODE")]
+    pub endpoint_mode: Option<String>,
     /// Add or update a mount on a service.
     #[arg(long, value_name = "MOUNT")]
     pub mount_add: Vec<String>,
@@ -358,6 +361,9 @@ impl UpdateArgs {
         if !self.publish_add.is_empty() || !self.publish_rm.is_empty() {
             let endpoint = spec.endpoint.get_or_insert_with(Default::default);
             update_ports(&mut endpoint.ports, &self.publish_add, &self.publish_rm)?;
+        }
+        if let Some(mode) = &self.endpoint_mode {
+            spec.endpoint.get_or_insert_with(Default::default).mode = parse_endpoint_mode(mode)?;
         }
         Ok(())
     }
