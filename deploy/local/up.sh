@@ -464,6 +464,7 @@ export SHOAL_HOST=$MANAGER_ADDR
 export SHOAL_CERT_DIR=$CLI_DIR
 export SHOAL_STATE_DIR=$MANAGER_STATE
 export SHOAL_LOCAL_DIR=$DIR
+export SHOAL_DNS=$DNS_ADDR
 EOF
 
 {
@@ -478,6 +479,8 @@ EOF
     echo "              shoal swarm join-token worker"
     echo "              shoal events        # follow cluster events live"
     echo "              shoal config ls     # configs (shoal config create NAME FILE)"
+    echo "DNS:          dig -p ${DNS_ADDR##*:} @${DNS_ADDR%:*} tasks.<service>   # shoal-dns"
+    echo "Ports:        services published with -p answer on every node: 127.0.0.1, ${WORKER_IPS[*]}"
     echo "Stop:         $SCRIPT_DIR/down.sh --dir $DIR"
 } > "$DIR/summary.txt"
 
