@@ -49,9 +49,14 @@ const CACHE_EVENTS: usize = 1 << 16;
 /// Dirty task ids one subscriber may hold before it gets a fresh COMPLETE instead.
 pub(crate) const BACKLOG: usize = 4096;
 
+/// How long the first COMPLETE of a stream waits for the cache to catch up with the
+/// store.
+const FIRST_SET_WAIT: Duration = Duration::from_secs(2);
+
 /// The task cache and the subscribers of each node.
 pub(crate) struct Assignments {
     pub tasks: Cache<Task>,
+    store: Store,
     subscribers: Mutex<HashMap<String, HashMap<u64, Arc<Pending>>>>,
     next_id: AtomicU64,
     backlog: usize,
@@ -134,6 +139,7 @@ impl Assignments {
             .start();
         Arc::new(Assignments {
             tasks,
+            store: store.clone(),
             subscribers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             backlog: backlog.max(1),
@@ -224,6 +230,7 @@ impl Assignments {
         let sub = self.subscribe(node_id);
         let state = StreamState {
             tasks: self.tasks.reader(),
+            store: self.store.clone(),
             node_id: node_id.to_string(),
             session_id: session_id.to_string(),
             sub,
@@ -242,6 +249,7 @@ impl Assignments {
             }
             if !st.started {
                 st.started = true;
+                st.catch_up().await;
                 let msg = st.complete();
                 return Some((Ok(msg), st));
             }
@@ -258,6 +266,7 @@ impl Assignments {
 
 struct StreamState {
     tasks: CacheReader<Task>,
+    store: Store,
     node_id: String,
     session_id: String,
     sub: Subscription,
@@ -279,6 +288,25 @@ impl StreamState {
         let results_in = self.seq.to_string();
         let applies_to = std::mem::replace(&mut self.last, results_in.clone());
         (applies_to, results_in)
+    }
+
+    /// Lets the cache reach the store's current revision before the first COMPLETE,
+    /// so a session opened right after its tasks were written gets them in its first
+    /// set (a consistent read, as a watch cache serves one). Bounded: a store that does
+    /// not answer in time leaves the set to what the cache has, and the changes follow
+    /// as INCREMENTAL messages.
+    async fn catch_up(&self) {
+        let wait = async {
+            let revision = self.store.revision().await?;
+            self.tasks.wait_for_revision(revision).await
+        };
+        match tokio::time::timeout(FIRST_SET_WAIT, wait).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "first assignment set from the cache as it is")
+            }
+            Err(_) => tracing::debug!("first assignment set from the cache as it is (timeout)"),
+        }
     }
 
     /// The node's whole set, as a COMPLETE message.

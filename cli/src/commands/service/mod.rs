@@ -298,29 +298,38 @@ async fn update(cfg: &CliConfig, args: &UpdateArgs) -> anyhow::Result<ExitCode> 
     let timeout = args.follow.timeout()?;
     let additions = args.network_additions()?;
     let mut control = crate::connect::control(cfg).await?;
-    let service = get_service(&mut control, &args.target)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let mut spec = service.spec.clone().unwrap_or_default();
-    args.apply(&mut spec)?;
+    let mut removals = HashSet::new();
+    let mut resolved = Vec::new();
     if args.changes_networks() && !args.rollback {
-        let mut removals = HashSet::new();
         for reference in &args.network_rm {
             removals.insert(network_id(&mut control, reference).await?);
         }
-        let mut resolved = Vec::new();
         for mut attachment in additions {
             let given = std::mem::take(&mut attachment.target);
             attachment.target = network_id(&mut control, &given).await?;
             resolved.push((given, attachment));
         }
-        update::update_networks(&mut spec, &removals, resolved)?;
     }
-    let id = render::id(&service).to_string();
-    control
-        .update_service(update_request(&service, spec, args.rollback))
-        .await
-        .map_err(super::rpc_error)?;
+    let mut attempt = 0;
+    let id = loop {
+        attempt += 1;
+        let service = get_service(&mut control, &args.target)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mut spec = service.spec.clone().unwrap_or_default();
+        args.apply(&mut spec)?;
+        if args.changes_networks() && !args.rollback {
+            update::update_networks(&mut spec, &removals, resolved.clone())?;
+        }
+        match control
+            .update_service(update_request(&service, spec, args.rollback))
+            .await
+        {
+            Ok(_) => break render::id(&service).to_string(),
+            Err(s) if out_of_sequence(&s) && attempt < UPDATE_ATTEMPTS => continue,
+            Err(s) => return Err(super::rpc_error(s)),
+        }
+    };
     println!("{}", args.target);
     if args.follow.detach {
         return Ok(ExitCode::SUCCESS);
@@ -587,21 +596,40 @@ async fn scale(
     }
 }
 
+/// How many times a read-change-write is tried when the service changed in between
+/// (the leader writes a service's endpoint after each spec change, so a change sent
+/// right after another can meet "update out of sequence"; the change is applied
+/// again to the fresh spec, as a user running the command again would).
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Whether the manager refused a write because the version read is stale.
+fn out_of_sequence(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
+        && status.message().contains("update out of sequence")
+}
+
 async fn scale_one(control: &mut Control, reference: &str, n: u64) -> Result<String, String> {
-    let service = get_service(control, reference).await?;
-    let mut spec = service.spec.clone().unwrap_or_default();
-    apply_scale(&mut spec, n)?;
-    let id = render::id(&service).to_string();
-    control
-        .update_service(UpdateServiceRequest {
-            service_id: id.clone(),
-            service_version: service.meta.as_ref().and_then(|m| m.version),
-            spec: Some(spec),
-            rollback: 0,
-        })
-        .await
-        .map_err(|s| super::status_message(&s))?;
-    Ok(id)
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let service = get_service(control, reference).await?;
+        let mut spec = service.spec.clone().unwrap_or_default();
+        apply_scale(&mut spec, n)?;
+        let id = render::id(&service).to_string();
+        match control
+            .update_service(UpdateServiceRequest {
+                service_id: id.clone(),
+                service_version: service.meta.as_ref().and_then(|m| m.version),
+                spec: Some(spec),
+                rollback: 0,
+            })
+            .await
+        {
+            Ok(_) => return Ok(id),
+            Err(s) if out_of_sequence(&s) && attempt < UPDATE_ATTEMPTS => continue,
+            Err(s) => return Err(super::status_message(&s)),
+        }
+    }
 }
 
 async fn rm(cfg: &CliConfig, services: &[String]) -> anyhow::Result<ExitCode> {
