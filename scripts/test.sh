@@ -32,7 +32,7 @@ cargo build --workspace --bins --locked
 echo "==> cargo test"
 mkdir -p target
 set +e
-cargo test --workspace --locked 2>&1 | tee target/test-output.log
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
 set -e
 grep -E '^test result:' target/test-output.log | awk '{p+=$4; f+=$6} END {printf "==> %d passed, %d failed\n", p, f}'
