@@ -76,6 +76,7 @@ pub async fn create(state: &ClusterState, req: CreateServiceRequest) -> Result<S
         pending_delete: false,
         job_status,
         trace_context: Some(shoal_telemetry::current_trace_context()),
+        spec_revision: 0,
     };
     // A generated name may collide; a few fresh ones make that vanishingly unlikely.
     let mut attempts = if generate { 5 } else { 1 };
@@ -121,6 +122,7 @@ pub async fn update(
     let old_spec = current.spec.clone().unwrap_or_default();
 
     let mut next = current.clone();
+    next.spec_revision = current.version();
     if rollback {
         // The spec sent along is ignored, as in swarmkit.
         let previous = current.previous_spec.clone().ok_or_else(|| {
@@ -174,9 +176,11 @@ pub async fn update(
     }
     next.trace_context = Some(shoal_telemetry::current_trace_context());
 
-    // The caller's version must be the stored one: `update_from` compares the stored
-    // object with `current`, so check the caller's against it first.
-    if version != current.version() {
+    // The caller's version must be the stored one, or one written after the current
+    // spec (the leader writes endpoints and update statuses on its own; a caller who
+    // read the current spec is not out of sequence for those). `update_from` then
+    // compares against the stored object.
+    if !seen_current_spec(&current, version) {
         return Err(Status::failed_precondition(format!(
             "update out of sequence: service {id} is at version {}, not {version}; read it again and retry",
             current.version()
@@ -191,6 +195,12 @@ pub async fn update(
     tracing::info!(id = %stored.id(), %name, rollback, "service updated");
     announce(&state.bus, "update", &stored, &name).await;
     Ok(stored)
+}
+
+/// Whether a caller who read the service at `version` has seen its current spec: the
+/// stored version itself, or one between the last spec write and now.
+pub fn seen_current_spec(current: &Service, version: u64) -> bool {
+    version == current.version() || (version > current.spec_revision && version < current.version())
 }
 
 pub async fn remove(state: &ClusterState, current: Service) -> Result<(), Status> {
@@ -353,4 +363,36 @@ async fn check_port_conflicts(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::v1::Meta;
+
+    fn at(version: u64, spec_revision: u64) -> Service {
+        Service {
+            meta: Some(Meta {
+                id: "s".into(),
+                version: Some(Version { index: version }),
+                ..Default::default()
+            }),
+            spec_revision,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_caller_who_saw_the_current_spec_is_in_sequence() {
+        // Spec written on top of version 10 (so at 11 or later); the leader wrote the
+        // endpoint since: the service is at 14.
+        let s = at(14, 10);
+        assert!(seen_current_spec(&s, 14), "the stored version");
+        assert!(seen_current_spec(&s, 11), "read right after the spec write");
+        assert!(!seen_current_spec(&s, 10), "read before the spec write");
+        assert!(!seen_current_spec(&s, 3), "long before");
+        assert!(!seen_current_spec(&s, 15), "a version from the future");
+        // Since creation (no spec write yet): any version up to the stored one.
+        assert!(seen_current_spec(&at(7, 0), 5));
+    }
 }

@@ -745,6 +745,7 @@ impl Controller {
             if plan.rollback {
                 std::mem::swap(&mut next.spec, &mut next.previous_spec);
                 std::mem::swap(&mut next.spec_version, &mut next.previous_spec_version);
+                next.spec_revision = s.version();
             }
             next.update_status = plan.update_status.clone();
             match self.store.update_from(s, next).await {
