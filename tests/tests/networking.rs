@@ -680,6 +680,35 @@ async fn seed000_containers_reach_a_service_by_name() -> anyhow::Result<()> {
         "the mesh reaches both containers: {hosts:?}"
     );
 
+    // The "mysql": publishes nothing, its image EXPOSEs 80 — the VIP forwards that
+    // port as IPVS would.
+    let exposing = shoal_testkit::docker::busybox_image_exposing(80)?;
+    stack
+        .cli_ok(&[
+            "service",
+            "create",
+            "--name",
+            "mysql",
+            "--network",
+            "backend",
+            "--replicas",
+            "2",
+            &exposing,
+            "sh",
+            "-c",
+            "hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+        ])
+        .await?;
+    let mysql = wait_running(&stack, "mysql", 2).await?;
+    let mut mysql_hosts = BTreeSet::new();
+    for t in &mysql {
+        let name = format!("mysql.{}.{}", t.slot, task_id(t));
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.Config.Hostname}}", &name])
+            .output()?;
+        mysql_hosts.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+
     stack
         .cli_ok(&[
             "service",
@@ -691,18 +720,20 @@ async fn seed000_containers_reach_a_service_by_name() -> anyhow::Result<()> {
             &image,
             "sh",
             "-c",
-            "while true; do echo \"got=$(wget -q -O - http://db/)\"; sleep 0.5; done",
+            "while true; do echo \"got=$(wget -q -O - http://db/)\"; \
+             echo \"mysql=$(wget -q -O - http://mysql/)\"; sleep 0.5; done",
         ])
         .await?;
     let logs = wait_for(
-        "the client container to reach db by name",
+        "the client container to reach db and mysql by name",
         DEADLINE,
         || async {
             let logs = stack.cli_ok(&["service", "logs", "wordpress"]).await.ok()?;
-            hosts
+            let db = hosts.iter().any(|h| logs.contains(&format!("got={h}")));
+            let mysql = mysql_hosts
                 .iter()
-                .any(|h| logs.contains(&format!("got={h}")))
-                .then_some(logs)
+                .any(|h| logs.contains(&format!("mysql={h}")));
+            (db && mysql).then_some(logs)
         },
     )
     .await?;

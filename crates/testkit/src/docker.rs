@@ -83,6 +83,21 @@ pub fn busybox_image_version(version: &str) -> anyhow::Result<String> {
     Ok(reference)
 }
 
+/// Builds (once; idempotent) `shoal-test/busybox:expose-<port>`: the busybox rootfs
+/// with `EXPOSE <port>` (an image that declares its port, as mysql or nginx do).
+/// Never pulls.
+pub fn busybox_image_exposing(port: u16) -> anyhow::Result<String> {
+    static BUILT: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILT
+        .lock()
+        .map_err(|_| anyhow::anyhow!("busybox image lock poisoned"))?;
+    let reference = format!("shoal-test/busybox:expose-{port}");
+    if !image_exists(&reference) {
+        import_busybox(&reference, &[format!("EXPOSE {port}")])?;
+    }
+    Ok(reference)
+}
+
 /// `docker import`s the busybox rootfs as `reference`, with extra `--change`s.
 fn import_busybox(reference: &str, changes: &[String]) -> anyhow::Result<()> {
     let root = tempfile::tempdir().context("temp dir for the busybox rootfs")?;

@@ -88,7 +88,8 @@ fn resolve(table: &Table, request: &ResolveRequest) -> Result<ResolveResponse, S
         }
         Some(Target::Vip(vip)) if !vip.is_empty() => table.resolve_vip(vip).map_err(status),
         _ => Err(Status::invalid_argument(
-            "a name (\"web\", \"tasks.web\", \"web.mynet\", a task name) or a VIP is required",
+            "a name (\"web\", \"tasks.web\", \"web.mynet\", a task name, a network alias) \
+             or a VIP is required",
         )),
     }
 }

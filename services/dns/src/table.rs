@@ -14,6 +14,16 @@
 //! Visibility (Swarm's): a querier whose address belongs to a task sees the services
 //! that share a network with that task; the ingress network is not one for discovery.
 //! Any other querier (the host, an operator) sees every service.
+//!
+//! Network aliases (Swarm's): the aliases of a service's network attachment configs
+//! (`spec.task.networks[]`, `spec.networks[]`; the spec is the source of truth, not the
+//! copies on its tasks) are more names for the service on that network only: `<alias>`
+//! answers as the service name does with that network's addresses (its VIP, or its
+//! running tasks' addresses in dnsrr mode), `tasks.<alias>` the task addresses there. A
+//! querier sees an alias only on the networks it shares with the service. A service
+//! name wins over an alias: the alias answers only when no service of that name answers
+//! the querier. Several services with one alias on networks the querier sees: all
+//! their answers, shuffled.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -81,6 +91,14 @@ impl TaskRecord {
     }
 }
 
+/// A network alias: another name of the service on one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// Lowercase, without a final dot.
+    pub name: String,
+    pub network_id: String,
+}
+
 /// One service's names and endpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRecord {
@@ -88,6 +106,8 @@ pub struct ServiceRecord {
     pub name: String,
     pub mode: ResolutionMode,
     pub vips: Vec<Address>,
+    /// Its network aliases, in spec order, without duplicates or its own name.
+    pub aliases: Vec<Alias>,
     /// The networks the service is on: its spec's, then its VIPs', then its tasks'.
     pub networks: Vec<String>,
     /// Tasks holding addresses, sorted by name.
@@ -118,6 +138,20 @@ pub fn task_is_serving(t: &Task) -> bool {
     task_state(t) == TaskState::Running
         && !unhealthy
         && t.desired_state <= TaskState::Complete as i32
+}
+
+/// The service's container image (the workers' VIPs forward the ports it EXPOSEs);
+/// empty for a process service.
+fn container_image(service: &Service) -> String {
+    let runtime = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.runtime.as_ref());
+    match runtime {
+        Some(shoal_proto::v1::task_spec::Runtime::Container(c)) => c.image.clone(),
+        _ => String::new(),
+    }
 }
 
 fn push_unique(list: &mut Vec<String>, id: &str) {
@@ -159,10 +193,27 @@ impl ServiceRecord {
             .collect();
 
         let mut networks = Vec::new();
+        let mut aliases: Vec<Alias> = Vec::new();
+        let own_name = name.to_lowercase();
         if let Some(spec) = spec {
             let task_nets = spec.task.as_ref().map(|t| t.networks.as_slice());
             for n in task_nets.unwrap_or_default().iter().chain(&spec.networks) {
                 push_unique(&mut networks, &n.target);
+                if n.target.is_empty() {
+                    continue;
+                }
+                for a in &n.aliases {
+                    let alias = a.trim().trim_end_matches('.').to_lowercase();
+                    let fresh = !aliases
+                        .iter()
+                        .any(|x| x.name == alias && x.network_id == n.target);
+                    if !alias.is_empty() && alias != own_name && fresh {
+                        aliases.push(Alias {
+                            name: alias,
+                            network_id: n.target.clone(),
+                        });
+                    }
+                }
             }
         }
         for v in &vips {
@@ -227,6 +278,7 @@ impl ServiceRecord {
             })
             .collect();
         let endpoints = Arc::new(ServiceEndpoints {
+            image: container_image(service),
             service_id: id.clone(),
             service_name: name.clone(),
             mode: mode as i32,
@@ -239,6 +291,7 @@ impl ServiceRecord {
             name,
             mode,
             vips,
+            aliases,
             networks,
             tasks: records,
             endpoints,
@@ -255,6 +308,13 @@ impl ServiceRecord {
             .find(|v| v.network_id == network_id)
             .map(|v| v.ip)
     }
+}
+
+/// A service holding an alias on a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AliasOwner {
+    service_id: String,
+    network_id: String,
 }
 
 /// Who holds an address.
@@ -353,6 +413,9 @@ pub struct Table {
     by_name: HashMap<String, String>,
     /// Lowercase task name → (service id, task id); running tasks only.
     task_names: HashMap<String, (String, String)>,
+    /// Lowercase alias → its holders, by service id (stable: a service's networks keep
+    /// their spec order).
+    aliases: HashMap<String, Vec<AliasOwner>>,
     /// VIPs and the addresses of tasks that have not finished.
     owners: HashMap<IpAddr, Vec<Owner>>,
     networks: HashMap<String, NetworkRecord>,
@@ -394,6 +457,14 @@ impl Table {
 
     fn index(&mut self, s: &ServiceRecord) {
         self.by_name.insert(s.name.to_lowercase(), s.id.clone());
+        for a in &s.aliases {
+            let owners = self.aliases.entry(a.name.clone()).or_default();
+            owners.push(AliasOwner {
+                service_id: s.id.clone(),
+                network_id: a.network_id.clone(),
+            });
+            owners.sort_by(|x, y| x.service_id.cmp(&y.service_id));
+        }
         for v in &s.vips {
             self.owners.entry(v.ip).or_default().push(Owner::Vip {
                 service_id: s.id.clone(),
@@ -419,6 +490,14 @@ impl Table {
         let name = s.name.to_lowercase();
         if self.by_name.get(&name) == Some(&s.id) {
             self.by_name.remove(&name);
+        }
+        for a in &s.aliases {
+            if let Some(owners) = self.aliases.get_mut(&a.name) {
+                owners.retain(|o| o.service_id != s.id);
+                if owners.is_empty() {
+                    self.aliases.remove(&a.name);
+                }
+            }
         }
         for t in &s.tasks {
             let name = t.name.to_lowercase();
@@ -584,13 +663,19 @@ impl Table {
         if nets.is_empty() && !(*q == Querier::Host && scope.is_none()) {
             return None;
         }
+        Some(Self::answer(target, &nets))
+    }
+
+    /// What `target` answers on the first of `nets` that has an address for it.
+    fn answer(target: Target<'_>, nets: &[&str]) -> (Vec<IpAddr>, bool) {
+        let s = target.service();
         let tasks = |only: Option<&TaskRecord>| -> Vec<IpAddr> {
             match only {
-                Some(t) => t.addr_on(&nets).into_iter().collect(),
-                None => s.running().filter_map(|t| t.addr_on(&nets)).collect(),
+                Some(t) => t.addr_on(nets).into_iter().collect(),
+                None => s.running().filter_map(|t| t.addr_on(nets)).collect(),
             }
         };
-        Some(match target {
+        match target {
             Target::Service(s) if s.mode == ResolutionMode::Vip => {
                 match nets.iter().find_map(|n| s.vip_on(n)) {
                     Some(vip) => (vec![vip], false),
@@ -600,7 +685,75 @@ impl Table {
             }
             Target::Service(_) | Target::Tasks(_) => (tasks(None), true),
             Target::Task(_, t) => (tasks(Some(t)), false),
-        })
+        }
+    }
+
+    /// The holders of alias `name` (lowercase): `<alias>` itself, else `tasks.<alias>`
+    /// (then `true`).
+    fn alias_owners(&self, name: &str) -> Option<(&[AliasOwner], bool)> {
+        if let Some(owners) = self.aliases.get(name) {
+            return Some((owners, false));
+        }
+        name.strip_prefix("tasks.")
+            .and_then(|rest| self.aliases.get(rest))
+            .map(|owners| (owners.as_slice(), true))
+    }
+
+    /// Each service holding an alias (`owners`, grouped by service) with the network its
+    /// alias answers `q` on (best first, as for its name; `scope`: only that one);
+    /// services `q` may not see there are left out.
+    fn alias_targets<'s>(
+        &'s self,
+        owners: &'s [AliasOwner],
+        q: &Querier,
+        scope: Option<&str>,
+    ) -> Vec<(&'s ServiceRecord, &'s str)> {
+        let mut out: Vec<(&ServiceRecord, &str)> = Vec::new();
+        for group in owners.chunk_by(|a, b| a.service_id == b.service_id) {
+            let Some(s) = group.first().and_then(|o| self.services.get(&o.service_id)) else {
+                continue;
+            };
+            let net = self
+                .candidates(s, q, scope)
+                .into_iter()
+                .find(|n| group.iter().any(|o| o.network_id == *n));
+            if let Some(net) = net {
+                out.push((s, net));
+            }
+        }
+        out
+    }
+
+    /// What alias `name` (or `tasks.<alias>`) answers `q`, scoped to a network or not;
+    /// `None` when `q` sees no such alias.
+    fn alias_addresses(
+        &self,
+        name: &str,
+        q: &Querier,
+        scope: Option<&str>,
+    ) -> Option<(Vec<IpAddr>, bool)> {
+        let (owners, tasks) = self.alias_owners(name)?;
+        let targets = self.alias_targets(owners, q, scope);
+        if targets.is_empty() {
+            return None;
+        }
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        let mut shuffle = targets.len() > 1;
+        for (s, net) in &targets {
+            let target = if tasks {
+                Target::Tasks(s)
+            } else {
+                Target::Service(s)
+            };
+            let (found, shuffled) = Self::answer(target, &[net]);
+            shuffle |= shuffled;
+            for ip in found {
+                if !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            }
+        }
+        Some((addrs, shuffle))
     }
 
     /// Whether `name` is in the cluster's namespace even though it names nothing: a
@@ -627,6 +780,9 @@ impl Table {
         {
             return Lookup::Found { addrs, shuffle };
         }
+        if let Some((addrs, shuffle)) = self.alias_addresses(&name, q, None) {
+            return Lookup::Found { addrs, shuffle };
+        }
         if let Some((rest, last)) = name.rsplit_once('.')
             && let Some(net) = self.network_by_name.get(last)
         {
@@ -635,9 +791,12 @@ impl Table {
             {
                 return Lookup::Found { addrs, shuffle };
             }
+            if let Some((addrs, shuffle)) = self.alias_addresses(rest, q, Some(net)) {
+                return Lookup::Found { addrs, shuffle };
+            }
             return Lookup::NxDomain;
         }
-        if self.is_cluster_name(&name) {
+        if self.is_cluster_name(&name) || self.alias_owners(&name).is_some() {
             Lookup::NxDomain
         } else {
             Lookup::NotOurs
@@ -731,45 +890,90 @@ impl Table {
         }
     }
 
-    /// The Resolver API's answer for a name, on `network` (id or name; empty: the
-    /// service's first network). No visibility rules: the API's callers are the cluster.
+    /// The Resolver API's answer for a name (a service, `tasks.<service>`, a task name or
+    /// a network alias, maybe followed by `.<network>`), on `network` (id or name;
+    /// empty: the network the name is scoped to, else the service's first). No
+    /// visibility rules: the API's callers are the cluster. A service or task name wins
+    /// over an alias; of several services with one alias, the first by id.
     pub fn resolve_name(&self, name: &str, network: &str) -> Result<ResolveResponse, ResolveError> {
         let lower = name.trim_end_matches('.').to_lowercase();
-        let (target, scope) = match self.target(&lower) {
-            Some(t) => (t, None),
-            None => {
-                let (rest, last) = lower
-                    .rsplit_once('.')
-                    .ok_or_else(|| ResolveError::UnknownName(name.to_string()))?;
-                let net = self
-                    .network_by_name
-                    .get(last)
-                    .ok_or_else(|| ResolveError::UnknownName(name.to_string()))?;
-                let target = self
-                    .target(rest)
-                    .ok_or_else(|| ResolveError::UnknownName(name.to_string()))?;
-                (target, Some(net.clone()))
+        let unknown = || ResolveError::UnknownName(name.to_string());
+        let explicit = || -> Result<Option<String>, ResolveError> {
+            if network.is_empty() {
+                Ok(None)
+            } else {
+                self.network_id(network).map(Some)
             }
         };
-        let network = if network.is_empty() {
-            scope
-        } else {
-            Some(self.network_id(network)?)
-        };
+        if let Some(target) = self.target(&lower) {
+            return self.resolve_target(target, explicit()?);
+        }
+        if let Some((owners, tasks)) = self.alias_owners(&lower) {
+            return self.resolve_alias(name, owners, tasks, explicit()?);
+        }
+        let (rest, last) = lower.rsplit_once('.').ok_or_else(unknown)?;
+        let scope = self.network_by_name.get(last).ok_or_else(unknown)?;
+        if let Some(target) = self.target(rest) {
+            let network = explicit()?.unwrap_or_else(|| scope.clone());
+            return self.resolve_target(target, Some(network));
+        }
+        if let Some((owners, tasks)) = self.alias_owners(rest) {
+            let network = explicit()?.unwrap_or_else(|| scope.clone());
+            return self.resolve_alias(name, owners, tasks, Some(network));
+        }
+        Err(unknown())
+    }
+
+    fn not_on_network(&self, service: &str, network_id: &str) -> ResolveError {
+        ResolveError::NotOnNetwork {
+            service: service.to_string(),
+            network: self
+                .networks
+                .get(network_id)
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| network_id.to_string()),
+        }
+    }
+
+    /// `target` on `network` (`None`: its first).
+    fn resolve_target(
+        &self,
+        target: Target<'_>,
+        network: Option<String>,
+    ) -> Result<ResolveResponse, ResolveError> {
         if let Some(n) = &network {
             let s = target.service();
             if !s.networks.iter().any(|x| x == n) {
-                return Err(ResolveError::NotOnNetwork {
-                    service: s.name.clone(),
-                    network: self
-                        .networks
-                        .get(n)
-                        .map(|r| r.name.clone())
-                        .unwrap_or_else(|| n.clone()),
-                });
+                return Err(self.not_on_network(&s.name, n));
             }
         }
         Ok(self.response(target, network.as_deref()))
+    }
+
+    /// The alias held by `owners` (`tasks`: `tasks.<alias>`) on `network` (`None`: the
+    /// first service's best alias network).
+    fn resolve_alias(
+        &self,
+        name: &str,
+        owners: &[AliasOwner],
+        tasks: bool,
+        network: Option<String>,
+    ) -> Result<ResolveResponse, ResolveError> {
+        let scope = network.as_deref();
+        let (s, net) = self
+            .alias_targets(owners, &Querier::Host, scope)
+            .into_iter()
+            .next()
+            .ok_or_else(|| match scope {
+                Some(n) => self.not_on_network(name, n),
+                None => ResolveError::UnknownName(name.to_string()),
+            })?;
+        let target = if tasks {
+            Target::Tasks(s)
+        } else {
+            Target::Service(s)
+        };
+        Ok(self.response(target, Some(net)))
     }
 
     /// The Resolver API's answer for a VIP: its service on the VIP's network.
@@ -1125,5 +1329,294 @@ mod tests {
         let r = t.resolve_name("web.2.tw2", "").unwrap();
         assert_eq!(r.endpoints.len(), 1);
         assert_eq!(r.endpoints[0].addr, "10.0.1.11");
+    }
+
+    /// `service` with `aliases` on its networks: in `spec.task.networks` (`in_task`) or
+    /// in `spec.networks`.
+    fn with_aliases(mut service: Service, aliases: &[(&str, &[&str])], in_task: bool) -> Service {
+        let spec = service.spec.get_or_insert_with(Default::default);
+        let configs: Vec<NetworkAttachmentConfig> = aliases
+            .iter()
+            .map(|(n, a)| NetworkAttachmentConfig {
+                target: n.to_string(),
+                aliases: a.iter().map(|x| x.to_string()).collect(),
+                ..Default::default()
+            })
+            .collect();
+        if in_task {
+            spec.task.get_or_insert_with(Default::default).networks = configs;
+        } else {
+            spec.networks = configs;
+        }
+        service
+    }
+
+    /// cache (vip) on front (alias `redis`, twice, and `Cache` itself) and back (alias
+    /// `KV.`), aliases in its task spec; one task running on both, one starting.
+    fn cache_service(aliases: &[(&str, &[&str])]) -> (Service, Vec<Arc<Task>>) {
+        let s = svc(
+            "sc",
+            "cache",
+            ResolutionMode::Vip,
+            &[("nf", "10.0.1.4/24"), ("nb", "10.0.2.4/24")],
+        );
+        let s = with_aliases(s, aliases, true);
+        let tasks = vec![
+            task(
+                "tc1",
+                "sc",
+                1,
+                TaskState::Running,
+                &[("nf", "10.0.1.20/24"), ("nb", "10.0.2.20/24")],
+            ),
+            task(
+                "tc2",
+                "sc",
+                2,
+                TaskState::Starting,
+                &[("nf", "10.0.1.21/24"), ("nb", "10.0.2.21/24")],
+            ),
+        ];
+        (s, tasks)
+    }
+
+    const NONE: &[&str] = &[];
+
+    const CACHE_ALIASES: &[(&str, &[&str])] =
+        &[("nf", &["redis", "Redis", "cache"]), ("nb", &["KV."])];
+
+    fn put(t: &mut Table, service: &Service, tasks: &[Arc<Task>]) -> bool {
+        let id = service.meta.as_ref().unwrap().id.clone();
+        t.put_service(&id, ServiceRecord::build(service, tasks))
+    }
+
+    #[test]
+    fn an_alias_answers_like_the_service_name_on_its_network_only() {
+        let mut t = table();
+        let (cache, tasks) = cache_service(CACHE_ALIASES);
+        assert!(put(&mut t, &cache, &tasks));
+        let record = t.service("sc").unwrap();
+        let names: Vec<(&str, &str)> = record
+            .aliases
+            .iter()
+            .map(|a| (a.name.as_str(), a.network_id.as_str()))
+            .collect();
+        assert_eq!(names, vec![("redis", "nf"), ("kv", "nb")]);
+
+        // The host: each alias answers the VIP (tasks) on the alias's network.
+        let host = Querier::Host;
+        assert_eq!(found(t.lookup("redis", &host)), vec![ip("10.0.1.4")]);
+        assert_eq!(found(t.lookup("REDIS.", &host)), vec![ip("10.0.1.4")]);
+        assert_eq!(found(t.lookup("kv", &host)), vec![ip("10.0.2.4")]);
+        assert_eq!(
+            t.lookup("tasks.redis", &host),
+            Lookup::Found {
+                addrs: vec![ip("10.0.1.20")],
+                shuffle: true
+            }
+        );
+        assert_eq!(found(t.lookup("tasks.kv", &host)), vec![ip("10.0.2.20")]);
+        assert_eq!(found(t.lookup("redis.front", &host)), vec![ip("10.0.1.4")]);
+        assert_eq!(t.lookup("redis.back", &host), Lookup::NxDomain);
+        assert_eq!(t.lookup("kv.front", &host), Lookup::NxDomain);
+
+        // web's task (front): redis, not kv. db's task (back): kv, not redis.
+        let web_task = t.querier(ip("10.0.1.10"));
+        assert_eq!(found(t.lookup("redis", &web_task)), vec![ip("10.0.1.4")]);
+        assert_eq!(
+            found(t.lookup("tasks.redis", &web_task)),
+            vec![ip("10.0.1.20")]
+        );
+        assert_eq!(t.lookup("kv", &web_task), Lookup::NxDomain);
+        assert_eq!(t.lookup("tasks.kv", &web_task), Lookup::NxDomain);
+        let db_task = t.querier(ip("10.0.2.10"));
+        assert_eq!(found(t.lookup("kv", &db_task)), vec![ip("10.0.2.4")]);
+        assert_eq!(t.lookup("redis", &db_task), Lookup::NxDomain);
+        // The service's own name is on both.
+        assert_eq!(found(t.lookup("cache", &db_task)), vec![ip("10.0.2.4")]);
+    }
+
+    #[test]
+    fn a_dnsrr_alias_answers_the_running_tasks_shuffled() {
+        let mut t = table();
+        let db = with_aliases(
+            svc("sd", "db", ResolutionMode::Dnsrr, &[("nb", "")]),
+            &[("nb", &["postgres"])],
+            false,
+        );
+        let tasks = vec![
+            task(
+                "td1",
+                "sd",
+                1,
+                TaskState::Running,
+                &[("nb", "10.0.2.10/24")],
+            ),
+            task(
+                "td2",
+                "sd",
+                2,
+                TaskState::Running,
+                &[("nb", "10.0.2.11/24")],
+            ),
+            task(
+                "td3",
+                "sd",
+                3,
+                TaskState::Starting,
+                &[("nb", "10.0.2.12/24")],
+            ),
+        ];
+        assert!(put(&mut t, &db, &tasks));
+        let db_task = t.querier(ip("10.0.2.11"));
+        match t.lookup("postgres", &db_task) {
+            Lookup::Found { mut addrs, shuffle } => {
+                addrs.sort();
+                assert_eq!(addrs, vec![ip("10.0.2.10"), ip("10.0.2.11")]);
+                assert!(shuffle);
+            }
+            other => panic!("postgres: {other:?}"),
+        }
+        assert_eq!(
+            found(t.lookup("tasks.postgres", &db_task)),
+            vec![ip("10.0.2.10"), ip("10.0.2.11")]
+        );
+        assert_eq!(
+            t.lookup("postgres", &t.querier(ip("10.0.1.10"))),
+            Lookup::NxDomain
+        );
+    }
+
+    #[test]
+    fn a_service_name_wins_over_an_alias() {
+        let mut t = table();
+        // cache calls itself `web` on back (web is on front) and `db` on front.
+        let (cache, tasks) = cache_service(&[("nb", &["web", "api"]), ("nf", &["db"])]);
+        assert!(put(&mut t, &cache, &tasks));
+        let host = Querier::Host;
+        assert_eq!(found(t.lookup("web", &host)), vec![ip("10.0.1.2")]);
+        assert_eq!(
+            found(t.lookup("tasks.web", &host)),
+            vec![ip("10.0.1.10"), ip("10.0.1.11")]
+        );
+        assert_eq!(found(t.lookup("db", &host)).len(), 2);
+        // api is on back too: api wins there.
+        let db_task = t.querier(ip("10.0.2.10"));
+        assert_eq!(found(t.lookup("api", &db_task)), vec![ip("10.0.2.3")]);
+        // db's task cannot see web: on back, `web` is cache's alias.
+        assert_eq!(found(t.lookup("web", &db_task)), vec![ip("10.0.2.4")]);
+        assert_eq!(
+            found(t.lookup("tasks.web", &db_task)),
+            vec![ip("10.0.2.20")]
+        );
+        // web's task sees the service db nowhere: `db` is cache's alias on front.
+        let web_task = t.querier(ip("10.0.1.10"));
+        assert_eq!(found(t.lookup("db", &web_task)), vec![ip("10.0.1.4")]);
+        // The Resolver API has no visibility: the service.
+        assert_eq!(t.resolve_name("web", "").unwrap().service_id, "sw");
+        // The named service goes: the alias takes the name everywhere.
+        assert!(t.put_service("sw", None));
+        assert_eq!(found(t.lookup("web", &host)), vec![ip("10.0.2.4")]);
+        assert_eq!(t.resolve_name("web", "").unwrap().service_id, "sc");
+    }
+
+    #[test]
+    fn alias_indexes_follow_each_service() {
+        let mut t = table();
+        let (cache, tasks) = cache_service(CACHE_ALIASES);
+        assert!(put(&mut t, &cache, &tasks));
+        // Another service takes `redis` on front too: both answer, shuffled.
+        let queue = with_aliases(
+            svc("sq", "queue", ResolutionMode::Vip, &[("nf", "10.0.1.5/24")]),
+            &[("nf", &["redis"])],
+            false,
+        );
+        assert!(put(&mut t, &queue, &[]));
+        let host = Querier::Host;
+        assert_eq!(
+            found(t.lookup("redis", &host)),
+            vec![ip("10.0.1.4"), ip("10.0.1.5")]
+        );
+        assert!(matches!(
+            t.lookup("redis", &host),
+            Lookup::Found { shuffle: true, .. }
+        ));
+        // The same spec again changes nothing.
+        assert!(!put(&mut t, &queue, &[]));
+        // cache drops `redis` (and keeps `kv`): queue alone.
+        let (cache2, tasks) = cache_service(&[("nf", NONE), ("nb", &["kv"])]);
+        assert!(put(&mut t, &cache2, &tasks));
+        assert_eq!(found(t.lookup("redis", &host)), vec![ip("10.0.1.5")]);
+        assert_eq!(found(t.lookup("kv", &host)), vec![ip("10.0.2.4")]);
+        // Both go: every alias is forgotten.
+        assert!(t.put_service("sq", None));
+        assert!(t.put_service("sc", None));
+        assert_eq!(t.lookup("redis", &host), Lookup::NxDomain);
+        assert_eq!(t.lookup("tasks.kv", &host), Lookup::NxDomain);
+        assert!(t.aliases.is_empty());
+    }
+
+    #[test]
+    fn the_spec_is_the_source_of_aliases_not_the_tasks() {
+        let mut t = table();
+        let (cache, tasks) = cache_service(&[("nf", NONE), ("nb", NONE)]);
+        let tasks: Vec<Arc<Task>> = tasks
+            .into_iter()
+            .map(|task| {
+                let mut task = (*task).clone();
+                for att in &mut task.networks {
+                    att.aliases = vec!["ghost".into()];
+                }
+                Arc::new(task)
+            })
+            .collect();
+        assert!(put(&mut t, &cache, &tasks));
+        assert_eq!(t.lookup("ghost", &Querier::Host), Lookup::NxDomain);
+        // A dotted alias is a cluster name too: never forwarded.
+        let (cache, tasks) = cache_service(&[("nb", &["cache.internal"])]);
+        assert!(put(&mut t, &cache, &tasks));
+        assert_eq!(
+            found(t.lookup("cache.internal", &Querier::Host)),
+            vec![ip("10.0.2.4")]
+        );
+        assert_eq!(
+            t.lookup("cache.internal", &t.querier(ip("10.0.1.10"))),
+            Lookup::NxDomain
+        );
+    }
+
+    #[test]
+    fn the_resolver_api_resolves_aliases() {
+        let mut t = table();
+        let (cache, tasks) = cache_service(CACHE_ALIASES);
+        assert!(put(&mut t, &cache, &tasks));
+        let r = t.resolve_name("redis", "").unwrap();
+        assert_eq!(
+            (r.service_id.as_str(), r.network_id.as_str(), r.vip.as_str()),
+            ("sc", "nf", "10.0.1.4")
+        );
+        assert_eq!(r.service_name, "cache");
+        assert_eq!(r.endpoints.len(), 1);
+        assert_eq!(r.endpoints[0].addr, "10.0.1.20");
+        let r = t.resolve_name("KV", "").unwrap();
+        assert_eq!((r.network_id.as_str(), r.vip.as_str()), ("nb", "10.0.2.4"));
+        let r = t.resolve_name("kv", "back").unwrap();
+        assert_eq!(r.vip, "10.0.2.4");
+        let r = t.resolve_name("tasks.redis", "nf").unwrap();
+        assert_eq!((r.vip.as_str(), r.endpoints.len()), ("", 1));
+        let r = t.resolve_name("redis.front", "").unwrap();
+        assert_eq!(r.vip, "10.0.1.4");
+        assert!(matches!(
+            t.resolve_name("redis", "back"),
+            Err(ResolveError::NotOnNetwork { .. })
+        ));
+        assert!(matches!(
+            t.resolve_name("redis.back", ""),
+            Err(ResolveError::NotOnNetwork { .. })
+        ));
+        assert!(matches!(
+            t.resolve_name("redis", "nowhere"),
+            Err(ResolveError::UnknownNetwork(_))
+        ));
     }
 }

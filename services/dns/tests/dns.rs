@@ -267,6 +267,118 @@ async fn a_task_sees_only_the_services_on_its_networks() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn network_aliases_answer_like_the_service_on_their_network() -> anyhow::Result<()> {
+    let swarm = Swarm::start().await?;
+    let dns = swarm.start_dns(&[]).await?;
+    let worker = swarm.credentials(shoal_pki::Role::Worker, &swarm.cluster_id)?;
+    let mut resolver = swarm.resolver_ready(dns.grpc, &worker).await?;
+    let front = swarm.network("front", 1, false).await?;
+    let back = swarm.network("back", 2, false).await?;
+    let web = swarm
+        .service("web", ResolutionMode::Vip, &[&front], 2)
+        .await?;
+    let cache = swarm
+        .service("cache", ResolutionMode::Vip, &[&front, &back], 4)
+        .await?;
+    let db = swarm
+        .service("db", ResolutionMode::Dnsrr, &[&back], 0)
+        .await?;
+    swarm
+        .task(&web, 1, TaskState::Running, &[(&front, 10)])
+        .await?;
+    swarm
+        .task(&cache, 1, TaskState::Running, &[(&front, 20), (&back, 20)])
+        .await?;
+    swarm
+        .task(&db, 1, TaskState::Running, &[(&back, 10)])
+        .await?;
+    swarm
+        .task(&db, 2, TaskState::Running, &[(&back, 11)])
+        .await?;
+    // cache is `redis` on front, `kv` and (web's name) `web` on back; db is `postgres`.
+    let cache = swarm
+        .set_aliases(&cache, &[(&front, &["redis"]), (&back, &["kv", "web"])])
+        .await?;
+    swarm.set_aliases(&db, &[(&back, &["postgres"])]).await?;
+
+    // The host: each alias answers on its own network; web's name stays web's.
+    let host = Ask::default();
+    wait_answer(dns.dns, "redis", host, &[front.addr(4)], DEADLINE).await?;
+    wait_answer(
+        dns.dns,
+        "postgres",
+        host,
+        &[back.addr(10), back.addr(11)],
+        DEADLINE,
+    )
+    .await?;
+    let a = query(dns.dns, "kv", RecordType::A, host).await?;
+    assert_eq!((a.addrs, a.ttls), (vec![back.addr(4)], vec![0]));
+    let a = query(dns.dns, "tasks.redis", RecordType::A, host).await?;
+    assert_eq!(a.addrs, vec![front.addr(20)]);
+    let a = query(dns.dns, "tasks.postgres", RecordType::A, host).await?;
+    assert_eq!(a.sorted_addrs(), vec![back.addr(10), back.addr(11)]);
+    let a = query(dns.dns, "web", RecordType::A, host).await?;
+    assert_eq!(a.addrs, vec![front.addr(2)]);
+
+    // web's task (front): redis, not kv or postgres; `web` is the service.
+    let from_web = Ask {
+        from: Some(front.addr(10)),
+        ..Ask::default()
+    };
+    let a = query(dns.dns, "redis", RecordType::A, from_web).await?;
+    assert_eq!(a.addrs, vec![front.addr(4)]);
+    let a = query(dns.dns, "web", RecordType::A, from_web).await?;
+    assert_eq!(a.addrs, vec![front.addr(2)]);
+    for name in ["kv", "tasks.kv", "postgres", "tasks.postgres"] {
+        let a = query(dns.dns, name, RecordType::A, from_web).await?;
+        assert_eq!(a.code, ResponseCode::NXDomain, "{name} from web's task");
+    }
+    // db's task (back): kv and postgres, not redis; it cannot see the service web, so
+    // `web` is cache's alias there.
+    let from_db = Ask {
+        from: Some(back.addr(10)),
+        ..Ask::default()
+    };
+    let a = query(dns.dns, "kv", RecordType::A, from_db).await?;
+    assert_eq!(a.addrs, vec![back.addr(4)]);
+    let a = query(dns.dns, "web", RecordType::A, from_db).await?;
+    assert_eq!(a.addrs, vec![back.addr(4)]);
+    let a = query(dns.dns, "tasks.web", RecordType::A, from_db).await?;
+    assert_eq!(a.addrs, vec![back.addr(20)]);
+    let a = query(dns.dns, "redis", RecordType::A, from_db).await?;
+    assert_eq!(a.code, ResponseCode::NXDomain);
+
+    // Resolve (gRPC) takes an alias as a name.
+    let r = resolver
+        .resolve(shoal_proto::v1::ResolveRequest {
+            target: Some(shoal_proto::v1::resolve_request::Target::Name("kv".into())),
+            network: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            r.service_name.as_str(),
+            r.network_id.as_str(),
+            r.vip.as_str()
+        ),
+        ("cache", back.id.as_str(), "127.128.2.4")
+    );
+
+    // cache drops `redis`: the name leaves the answers within a second.
+    swarm
+        .set_aliases(&cache, &[(&front, &[]), (&back, &["kv", "web"])])
+        .await?;
+    shoal_testkit::wait_for("redis to be forgotten", A_SECOND, || async {
+        let a = query(dns.dns, "redis", RecordType::A, host).await.ok()?;
+        (a.code == ResponseCode::NXDomain).then_some(())
+    })
+    .await?;
+    dns.stop().await
+}
+
+#[tokio::test]
 async fn other_names_go_upstream_and_no_upstream_is_servfail() -> anyhow::Result<()> {
     let swarm = Swarm::start().await?;
     let upstream = Upstream::start().await?;

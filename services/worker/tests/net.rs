@@ -186,6 +186,7 @@ fn service(
             })
             .collect(),
         endpoints,
+        image: String::new(),
     }
 }
 

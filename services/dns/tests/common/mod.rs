@@ -315,6 +315,28 @@ impl Swarm {
         Ok(task)
     }
 
+    /// Gives `service` these network aliases, as `service update --network-add
+    /// name=..,alias=..` leaves its spec: one attachment config per network, with its
+    /// aliases, in `spec.task.networks` (`spec.networks` emptied). Returns the update.
+    pub async fn set_aliases(
+        &self,
+        service: &Service,
+        aliases: &[(&Net, &[&str])],
+    ) -> anyhow::Result<Service> {
+        let mut next = service.clone();
+        let spec = next.spec.get_or_insert_with(Default::default);
+        spec.networks.clear();
+        spec.task.get_or_insert_with(Default::default).networks = aliases
+            .iter()
+            .map(|(net, names)| NetworkAttachmentConfig {
+                target: net.id.clone(),
+                aliases: names.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(self.store.update(next).await?)
+    }
+
     /// Moves `task` to `state` (as the dispatcher's status writes do).
     pub async fn set_state(&self, task: &Task, state: TaskState) -> anyhow::Result<Task> {
         let mut next = task.clone();

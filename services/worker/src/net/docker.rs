@@ -3,8 +3,10 @@
 //! of the network starts here), their bridges and gateways, and the VIPs the worker
 //! puts on those bridges (`ip addr add <vip>/32 dev <bridge>`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+
+use super::table::Proto;
 
 use bollard::Docker;
 use bollard::query_parameters::ListNetworksOptionsBuilder;
@@ -92,6 +94,31 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The ports `image` EXPOSEs (`80/tcp`, `53/udp`), when the engine has the image;
+    /// None when it does not (yet).
+    pub async fn exposed_ports(&self, image: &str) -> Option<BTreeSet<(u16, Proto)>> {
+        let inspect = self.docker.inspect_image(image).await.ok()?;
+        let exposed = inspect
+            .config
+            .and_then(|c| c.exposed_ports)
+            .unwrap_or_default();
+        Some(exposed.iter().filter_map(|p| parse_exposed(p)).collect())
+    }
+}
+
+/// `80/tcp` (or `80`, TCP) → (80, TCP); other protocols are not proxied.
+pub fn parse_exposed(spec: &str) -> Option<(u16, Proto)> {
+    let (port, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        _ => return None,
+    };
+    let port: u16 = port.trim().parse().ok().filter(|p| *p != 0)?;
+    Some((port, proto))
+}
+
 /// `ip addr add <ip>/32 dev <bridge>`; an address already there is fine.
 pub async fn add_address(ip: IpAddr, bridge: &str) -> Result<(), String> {
     ip_addr("add", ip, bridge, "File exists").await
@@ -118,5 +145,20 @@ async fn ip_addr(verb: &str, ip: IpAddr, bridge: &str, fine: &str) -> Result<(),
             "ip addr {verb} {ip}/{prefix} dev {bridge}: {}",
             stderr.trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_ports_as_the_engine_lists_them() {
+        assert_eq!(parse_exposed("80/tcp"), Some((80, Proto::Tcp)));
+        assert_eq!(parse_exposed("53/UDP"), Some((53, Proto::Udp)));
+        assert_eq!(parse_exposed("3306"), Some((3306, Proto::Tcp)));
+        assert_eq!(parse_exposed("132/sctp"), None);
+        assert_eq!(parse_exposed("0/tcp"), None);
+        assert_eq!(parse_exposed("http/tcp"), None);
     }
 }

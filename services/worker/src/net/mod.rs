@@ -269,6 +269,18 @@ impl DataPlane {
         self.state().table.vips()
     }
 
+    /// Records the ports a container image EXPOSEs: its services' VIPs forward them.
+    pub fn set_exposed(&self, image: &str, ports: BTreeSet<(u16, Proto)>) {
+        let mut st = self.state();
+        if st.table.set_exposed(image, ports) {
+            self.reconcile(&mut st);
+        }
+    }
+
+    fn unknown_images(&self) -> BTreeSet<String> {
+        self.state().table.unknown_images()
+    }
+
     /// Makes the open listeners what the table asks for.
     fn reconcile(&self, st: &mut State) {
         if self.inner.root.is_cancelled() {
@@ -410,6 +422,17 @@ impl DataPlane {
                 },
                 None => HashMap::new(),
             };
+
+            // The ports the services' images EXPOSE, from this host's engine (an image
+            // it does not have yet is asked for again on the next tick).
+            if let Some(e) = &engine {
+                for image in self.unknown_images() {
+                    if let Some(ports) = e.exposed_ports(&image).await {
+                        tracing::debug!(%image, ports = ports.len(), "image's exposed ports");
+                        self.set_exposed(&image, ports);
+                    }
+                }
+            }
 
             // Container VIPs: on their bridge before they are bound.
             let wanted: BTreeSet<(String, IpAddr)> = self

@@ -1,7 +1,7 @@
 //! The endpoint table the proxies follow (`Resolver.WatchEndpoints`), and what it asks
 //! this node to listen on. Pure: no sockets here.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use shoal_proto::v1::port_config::{Protocol, PublishMode};
@@ -108,6 +108,8 @@ pub fn in_subnet(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 pub struct Table {
     services: BTreeMap<String, ServiceEndpoints>,
     ingress_network_id: String,
+    /// The ports each container image EXPOSEs, as this host's engine says.
+    exposed: HashMap<String, BTreeSet<(u16, Proto)>>,
 }
 
 impl Table {
@@ -136,6 +138,22 @@ impl Table {
 
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+
+    /// The container images of the services with a VIP whose exposed ports are not
+    /// known yet.
+    pub fn unknown_images(&self) -> BTreeSet<String> {
+        self.services
+            .values()
+            .filter(|s| !s.image.is_empty() && !s.virtual_ips.is_empty())
+            .filter(|s| !self.exposed.contains_key(&s.image))
+            .map(|s| s.image.clone())
+            .collect()
+    }
+
+    /// Records the ports `image` EXPOSEs; whether that changed anything.
+    pub fn set_exposed(&mut self, image: &str, ports: BTreeSet<(u16, Proto)>) -> bool {
+        self.exposed.insert(image.to_string(), ports.clone()) != Some(ports)
     }
 
     /// Every VIP of every service: (network id, address).
@@ -216,17 +234,22 @@ impl Table {
                         .map(|(_, s)| *s)
                         .collect()
                 };
-                for &target in &targets {
+                // The declared ports both ways, and what the image EXPOSEs.
+                let ports = targets
+                    .iter()
+                    .flat_map(|&t| [(t, Proto::Tcp), (t, Proto::Udp)])
+                    .chain(
+                        self.exposed
+                            .get(&service.image)
+                            .into_iter()
+                            .flatten()
+                            .copied(),
+                    )
+                    .collect::<BTreeSet<_>>();
+                for (target, proto) in ports {
                     let backends = network_backends(service, &vip.network_id, target);
-                    for proto in [Proto::Tcp, Proto::Udp] {
-                        let addr = SocketAddr::new(ip, target);
-                        want(
-                            ListenKey { addr, proto },
-                            Kind::Vip,
-                            backends.clone(),
-                            deny.clone(),
-                        );
-                    }
+                    let addr = SocketAddr::new(ip, target);
+                    want(ListenKey { addr, proto }, Kind::Vip, backends, deny.clone());
                 }
             }
         }
@@ -355,6 +378,7 @@ mod tests {
                 ep("t1", "n1", "127.128.1.3", "mynet"),
                 ep("t1", "n1", "127.128.0.3", "ingress"),
             ],
+            image: String::new(),
         }
     }
 
@@ -487,5 +511,47 @@ mod tests {
         });
         assert_eq!(t.len(), 1);
         assert_eq!(t.vips().len(), 2);
+    }
+
+    #[test]
+    fn a_vip_forwards_the_ports_its_image_exposes() {
+        let db = ServiceEndpoints {
+            service_id: "db".into(),
+            service_name: "db".into(),
+            mode: 0,
+            ports: vec![],
+            virtual_ips: vec![VirtualIp {
+                network_id: "back".into(),
+                addr: "127.128.3.2/24".into(),
+            }],
+            endpoints: vec![ep("t1", "n1", "127.128.3.3", "back")],
+            image: "mysql:8".into(),
+        };
+        let mut t = Table::default();
+        t.apply(EndpointsUpdate {
+            snapshot: true,
+            upserts: vec![db],
+            removed_service_ids: vec![],
+            ingress_network_id: String::new(),
+        });
+        let node_ip: IpAddr = "127.0.0.5".parse().unwrap();
+        let listeners = |t: &Table| t.desired("n1", node_ip, &HashSet::new(), &BTreeMap::new());
+        assert!(listeners(&t).is_empty(), "no port known yet");
+        assert_eq!(t.unknown_images(), BTreeSet::from(["mysql:8".to_string()]));
+
+        assert!(t.set_exposed("mysql:8", BTreeSet::from([(3306, Proto::Tcp)])));
+        assert!(t.unknown_images().is_empty());
+        let d = listeners(&t);
+        let keys: Vec<ListenKey> = d.keys().copied().collect();
+        assert_eq!(
+            keys,
+            vec![ListenKey {
+                addr: sa("127.128.3.2:3306"),
+                proto: Proto::Tcp
+            }],
+            "the exposed port, TCP only"
+        );
+        assert_eq!(d[&keys[0]].backends, vec![sa("127.128.3.3:3306")]);
+        assert!(!t.set_exposed("mysql:8", BTreeSet::from([(3306, Proto::Tcp)])));
     }
 }
