@@ -54,8 +54,17 @@ async fn wait_running(stack: &Stack, name: &str, n: usize) -> anyhow::Result<Vec
 
 /// The service `name` as the Control API returns it.
 async fn service(stack: &Stack, name: &str) -> anyhow::Result<Service> {
+    service_on(stack, &stack.swarm.manager.addr, name).await
+}
+
+/// The service `name` as the manager at `host` returns it.
+async fn service_on(stack: &Stack, host: &str, name: &str) -> anyhow::Result<Service> {
+    use shoal_proto::v1::control_client::ControlClient;
     use shoal_proto::v1::{ListFilters, ListServicesRequest};
-    let mut control = stack.control().await?;
+    let mut control = ControlClient::new(
+        shoal_scenarios::tls_channel(host, &stack.swarm.admin, shoal_scenarios::MANAGER_NAME)
+            .await?,
+    );
     let services = control
         .list_services(ListServicesRequest {
             filters: Some(ListFilters {
@@ -492,6 +501,40 @@ async fn seed004_publish_add_on_a_live_service() -> anyhow::Result<()> {
         Some(())
     })
     .await?;
+
+    // Host mode: only the node that runs the task listens.
+    stack
+        .cli_ok(&[
+            "service",
+            "create",
+            "--process",
+            "--name",
+            "hostmode",
+            "--network",
+            "front",
+            "--publish",
+            "mode=host,published=9001,target=80",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .await?;
+    let task = wait_running(&stack, "hostmode", 1).await?.remove(0);
+    let at = stack
+        .workers
+        .iter()
+        .position(|(_, id)| *id == task.node_id)
+        .ok_or_else(|| anyhow::anyhow!("hostmode runs on no worker of the stack"))?;
+    let body = wait_http(SocketAddr::new(stack.worker_ip(at), 9001)).await?;
+    assert_eq!(body, task_id(&task));
+    for i in (0..3).filter(|i| *i != at) {
+        let refused =
+            tokio::net::TcpStream::connect(SocketAddr::new(stack.worker_ip(i), 9001)).await;
+        assert!(
+            refused.is_err(),
+            "node {i} runs no hostmode task but listens on 9001"
+        );
+    }
     Ok(())
 }
 
@@ -738,5 +781,169 @@ async fn seed000_containers_reach_a_service_by_name() -> anyhow::Result<()> {
     )
     .await?;
     assert!(!logs.is_empty());
+    Ok(())
+}
+
+/// Allocations survive a leader change: the new leader rebuilds its allocator from the
+/// store, keeps every VIP and published port, and hands out no address twice while it
+/// scales one service and creates another; the data plane keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_survive_a_leader_change() -> anyhow::Result<()> {
+    let _turn = TURN.lock().await;
+    let infra = Infra::start().await?;
+    let mut stack = Stack::start(
+        &infra,
+        StackOptions {
+            replicas: 2,
+            ..options(25)
+        },
+    )
+    .await?;
+    let dns = dns(&stack)?;
+    let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let second = stack
+        .replicas
+        .iter()
+        .find(|s| s.name == "shoal-manager")
+        .map(|s| s.addr.clone())
+        .ok_or_else(|| anyhow::anyhow!("no second manager"))?;
+    stack
+        .cli_ok(&["network", "create", "-d", "overlay", "mynet"])
+        .await?;
+    let mynet = network_id(&stack, "mynet").await?;
+    stack
+        .cli_ok(&[
+            "service",
+            "create",
+            "--process",
+            "--name",
+            "web",
+            "--network",
+            "mynet",
+            "-p",
+            "80",
+            "--replicas",
+            "3",
+            "sh",
+            "-c",
+            HTTPD,
+        ])
+        .await?;
+    wait_running(&stack, "web", 3).await?;
+    let before = service(&stack, "web").await?;
+    let endpoint = before.endpoint.clone();
+    let published = endpoint
+        .as_ref()
+        .and_then(|e| e.ports.first())
+        .map(|p| p.published_port)
+        .unwrap_or(0);
+    assert!(
+        (30000..=32767).contains(&published),
+        "auto-assigned: {published}"
+    );
+
+    // The leader goes; the second manager takes over.
+    stack.swarm.manager.process.signal_term()?;
+    stack
+        .swarm
+        .manager
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .await?;
+    let out = stack
+        .cli_on(&second, &["service", "scale", "web=6"])
+        .await?;
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = stack
+        .cli_on(
+            &second,
+            &[
+                "service",
+                "create",
+                "--process",
+                "--name",
+                "api",
+                "--network",
+                "mynet",
+                "--replicas",
+                "3",
+                "-p",
+                "80",
+                "sh",
+                "-c",
+                HTTPD,
+            ],
+        )
+        .await?;
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let running_on = |name: &'static str, n: usize| {
+        let stack = &stack;
+        let second = second.clone();
+        async move {
+            wait_for(
+                &format!("{n} running tasks of {name}"),
+                DEADLINE,
+                || async {
+                    let tasks: Vec<Task> = stack
+                        .tasks_of_on(&second, name)
+                        .await
+                        .ok()?
+                        .into_iter()
+                        .filter(|t| {
+                            task_state(t) == TaskState::Running
+                                && task_desired(t) == TaskState::Running
+                        })
+                        .collect();
+                    (tasks.len() == n).then_some(tasks)
+                },
+            )
+            .await
+        }
+    };
+    let web = running_on("web", 6).await?;
+    let api = running_on("api", 3).await?;
+    let after = service_on(&stack, &second, "web").await?;
+    assert_eq!(after.endpoint, endpoint, "web's VIPs and port kept");
+    let api_svc = service_on(&stack, &second, "api").await?;
+    let api_port = api_svc
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.ports.first())
+        .map(|p| p.published_port)
+        .unwrap_or(0);
+    assert_ne!(api_port, published, "no published port handed out twice");
+
+    // Every address on mynet is held once: 2 VIPs, 9 tasks.
+    let mut addrs: Vec<Ipv4Addr> = web
+        .iter()
+        .chain(&api)
+        .filter_map(|t| addr_on(t, &mynet))
+        .collect();
+    addrs.extend(vip_of(&after, &mynet));
+    addrs.extend(vip_of(&api_svc, &mynet));
+    let unique: BTreeSet<Ipv4Addr> = addrs.iter().copied().collect();
+    assert_eq!(addrs.len(), 11, "{addrs:?}");
+    assert_eq!(unique.len(), 11, "an address handed out twice: {addrs:?}");
+
+    // The data plane follows: 6 addresses in DNS, the mesh reaches the new tasks.
+    let six: BTreeSet<Ipv4Addr> = web.iter().filter_map(|t| addr_on(t, &mynet)).collect();
+    wait_for("tasks.web to hold 6 addresses", DEADLINE, || async {
+        let (_, got) = dns_a(dns, host, "tasks.web").await.ok()?;
+        (got == six).then_some(())
+    })
+    .await?;
+    let ids: BTreeSet<String> = web.iter().map(task_id).collect();
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    wait_for("the mesh to reach all 6 tasks of web", DEADLINE, || async {
+        for i in 0..3 {
+            let addr = SocketAddr::new(stack.worker_ip(i), published as u16);
+            if let Ok(body) = http_get(addr).await {
+                seen.lock().ok()?.insert(body);
+            }
+        }
+        (*seen.lock().ok()? == ids).then_some(())
+    })
+    .await?;
     Ok(())
 }
