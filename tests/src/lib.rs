@@ -610,6 +610,47 @@ impl Stack {
         self.swarm.manager.control(&self.swarm.admin).await
     }
 
+    /// The tasks of `name` that are wanted and RUNNING.
+    pub async fn running(&self, name: &str) -> anyhow::Result<Vec<Task>> {
+        self.running_on(&self.swarm.manager.addr, name).await
+    }
+
+    /// [`Stack::running`], asking the manager at `host`.
+    pub async fn running_on(&self, host: &str, name: &str) -> anyhow::Result<Vec<Task>> {
+        Ok(self
+            .tasks_of_on(host, name)
+            .await?
+            .into_iter()
+            .filter(|t| {
+                task_state(t) == TaskState::Running && task_desired(t) == TaskState::Running
+            })
+            .collect())
+    }
+
+    /// Waits (up to a minute) until exactly `n` tasks of `name` are wanted and RUNNING.
+    pub async fn wait_running(&self, name: &str, n: usize) -> anyhow::Result<Vec<Task>> {
+        self.wait_running_on(&self.swarm.manager.addr, name, n)
+            .await
+    }
+
+    /// [`Stack::wait_running`], asking the manager at `host`.
+    pub async fn wait_running_on(
+        &self,
+        host: &str,
+        name: &str,
+        n: usize,
+    ) -> anyhow::Result<Vec<Task>> {
+        wait_for(
+            &format!("{n} running tasks of {name}"),
+            Duration::from_secs(60),
+            || async {
+                let tasks = self.running_on(host, name).await.ok()?;
+                (tasks.len() == n).then_some(tasks)
+            },
+        )
+        .await
+    }
+
     /// Every task of the service named `name` (none when there is no such service).
     pub async fn tasks_of(&self, name: &str) -> anyhow::Result<Vec<Task>> {
         self.tasks_of_on(&self.swarm.manager.addr, name).await

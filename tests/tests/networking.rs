@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use shoal_proto::v1::{Service, Task, TaskState};
-use shoal_scenarios::{Stack, StackOptions, task_desired, task_id, task_processes, task_state};
+use shoal_proto::v1::{Service, Task};
+use shoal_scenarios::{Stack, StackOptions, task_id, task_processes};
 use shoal_testkit::{Infra, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -28,29 +28,6 @@ static TURN: Mutex<()> = Mutex::const_new(());
 /// An HTTP server task that answers with its own task id, on its own address.
 const HTTPD: &str = "d=$(mktemp -d) && echo \"$SHOAL_TASK_ID\" > \"$d/index.html\" && \
                      exec busybox httpd -f -p \"$SHOAL_TASK_ADDR:80\" -h \"$d\"";
-
-/// The service's tasks that are wanted and RUNNING.
-async fn running(stack: &Stack, name: &str) -> anyhow::Result<Vec<Task>> {
-    Ok(stack
-        .tasks_of(name)
-        .await?
-        .into_iter()
-        .filter(|t| task_state(t) == TaskState::Running && task_desired(t) == TaskState::Running)
-        .collect())
-}
-
-/// Waits until exactly `n` tasks of `name` are wanted and RUNNING.
-async fn wait_running(stack: &Stack, name: &str, n: usize) -> anyhow::Result<Vec<Task>> {
-    wait_for(
-        &format!("{n} running tasks of {name}"),
-        DEADLINE,
-        || async {
-            let tasks = running(stack, name).await.ok()?;
-            (tasks.len() == n).then_some(tasks)
-        },
-    )
-    .await
-}
 
 /// The service `name` as the Control API returns it.
 async fn service(stack: &Stack, name: &str) -> anyhow::Result<Service> {
@@ -231,7 +208,7 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
         ])
         .await?;
     assert!(out.contains("verify: Service converged"), "{out}");
-    let tasks = wait_running(&stack, "web", 2).await?;
+    let tasks = stack.wait_running("web", 2).await?;
     let ids: BTreeSet<String> = tasks.iter().map(task_id).collect();
 
     // `service ls` shows the published port as docker does; inspect has the VIPs.
@@ -301,7 +278,7 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
 
     // Scale to 4: `tasks.web` has 4 addresses.
     stack.cli_ok(&["service", "scale", "web=4"]).await?;
-    let tasks = wait_running(&stack, "web", 4).await?;
+    let tasks = stack.wait_running("web", 4).await?;
     let four: BTreeSet<Ipv4Addr> = tasks.iter().filter_map(|t| addr_on(t, &mynet)).collect();
     assert_eq!(four.len(), 4, "4 distinct task addresses");
     wait_for("tasks.web to hold 4 addresses", DEADLINE, || async {
@@ -329,7 +306,7 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
             HTTPD,
         ])
         .await?;
-    let rr = wait_running(&stack, "rr", 2).await?;
+    let rr = stack.wait_running("rr", 2).await?;
     let rr_addrs: BTreeSet<Ipv4Addr> = rr.iter().filter_map(|t| addr_on(t, &mynet)).collect();
     let rr_svc = service(&stack, "rr").await?;
     assert!(vip_of(&rr_svc, &mynet).is_none(), "dnsrr: no VIP");
@@ -358,7 +335,7 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
             HTTPD,
         ])
         .await?;
-    let lonely = wait_running(&stack, "lonely", 1).await?;
+    let lonely = stack.wait_running("lonely", 1).await?;
     let lonely_addr = addr_on(&lonely[0], &othernet)
         .ok_or_else(|| anyhow::anyhow!("lonely has no address on othernet"))?;
     let (code, _) = dns_a(dns, IpAddr::V4(lonely_addr), "web").await?;
@@ -460,7 +437,8 @@ async fn seed004_publish_add_on_a_live_service() -> anyhow::Result<()> {
             HTTPD,
         ])
         .await?;
-    let before: BTreeSet<String> = wait_running(&stack, "myweb", 3)
+    let before: BTreeSet<String> = stack
+        .wait_running("myweb", 3)
         .await?
         .iter()
         .map(task_id)
@@ -474,11 +452,7 @@ async fn seed004_publish_add_on_a_live_service() -> anyhow::Result<()> {
         let body = wait_http(SocketAddr::new(stack.worker_ip(i), 8081)).await?;
         assert!(before.contains(&body), "node {i} answered {body:?}");
     }
-    let after: BTreeSet<String> = running(&stack, "myweb")
-        .await?
-        .iter()
-        .map(task_id)
-        .collect();
+    let after: BTreeSet<String> = stack.running("myweb").await?.iter().map(task_id).collect();
     assert_eq!(before, after, "no task was replaced");
     let mut seen = BTreeSet::new();
     for _ in 0..30 {
@@ -519,7 +493,7 @@ async fn seed004_publish_add_on_a_live_service() -> anyhow::Result<()> {
             HTTPD,
         ])
         .await?;
-    let task = wait_running(&stack, "hostmode", 1).await?.remove(0);
+    let task = stack.wait_running("hostmode", 1).await?.remove(0);
     let at = stack
         .workers
         .iter()
@@ -569,7 +543,8 @@ async fn seed000_a_client_task_reaches_a_service_by_name() -> anyhow::Result<()>
             HTTPD,
         ])
         .await?;
-    let db: BTreeSet<String> = wait_running(&stack, "db", 2)
+    let db: BTreeSet<String> = stack
+        .wait_running("db", 2)
         .await?
         .iter()
         .map(task_id)
@@ -690,7 +665,7 @@ async fn seed000_containers_reach_a_service_by_name() -> anyhow::Result<()> {
             "hostname > /www/index.html && exec httpd -f -p 80 -h /www",
         ])
         .await?;
-    let db = wait_running(&stack, "db", 2).await?;
+    let db = stack.wait_running("db", 2).await?;
     // Each container has the address the allocator gave it on backend.
     for t in &db {
         let addr = addr_on(t, &backend).ok_or_else(|| anyhow::anyhow!("no address"))?;
@@ -742,7 +717,7 @@ async fn seed000_containers_reach_a_service_by_name() -> anyhow::Result<()> {
             "hostname > /www/index.html && exec httpd -f -p 80 -h /www",
         ])
         .await?;
-    let mysql = wait_running(&stack, "mysql", 2).await?;
+    let mysql = stack.wait_running("mysql", 2).await?;
     let mut mysql_hosts = BTreeSet::new();
     for t in &mysql {
         let name = format!("mysql.{}.{}", t.slot, task_id(t));
@@ -829,7 +804,7 @@ async fn allocations_survive_a_leader_change() -> anyhow::Result<()> {
             HTTPD,
         ])
         .await?;
-    wait_running(&stack, "web", 3).await?;
+    stack.wait_running("web", 3).await?;
     let before = service(&stack, "web").await?;
     let endpoint = before.endpoint.clone();
     let published = endpoint
@@ -877,32 +852,8 @@ async fn allocations_survive_a_leader_change() -> anyhow::Result<()> {
         .await?;
     assert_eq!(out.code, 0, "{out:?}");
 
-    let running_on = |name: &'static str, n: usize| {
-        let stack = &stack;
-        let second = second.clone();
-        async move {
-            wait_for(
-                &format!("{n} running tasks of {name}"),
-                DEADLINE,
-                || async {
-                    let tasks: Vec<Task> = stack
-                        .tasks_of_on(&second, name)
-                        .await
-                        .ok()?
-                        .into_iter()
-                        .filter(|t| {
-                            task_state(t) == TaskState::Running
-                                && task_desired(t) == TaskState::Running
-                        })
-                        .collect();
-                    (tasks.len() == n).then_some(tasks)
-                },
-            )
-            .await
-        }
-    };
-    let web = running_on("web", 6).await?;
-    let api = running_on("api", 3).await?;
+    let web = stack.wait_running_on(&second, "web", 6).await?;
+    let api = stack.wait_running_on(&second, "api", 3).await?;
     let after = service_on(&stack, &second, "web").await?;
     assert_eq!(after.endpoint, endpoint, "web's VIPs and port kept");
     let api_svc = service_on(&stack, &second, "api").await?;

@@ -14,29 +14,6 @@ use shoal_testkit::{Infra, wait_for};
 /// Long enough for a loaded 2-core CI machine; the conditions end the waits.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The service's tasks that are wanted and RUNNING.
-async fn running(stack: &Stack, name: &str) -> anyhow::Result<Vec<Task>> {
-    Ok(stack
-        .tasks_of(name)
-        .await?
-        .into_iter()
-        .filter(|t| task_state(t) == TaskState::Running && task_desired(t) == TaskState::Running)
-        .collect())
-}
-
-/// Waits until exactly `n` tasks of `name` are wanted and RUNNING.
-async fn wait_running(stack: &Stack, name: &str, n: usize) -> anyhow::Result<Vec<Task>> {
-    wait_for(
-        &format!("{n} running tasks of {name}"),
-        DEADLINE,
-        || async {
-            let tasks = running(stack, name).await.ok()?;
-            (tasks.len() == n).then_some(tasks)
-        },
-    )
-    .await
-}
-
 /// Tasks per node id.
 fn per_node(tasks: &[Task]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -98,7 +75,7 @@ async fn seed_flow_create_scale_ps_rm() -> anyhow::Result<()> {
     let out = stack.cli_ok(&["service", "scale", "demo=5"]).await?;
     assert!(out.contains("demo scaled to 5"), "{out}");
     assert!(out.contains("verify: Service converged"), "{out}");
-    let tasks = wait_running(&stack, "demo", 5).await?;
+    let tasks = stack.wait_running("demo", 5).await?;
     let mut spread: Vec<usize> = per_node(&tasks).into_values().collect();
     spread.sort_unstable();
     assert_eq!(spread, vec![1, 2, 2], "spread of 5 tasks over 3 nodes");
@@ -181,7 +158,7 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
             "3600",
         ])
         .await?;
-    let before = wait_running(&stack, "mover", 6).await?;
+    let before = stack.wait_running("mover", 6).await?;
     let (victim_node, lost) = {
         let (_, node_id) = &stack.workers[0];
         let lost: Vec<String> = before
@@ -204,7 +181,7 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
         "mover's tasks to be replaced elsewhere",
         DEADLINE,
         || async {
-            let tasks = running(&stack, "mover").await.ok()?;
+            let tasks = stack.running("mover").await.ok()?;
             (tasks.len() == 6 && tasks.iter().all(|t| t.node_id != victim_node)).then_some(tasks)
         },
     )
@@ -238,7 +215,7 @@ async fn a_dead_worker_tasks_move_and_nothing_moves_back() -> anyhow::Result<()>
             .then_some(())
     })
     .await?;
-    let now = running(&stack, "mover").await?;
+    let now = stack.running("mover").await?;
     assert_eq!(now.len(), 6);
     assert!(
         now.iter().all(|t| t.node_id != victim_node),
@@ -269,7 +246,7 @@ async fn drain_moves_tasks_and_pause_keeps_them() -> anyhow::Result<()> {
             "3600",
         ])
         .await?;
-    let tasks = wait_running(&stack, "web", 3).await?;
+    let tasks = stack.wait_running("web", 3).await?;
     assert_eq!(per_node(&tasks).len(), 3, "one task per node");
     let paused = stack.workers[0].1.clone();
     let drained = stack.workers[1].1.clone();
@@ -279,7 +256,7 @@ async fn drain_moves_tasks_and_pause_keeps_them() -> anyhow::Result<()> {
         .cli_ok(&["node", "update", "--availability", "pause", &paused])
         .await?;
     stack.cli_ok(&["service", "scale", "web=6"]).await?;
-    let tasks = wait_running(&stack, "web", 6).await?;
+    let tasks = stack.wait_running("web", 6).await?;
     assert_eq!(per_node(&tasks).get(&paused), Some(&1), "paused node");
 
     // Drain: its tasks move; the paused node still gets none.
@@ -287,7 +264,7 @@ async fn drain_moves_tasks_and_pause_keeps_them() -> anyhow::Result<()> {
         .cli_ok(&["node", "update", "--availability", "drain", &drained])
         .await?;
     let tasks = wait_for("the drained node to lose its tasks", DEADLINE, || async {
-        let tasks = running(&stack, "web").await.ok()?;
+        let tasks = stack.running("web").await.ok()?;
         (tasks.len() == 6 && tasks.iter().all(|t| t.node_id != drained)).then_some(tasks)
     })
     .await?;
@@ -315,11 +292,11 @@ async fn a_global_service_follows_the_nodes() -> anyhow::Result<()> {
         ])
         .await?;
     assert!(out.contains("verify: Service converged"), "{out}");
-    let tasks = wait_running(&stack, "agent", 3).await?;
+    let tasks = stack.wait_running("agent", 3).await?;
     assert_eq!(per_node(&tasks).len(), 3, "one per node");
 
     let fourth = stack.add_worker(&infra, "").await?;
-    let tasks = wait_running(&stack, "agent", 4).await?;
+    let tasks = stack.wait_running("agent", 4).await?;
     assert_eq!(
         per_node(&tasks).get(&fourth),
         Some(&1),
@@ -350,7 +327,7 @@ async fn constraints_place_or_explain() -> anyhow::Result<()> {
             "3600",
         ])
         .await?;
-    let tasks = wait_running(&stack, "ctl", 2).await?;
+    let tasks = stack.wait_running("ctl", 2).await?;
     assert!(
         tasks.iter().all(|t| t.node_id == manager),
         "on the manager only"
@@ -395,7 +372,7 @@ async fn constraints_place_or_explain() -> anyhow::Result<()> {
     stack
         .cli_ok(&["node", "update", "--label-add", "zone=east", &labelled])
         .await?;
-    let tasks = wait_running(&stack, "east", 1).await?;
+    let tasks = stack.wait_running("east", 1).await?;
     assert_eq!(tasks[0].node_id, labelled);
 
     // A bad constraint is refused and creates nothing.
@@ -520,7 +497,7 @@ async fn a_restarted_worker_readopts_its_tasks() -> anyhow::Result<()> {
             "3600",
         ])
         .await?;
-    let before = wait_running(&stack, "keep", 3).await?;
+    let before = stack.wait_running("keep", 3).await?;
     let pids = processes_of(&stack, "keep");
     assert_eq!(pids.len(), 3);
 
@@ -549,13 +526,13 @@ async fn a_restarted_worker_readopts_its_tasks() -> anyhow::Result<()> {
             "3600",
         ])
         .await?;
-    wait_running(&stack, "probe", 1).await?;
+    stack.wait_running("probe", 1).await?;
     let node_task = before
         .iter()
         .find(|t| t.node_id == node)
         .map(task_id)
         .ok_or_else(|| anyhow::anyhow!("worker 1 runs a task of keep"))?;
-    let after = wait_running(&stack, "keep", 3).await?;
+    let after = stack.wait_running("keep", 3).await?;
     let mut ids_before: Vec<String> = before.iter().map(task_id).collect();
     let mut ids_after: Vec<String> = after.iter().map(task_id).collect();
     ids_before.sort();

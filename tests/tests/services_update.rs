@@ -52,16 +52,6 @@ fn has_env(t: &Task, kv: &str) -> bool {
     env_of(t).iter().any(|e| e == kv)
 }
 
-/// The wanted, RUNNING tasks of `name`.
-async fn running(stack: &Stack, name: &str) -> anyhow::Result<Vec<Task>> {
-    Ok(stack
-        .tasks_of(name)
-        .await?
-        .into_iter()
-        .filter(|t| task_state(t) == TaskState::Running && task_desired(t) == TaskState::Running)
-        .collect())
-}
-
 /// Waits until `n` tasks of `name` run and all of them carry `kv` in their env.
 async fn wait_all_running_with(
     stack: &Stack,
@@ -73,7 +63,7 @@ async fn wait_all_running_with(
         &format!("{n} running tasks of {name} with {kv}"),
         DEADLINE,
         || async {
-            let tasks = running(stack, name).await.ok()?;
+            let tasks = stack.running(name).await.ok()?;
             (tasks.len() == n && tasks.iter().all(|t| has_env(t, kv))).then_some(tasks)
         },
     )
@@ -333,7 +323,7 @@ async fn a_failing_update_rolls_back_on_its_own_or_pauses() -> anyhow::Result<()
         .unwrap_or_default();
     assert!(!spec_env.iter().any(|e| e == "FAIL=1"), "{spec_env:?}");
     wait_all_running_with(&stack, "back", 3, "V=1").await?;
-    let running_now = running(&stack, "back").await?;
+    let running_now = stack.running("back").await?;
     assert!(running_now.iter().all(|t| !has_env(t, "FAIL=1")));
 
     // failure action pause (the default): stops after the first failure, exit non-zero.
@@ -361,7 +351,8 @@ async fn a_failing_update_rolls_back_on_its_own_or_pauses() -> anyhow::Result<()
         .into_iter()
         .collect();
     assert_eq!(tried.len(), 1, "one slot tried the new spec: {tried:?}");
-    let old_running = running(&stack, "held")
+    let old_running = stack
+        .running("held")
         .await?
         .into_iter()
         .filter(|t| has_env(t, "V=1") && !has_env(t, "FAIL=1"))
@@ -541,7 +532,7 @@ async fn wait_all_running_on(
         &format!("{n} tasks of {name} on {image}"),
         DEADLINE,
         || async {
-            let r = running(stack, name).await.ok()?;
+            let r = stack.running(name).await.ok()?;
             (r.len() == n && r.iter().all(|t| image_of(t) == image)).then_some(())
         },
     )
@@ -694,7 +685,7 @@ async fn an_unhealthy_replacement_is_an_update_failure() -> anyhow::Result<()> {
                 .is_some_and(|s| s.err == "unhealthy container")),
         "{tried:?}"
     );
-    let serving = running(&stack, "checked").await?;
+    let serving = stack.running("checked").await?;
     assert_eq!(
         serving.len(),
         2,
