@@ -317,6 +317,17 @@ impl Allocator {
     }
 
     /// Frees what `owner` holds outside `keep`.
+    /// Gives back what a failed allocation took for `owner` (`fresh`), keeping what
+    /// it held before.
+    fn undo_fresh(&mut self, owner: &Owner, fresh: &Held) {
+        let keep: Held = self
+            .held
+            .get(owner)
+            .map(|h| h.difference(fresh).cloned().collect())
+            .unwrap_or_default();
+        self.retain(owner, &keep);
+    }
+
     fn retain(&mut self, owner: &Owner, keep: &Held) {
         let Some(held) = self.held.get_mut(owner) else {
             return;
@@ -430,12 +441,7 @@ impl Allocator {
                         });
                     }
                     Err(e) => {
-                        let keep: Held = self
-                            .held
-                            .get(&owner)
-                            .map(|h| h.difference(&fresh).cloned().collect())
-                            .unwrap_or_default();
-                        self.retain(&owner, &keep);
+                        self.undo_fresh(&owner, &fresh);
                         for k in claimed {
                             self.ports.release(k, &id);
                         }
@@ -602,12 +608,7 @@ impl Allocator {
                     });
                 }
                 Err(e) => {
-                    let keep: Held = self
-                        .held
-                        .get(&owner)
-                        .map(|h| h.difference(&fresh).cloned().collect())
-                        .unwrap_or_default();
-                    self.retain(&owner, &keep);
+                    self.undo_fresh(&owner, &fresh);
                     return Err(e);
                 }
             }

@@ -87,14 +87,16 @@ impl Drop for DockerExecutor {
     }
 }
 
-fn docker_err(e: &bollard::errors::Error) -> String {
+/// The engine's own message for an API error, else the error.
+pub(crate) fn docker_err(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
 
-fn status_code(e: &bollard::errors::Error) -> Option<u16> {
+/// The HTTP status of an engine API error.
+pub(crate) fn status_code(e: &bollard::errors::Error) -> Option<u16> {
     match e {
         bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,

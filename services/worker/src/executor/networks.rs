@@ -142,19 +142,7 @@ fn join(attachment: &NetworkAttachment) -> Result<Join, TaskError> {
     })
 }
 
-fn docker_err(e: &bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn status_code(e: &bollard::errors::Error) -> Option<u16> {
-    match e {
-        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
+use super::docker::{docker_err, status_code};
 
 /// Whether the Docker network `name` exists, and is this shoal network's. Err: it
 /// exists but is another's, or the engine failed.
