@@ -7,80 +7,26 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime};
 
-use shoal_grpc_host::ShutdownToken;
 use shoal_manager::allocator::{LOOPBACK_SUBNET_OPTION, Subnet, address_of};
 use shoal_manager::ipam::{self, Pools};
 use shoal_manager::leadership;
-use shoal_manager::orchestrator::{ControllerOptions, run_while_leading};
 use shoal_proto::v1::endpoint_spec::ResolutionMode;
-use shoal_proto::v1::node_spec::Availability;
 use shoal_proto::v1::port_config::{Protocol, PublishMode};
 use shoal_proto::v1::service_spec::Mode;
 use shoal_proto::v1::{
     Annotations, ContainerSpec, Driver, EndpointSpec, IpamConfig, IpamOptions, Meta, Network,
-    NetworkAttachmentConfig, NetworkSpec, Node, NodeSpec, NodeStatus, PortConfig, ProcessSpec,
-    ReplicatedService, Service, ServiceSpec, Task, TaskSpec, TaskState, TaskStatus, Version,
-    node_status, task_spec,
+    NetworkAttachmentConfig, NetworkSpec, PortConfig, ProcessSpec, ReplicatedService, Service,
+    ServiceSpec, Task, TaskSpec, TaskState, Version, task_spec,
 };
 use shoal_store::{Object, Store};
-use shoal_testkit::{Infra, wait_for};
+use shoal_testkit::wait_for;
 
-const DEADLINE: Duration = Duration::from_secs(20);
+mod common;
 
-struct Cluster {
-    infra: Infra,
-    store: Store,
-    shutdown: ShutdownToken,
-}
-
-/// One manager's leader-only side.
-struct Manager {
-    /// Cancelling it resigns the leadership.
-    candidacy: ShutdownToken,
-}
+use common::{Cluster, DEADLINE};
 
 impl Cluster {
-    async fn start() -> anyhow::Result<Cluster> {
-        let infra = Infra::start().await?;
-        let store = Store::connect(&[infra.etcd.endpoint()], shoal_store::DEFAULT_PREFIX).await?;
-        Ok(Cluster {
-            infra,
-            store,
-            shutdown: ShutdownToken::new(),
-        })
-    }
-
-    async fn manager(&self, name: &str) -> anyhow::Result<Manager> {
-        let store =
-            Store::connect(&[self.infra.etcd.endpoint()], shoal_store::DEFAULT_PREFIX).await?;
-        let bus = shoal_events::EventBus::connect(&self.infra.nats.url(), name).await?;
-        let candidacy = self.shutdown.child_token();
-        let (held, leader) = tokio::sync::watch::channel(None);
-        tokio::spawn(leadership::hold(
-            store.clone(),
-            leadership::ELECTION.to_string(),
-            name.to_string(),
-            Duration::from_secs(3),
-            candidacy.clone(),
-            held,
-        ));
-        let options = ControllerOptions {
-            resync_interval: Duration::from_secs(5),
-            retry_delay: Duration::from_millis(200),
-            ..ControllerOptions::default()
-        };
-        tokio::spawn(run_while_leading(
-            store,
-            bus,
-            leader,
-            self.shutdown.clone(),
-            options,
-        ));
-        Ok(Manager { candidacy })
-    }
-
     /// A network as the Control API stores it: its subnet from the default pools (or
     /// the one asked for) and a loopback subnet of its own.
     async fn network(
@@ -127,102 +73,6 @@ impl Cluster {
             pending_delete: false,
         };
         Ok(self.store.create(network).await?)
-    }
-
-    async fn update_service(&self, id: &str, f: impl Fn(&mut Service)) -> anyhow::Result<Service> {
-        loop {
-            let mut s = self.store.get::<Service>(id).await?;
-            f(&mut s);
-            match self.store.update(s).await {
-                Err(e) if e.is_conflict() => continue,
-                r => return Ok(r?),
-            }
-        }
-    }
-
-    async fn scale(&self, id: &str, replicas: u64) -> anyhow::Result<Service> {
-        self.update_service(id, |s| {
-            if let Some(spec) = s.spec.as_mut() {
-                spec.mode = Some(Mode::Replicated(ReplicatedService { replicas }));
-            }
-        })
-        .await
-    }
-
-    /// A ready, active node.
-    async fn add_node(&self, name: &str) -> anyhow::Result<Node> {
-        Ok(self
-            .store
-            .create(Node {
-                meta: Some(Meta::default()),
-                spec: Some(NodeSpec {
-                    annotations: Some(Annotations {
-                        name: name.into(),
-                        labels: HashMap::new(),
-                    }),
-                    availability: Availability::Active as i32,
-                    ..Default::default()
-                }),
-                status: Some(NodeStatus {
-                    state: node_status::State::Ready as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await?)
-    }
-
-    /// Plays scheduler and worker: places a task on `node` and moves it to `state`.
-    async fn set_task(&self, id: &str, node: &str, state: TaskState) -> anyhow::Result<Task> {
-        loop {
-            let mut t = self.store.get::<Task>(id).await?;
-            if t.node_id.is_empty() {
-                t.node_id = node.into();
-            }
-            let status = t.status.get_or_insert_with(TaskStatus::default);
-            status.state = state as i32;
-            status.timestamp = Some(prost_types::Timestamp::from(SystemTime::now()));
-            match self.store.update(t).await {
-                Err(e) if e.is_conflict() => continue,
-                r => return Ok(r?),
-            }
-        }
-    }
-
-    async fn tasks(&self, service_id: &str) -> anyhow::Result<Vec<Task>> {
-        Ok(self.store.tasks_by_service(service_id).await?.objects)
-    }
-
-    async fn wait_tasks(
-        &self,
-        what: &str,
-        service_id: &str,
-        cond: impl Fn(&[Task]) -> bool,
-    ) -> anyhow::Result<Vec<Task>> {
-        wait_for(what, DEADLINE, || async {
-            let tasks = self.tasks(service_id).await.ok()?;
-            cond(&tasks).then_some(tasks)
-        })
-        .await
-    }
-
-    async fn wait_service(
-        &self,
-        what: &str,
-        id: &str,
-        cond: impl Fn(&Service) -> bool,
-    ) -> anyhow::Result<Service> {
-        wait_for(what, DEADLINE, || async {
-            let s = self.store.get::<Service>(id).await.ok()?;
-            cond(&s).then_some(s)
-        })
-        .await
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -495,7 +345,8 @@ async fn publish_add_attaches_live_tasks_in_place() -> anyhow::Result<()> {
         .await?;
     for t in &tasks {
         assert_eq!(t.networks.len(), 1, "mynet only");
-        c.set_task(t.id(), node.id(), TaskState::Running).await?;
+        c.set_task(t.id(), Some(node.id()), TaskState::Running)
+            .await?;
     }
     let before: BTreeMap<String, String> = tasks
         .iter()
