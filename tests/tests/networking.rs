@@ -163,6 +163,32 @@ fn dns(stack: &Stack) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow::anyhow!("the stack runs no shoal-dns"))
 }
 
+/// Takes this file's turn and starts a stack: (turn, infra, stack), dropped in reverse.
+async fn start(
+    opts: StackOptions,
+) -> anyhow::Result<(tokio::sync::MutexGuard<'static, ()>, Infra, Stack)> {
+    let turn = TURN.lock().await;
+    let infra = Infra::start().await?;
+    let stack = Stack::start(&infra, opts).await?;
+    Ok((turn, infra, stack))
+}
+
+/// `network create -d overlay <name>`: its id.
+async fn create_network(stack: &Stack, name: &str) -> anyhow::Result<String> {
+    stack
+        .cli_ok(&["network", "create", "-d", "overlay", name])
+        .await?;
+    network_id(stack, name).await
+}
+
+/// `service create --process --name <name> <flags…> sh -c HTTPD`: an HTTP server task.
+async fn create_httpd(stack: &Stack, name: &str, flags: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec!["service", "create", "--process", "--name", name];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["sh", "-c", HTTPD]);
+    stack.cli_ok(&args).await
+}
+
 fn options(subnet: u8) -> StackOptions {
     StackOptions {
         workers: 3,
@@ -177,9 +203,7 @@ fn options(subnet: u8) -> StackOptions {
 /// round robin over both tasks; the VIP answers; DNS; a killed task leaves at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
-    let _turn = TURN.lock().await;
-    let infra = Infra::start().await?;
-    let stack = Stack::start(&infra, options(21)).await?;
+    let (_turn, _infra, stack) = start(options(21)).await?;
     let dns = dns(&stack)?;
     let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -189,24 +213,12 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
     assert_eq!(out.trim().len(), 25, "network create prints the id: {out}");
     let mynet = network_id(&stack, "mynet").await?;
 
-    let out = stack
-        .cli_ok(&[
-            "service",
-            "create",
-            "--process",
-            "--name",
-            "web",
-            "--network",
-            "mynet",
-            "-p",
-            "8080:80",
-            "--replicas",
-            "2",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .await?;
+    let out = create_httpd(
+        &stack,
+        "web",
+        &["--network", "mynet", "-p", "8080:80", "--replicas", "2"],
+    )
+    .await?;
     assert!(out.contains("verify: Service converged"), "{out}");
     let tasks = stack.wait_running("web", 2).await?;
     let ids: BTreeSet<String> = tasks.iter().map(task_id).collect();
@@ -288,24 +300,19 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
     .await?;
 
     // A dnsrr service answers with its task addresses.
-    stack
-        .cli_ok(&[
-            "service",
-            "create",
-            "--process",
-            "--name",
-            "rr",
+    create_httpd(
+        &stack,
+        "rr",
+        &[
             "--network",
             "mynet",
             "--endpoint-mode",
             "dnsrr",
             "--replicas",
             "2",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .await?;
+        ],
+    )
+    .await?;
     let rr = stack.wait_running("rr", 2).await?;
     let rr_addrs: BTreeSet<Ipv4Addr> = rr.iter().filter_map(|t| addr_on(t, &mynet)).collect();
     let rr_svc = service(&stack, "rr").await?;
@@ -317,24 +324,8 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
     .await?;
 
     // A task on another network does not see `web`.
-    stack
-        .cli_ok(&["network", "create", "-d", "overlay", "othernet"])
-        .await?;
-    let othernet = network_id(&stack, "othernet").await?;
-    stack
-        .cli_ok(&[
-            "service",
-            "create",
-            "--process",
-            "--name",
-            "lonely",
-            "--network",
-            "othernet",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .await?;
+    let othernet = create_network(&stack, "othernet").await?;
+    create_httpd(&stack, "lonely", &["--network", "othernet"]).await?;
     let lonely = stack.wait_running("lonely", 1).await?;
     let lonely_addr = addr_on(&lonely[0], &othernet)
         .ok_or_else(|| anyhow::anyhow!("lonely has no address on othernet"))?;
@@ -415,28 +406,9 @@ async fn seed001_routing_mesh_vip_and_dns() -> anyhow::Result<()> {
 /// every node without replacing its tasks; `--publish-rm` closes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed004_publish_add_on_a_live_service() -> anyhow::Result<()> {
-    let _turn = TURN.lock().await;
-    let infra = Infra::start().await?;
-    let stack = Stack::start(&infra, options(22)).await?;
-    stack
-        .cli_ok(&["network", "create", "-d", "overlay", "front"])
-        .await?;
-    stack
-        .cli_ok(&[
-            "service",
-            "create",
-            "--process",
-            "--name",
-            "myweb",
-            "--network",
-            "front",
-            "--replicas",
-            "3",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .await?;
+    let (_turn, _infra, stack) = start(options(22)).await?;
+    create_network(&stack, "front").await?;
+    create_httpd(&stack, "myweb", &["--network", "front", "--replicas", "3"]).await?;
     let before: BTreeSet<String> = stack
         .wait_running("myweb", 3)
         .await?
@@ -477,22 +449,17 @@ async fn seed004_publish_add_on_a_live_service() -> anyhow::Result<()> {
     .await?;
 
     // Host mode: only the node that runs the task listens.
-    stack
-        .cli_ok(&[
-            "service",
-            "create",
-            "--process",
-            "--name",
-            "hostmode",
+    create_httpd(
+        &stack,
+        "hostmode",
+        &[
             "--network",
             "front",
             "--publish",
             "mode=host,published=9001,target=80",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .await?;
+        ],
+    )
+    .await?;
     let task = stack.wait_running("hostmode", 1).await?.remove(0);
     let at = stack
         .workers
@@ -516,33 +483,17 @@ async fn seed004_publish_add_on_a_live_service() -> anyhow::Result<()> {
 /// through shoal-dns and talks to it through its VIP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed000_a_client_task_reaches_a_service_by_name() -> anyhow::Result<()> {
-    let _turn = TURN.lock().await;
-    let infra = Infra::start().await?;
-    let stack = Stack::start(&infra, options(23)).await?;
-    stack
-        .cli_ok(&["network", "create", "-d", "overlay", "backend"])
-        .await?;
+    let (_turn, _infra, stack) = start(options(23)).await?;
+    create_network(&stack, "backend").await?;
     // The "database": answers with its task id on port 80 of its VIP. The VIP proxy
     // forwards the ports a service declares, so it declares 80 (`-p 80`: a node port
     // from the dynamic range is published with it).
-    stack
-        .cli_ok(&[
-            "service",
-            "create",
-            "--process",
-            "--name",
-            "db",
-            "--network",
-            "backend",
-            "-p",
-            "80",
-            "--replicas",
-            "2",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .await?;
+    create_httpd(
+        &stack,
+        "db",
+        &["--network", "backend", "-p", "80", "--replicas", "2"],
+    )
+    .await?;
     let db: BTreeSet<String> = stack
         .wait_running("db", 2)
         .await?
@@ -628,22 +579,14 @@ async fn seed000_containers_reach_a_service_by_name() -> anyhow::Result<()> {
         return Ok(());
     }
     let image = shoal_testkit::docker::busybox_image()?;
-    let _turn = TURN.lock().await;
-    let infra = Infra::start().await?;
     // A pool of its own, so its Docker networks overlap no one else's.
     let pool = format!("10.{}.0.0/16", 200 + std::process::id() % 50);
-    let stack = Stack::start(
-        &infra,
-        StackOptions {
-            default_addr_pool: vec![pool],
-            ..options(24)
-        },
-    )
+    let (_turn, _infra, stack) = start(StackOptions {
+        default_addr_pool: vec![pool],
+        ..options(24)
+    })
     .await?;
-    stack
-        .cli_ok(&["network", "create", "-d", "overlay", "backend"])
-        .await?;
-    let backend = network_id(&stack, "backend").await?;
+    let backend = create_network(&stack, "backend").await?;
     let ingress = network_id(&stack, "ingress").await?;
     let _cleanup = DockerNetworks(vec![backend.clone(), ingress]);
 
@@ -764,15 +707,10 @@ async fn seed000_containers_reach_a_service_by_name() -> anyhow::Result<()> {
 /// scales one service and creates another; the data plane keeps answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_survive_a_leader_change() -> anyhow::Result<()> {
-    let _turn = TURN.lock().await;
-    let infra = Infra::start().await?;
-    let mut stack = Stack::start(
-        &infra,
-        StackOptions {
-            replicas: 2,
-            ..options(25)
-        },
-    )
+    let (_turn, _infra, mut stack) = start(StackOptions {
+        replicas: 2,
+        ..options(25)
+    })
     .await?;
     let dns = dns(&stack)?;
     let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -782,28 +720,13 @@ async fn allocations_survive_a_leader_change() -> anyhow::Result<()> {
         .find(|s| s.name == "shoal-manager")
         .map(|s| s.addr.clone())
         .ok_or_else(|| anyhow::anyhow!("no second manager"))?;
-    stack
-        .cli_ok(&["network", "create", "-d", "overlay", "mynet"])
-        .await?;
-    let mynet = network_id(&stack, "mynet").await?;
-    stack
-        .cli_ok(&[
-            "service",
-            "create",
-            "--process",
-            "--name",
-            "web",
-            "--network",
-            "mynet",
-            "-p",
-            "80",
-            "--replicas",
-            "3",
-            "sh",
-            "-c",
-            HTTPD,
-        ])
-        .await?;
+    let mynet = create_network(&stack, "mynet").await?;
+    create_httpd(
+        &stack,
+        "web",
+        &["--network", "mynet", "-p", "80", "--replicas", "3"],
+    )
+    .await?;
     stack.wait_running("web", 3).await?;
     let before = service(&stack, "web").await?;
     let endpoint = before.endpoint.clone();
