@@ -915,3 +915,42 @@ pub async fn service_names(control: &mut ControlClient<Channel>) -> anyhow::Resu
     names.sort();
     Ok(names)
 }
+
+/// A replicated container service of one task (nginx:alpine) on `networks` (ids or
+/// names) with `ports`.
+pub fn container_service(
+    name: &str,
+    networks: &[&str],
+    ports: Vec<shoal_proto::v1::PortConfig>,
+) -> shoal_proto::v1::ServiceSpec {
+    shoal_proto::v1::ServiceSpec {
+        annotations: Some(shoal_proto::v1::Annotations {
+            name: name.into(),
+            labels: Default::default(),
+        }),
+        task: Some(shoal_proto::v1::TaskSpec {
+            runtime: Some(shoal_proto::v1::task_spec::Runtime::Container(
+                shoal_proto::v1::ContainerSpec {
+                    image: "nginx:alpine".into(),
+                    ..Default::default()
+                },
+            )),
+            networks: networks
+                .iter()
+                .map(|n| shoal_proto::v1::NetworkAttachmentConfig {
+                    target: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        mode: Some(shoal_proto::v1::service_spec::Mode::Replicated(
+            shoal_proto::v1::ReplicatedService { replicas: 1 },
+        )),
+        endpoint: (!ports.is_empty()).then_some(shoal_proto::v1::EndpointSpec {
+            ports,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

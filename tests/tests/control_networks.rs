@@ -8,11 +8,11 @@ use std::collections::HashMap;
 
 use shoal_proto::v1::control_client::ControlClient;
 use shoal_proto::v1::{
-    Annotations, ClusterSpec, ContainerSpec, CreateNetworkRequest, CreateServiceRequest, Driver,
-    EndpointSpec, GetNetworkRequest, InitClusterRequest, IpamConfig, IpamDefaults, IpamOptions,
-    ListFilters, ListNetworksRequest, Network, NetworkAttachmentConfig, NetworkSpec, PortConfig,
-    RemoveNetworkRequest, RemoveServiceRequest, ReplicatedService, Service, ServiceSpec, TaskSpec,
-    UpdateNetworkRequest, UpdateServiceRequest, Version, port_config, service_spec, task_spec,
+    Annotations, ClusterSpec, CreateNetworkRequest, CreateServiceRequest, Driver,
+    GetNetworkRequest, InitClusterRequest, IpamConfig, IpamDefaults, IpamOptions, ListFilters,
+    ListNetworksRequest, Network, NetworkSpec, PortConfig, RemoveNetworkRequest,
+    RemoveServiceRequest, Service, ServiceSpec, UpdateNetworkRequest, UpdateServiceRequest,
+    Version, port_config,
 };
 use shoal_scenarios::{MANAGER_NAME, Swarm, init_swarm, service_names, start_manager};
 use shoal_store::Object;
@@ -103,39 +103,16 @@ fn ipam(n: &Network) -> (String, String) {
 }
 
 fn service_spec(name: &str, networks: &[&str], ingress_port: Option<u32>) -> ServiceSpec {
-    ServiceSpec {
-        annotations: Some(Annotations {
-            name: name.into(),
-            labels: HashMap::new(),
-        }),
-        task: Some(TaskSpec {
-            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
-                image: "nginx:alpine".into(),
-                ..Default::default()
-            })),
-            networks: networks
-                .iter()
-                .map(|n| NetworkAttachmentConfig {
-                    target: n.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
+    let ports = ingress_port
+        .map(|published| PortConfig {
+            target_port: 80,
+            published_port: published,
+            publish_mode: port_config::PublishMode::Ingress as i32,
             ..Default::default()
-        }),
-        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
-            replicas: 1,
-        })),
-        endpoint: ingress_port.map(|published| EndpointSpec {
-            ports: vec![PortConfig {
-                target_port: 80,
-                published_port: published,
-                publish_mode: port_config::PublishMode::Ingress as i32,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+        })
+        .into_iter()
+        .collect();
+    shoal_scenarios::container_service(name, networks, ports)
 }
 
 async fn create_service(control: &mut Control, spec: ServiceSpec) -> Result<Service, Status> {

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use shoal_proto::v1::control_client::ControlClient;
 use shoal_proto::v1::{
-    Annotations, ContainerSpec, CreateNetworkRequest, CreateServiceRequest, EndpointSpec,
-    GetServiceRequest, ListFilters, ListNetworksRequest, ListServicesRequest, Network,
-    NetworkAttachmentConfig, NetworkSpec, PortConfig, ProcessSpec, ReplicatedService, Service,
-    ServiceSpec, TaskSpec, TaskState, UpdateServiceRequest, Version, port_config, service_spec,
-    task_spec,
+    Annotations, CreateNetworkRequest, CreateServiceRequest, EndpointSpec, GetServiceRequest,
+    ListFilters, ListNetworksRequest, Network, NetworkSpec, PortConfig, ProcessSpec,
+    ReplicatedService, Service, ServiceSpec, TaskState, UpdateServiceRequest, Version, port_config,
+    service_spec, task_spec,
 };
-use shoal_scenarios::{Stack, StackOptions, Swarm, task_id, task_state};
+use shoal_scenarios::{
+    Stack, StackOptions, Swarm, container_service as spec, service_names, task_id, task_state,
+};
 use shoal_store::Object;
 use shoal_testkit::{Infra, wait_for};
 use tonic::Code;
@@ -39,37 +40,6 @@ fn port(target: u32, published: u32, mode: port_config::PublishMode) -> PortConf
 
 fn ingress(target: u32, published: u32) -> PortConfig {
     port(target, published, port_config::PublishMode::Ingress)
-}
-
-fn spec(name: &str, networks: &[&str], ports: Vec<PortConfig>) -> ServiceSpec {
-    ServiceSpec {
-        annotations: Some(Annotations {
-            name: name.into(),
-            labels: HashMap::new(),
-        }),
-        task: Some(TaskSpec {
-            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
-                image: "nginx:alpine".into(),
-                ..Default::default()
-            })),
-            networks: networks
-                .iter()
-                .map(|n| NetworkAttachmentConfig {
-                    target: n.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
-            replicas: 1,
-        })),
-        endpoint: (!ports.is_empty()).then_some(EndpointSpec {
-            ports,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 async fn create_network(control: &mut Control, name: &str) -> anyhow::Result<Network> {
@@ -147,27 +117,6 @@ async fn allocated(control: &Control, id: &str) -> anyhow::Result<Service> {
         s.endpoint.is_some().then_some(s)
     })
     .await
-}
-
-async fn service_names(control: &mut Control) -> anyhow::Result<Vec<String>> {
-    let mut names: Vec<String> = control
-        .list_services(ListServicesRequest {
-            filters: Some(ListFilters::default()),
-        })
-        .await?
-        .into_inner()
-        .services
-        .iter()
-        .filter_map(|s| {
-            s.spec
-                .as_ref()?
-                .annotations
-                .as_ref()
-                .map(|a| a.name.clone())
-        })
-        .collect();
-    names.sort();
-    Ok(names)
 }
 
 fn loopback(n: &Network) -> String {
