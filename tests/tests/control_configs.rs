@@ -23,6 +23,7 @@ fn spec(name: &str, data: &str, labels: &[(&str, &str)]) -> ConfigSpec {
                 .collect::<HashMap<_, _>>(),
         }),
         data: data.as_bytes().to_vec(),
+        templating: None,
     }
 }
 

@@ -279,10 +279,12 @@ async fn create_validates_every_field_and_stores_nothing_on_error() -> anyhow::R
                     limits: Some(Resources {
                         nano_cpus: 1_000_000_000,
                         memory_bytes: 0,
+                        ..Default::default()
                     }),
                     reservations: Some(Resources {
                         nano_cpus: 2_000_000_000,
                         memory_bytes: 0,
+                        ..Default::default()
                     }),
                 })
             }),

@@ -36,6 +36,7 @@ async fn a_request_trace_crosses_grpc_and_nats() -> anyhow::Result<()> {
                 labels: Default::default(),
             }),
             data: b"x".to_vec(),
+            ..Default::default()
         }),
     });
     request.metadata_mut().insert(

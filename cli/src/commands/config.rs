@@ -64,6 +64,7 @@ pub async fn run(cfg: &CliConfig, cmd: ConfigCommand) -> anyhow::Result<ExitCode
                     labels: parse_labels(&label)?,
                 }),
                 data,
+                templating: None,
             };
             let config = control
                 .create_config(CreateConfigRequest { spec: Some(spec) })

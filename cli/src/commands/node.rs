@@ -926,6 +926,7 @@ mod tests {
                 resources: Some(Resources {
                     nano_cpus: 4_000_000_000,
                     memory_bytes: 3958075392,
+                    ..Default::default()
                 }),
                 engine: Some(EngineDescription {
                     engine_version: "19.03.11".into(),

@@ -68,6 +68,7 @@ pub fn resources() -> Resources {
             .unwrap_or(i64::MAX / 1_000_000_000)
             .saturating_mul(1_000_000_000),
         memory_bytes: memory_bytes().unwrap_or(0),
+        pids: 0,
     }
 }
 

@@ -11,7 +11,8 @@
 //! - join tokens in Swarm's exact format `SWMTKN-1-<50 char CA digest>-<25 char
 //!   secret>` ([`JoinToken`], [`ca_digest`]), compared in constant time;
 //! - sealing the CA key (or any secret) at rest with AES-256-GCM under a
-//!   key-encryption key ([`Kek`], [`seal`], [`open`]);
+//!   key-encryption key ([`Kek`], [`seal`], [`open`]), and secrets' payloads under a
+//!   key derived from it ([`SecretSealer`]);
 //! - a node's credentials on disk under Swarm's file names and as tonic mTLS
 //!   configuration ([`NodeCredentials`], [`peer_info`]).
 //!
@@ -28,6 +29,7 @@ mod fsutil;
 mod info;
 mod pemutil;
 mod seal;
+mod secrets;
 mod token;
 
 pub use ca::{
@@ -42,6 +44,7 @@ pub use info::{
     CertInfo, MIN_RENEWAL_WAIT, renewal_delay, renewal_wait, verify_issued_by, verify_issued_by_at,
 };
 pub use seal::{Kek, SEAL_VERSION, open, seal};
+pub use secrets::SecretSealer;
 pub use token::{
     DIGEST_LEN, JoinToken, SECRET_LEN, TOKEN_LEN, TOKEN_PREFIX, TOKEN_VERSION, ca_digest,
 };

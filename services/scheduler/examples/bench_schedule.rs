@@ -49,6 +49,7 @@ fn node(i: usize) -> Node {
             resources: Some(Resources {
                 nano_cpus: 64_000_000_000,
                 memory_bytes: 256 << 30,
+                ..Default::default()
             }),
             executors: vec![ExecutorDescription {
                 kind: ExecutorKind::Docker as i32,
@@ -76,6 +77,7 @@ fn task(service: usize, slot: u64) -> Task {
                 reservations: Some(Resources {
                     nano_cpus: 1_000_000,
                     memory_bytes: 1 << 20,
+                    ..Default::default()
                 }),
             }),
             placement: Some(Placement::default()),

@@ -286,6 +286,7 @@ pub fn description(hostname: &str) -> NodeDescription {
         resources: Some(Resources {
             nano_cpus: 2_000_000_000,
             memory_bytes: 4 << 30,
+            ..Default::default()
         }),
         ..Default::default()
     }

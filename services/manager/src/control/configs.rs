@@ -177,6 +177,7 @@ mod tests {
         let spec = |len: usize| ConfigSpec {
             annotations: named("c"),
             data: vec![b'x'; len],
+            ..Default::default()
         };
         assert!(validate_spec(&spec(1)).is_ok());
         assert!(validate_spec(&spec(0)).is_err());

@@ -153,6 +153,7 @@ mod tests {
                         .collect(),
                 }),
                 data: vec![],
+                ..Default::default()
             }),
         }
     }

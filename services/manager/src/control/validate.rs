@@ -986,6 +986,7 @@ mod tests {
             Some(Resources {
                 nano_cpus: cpu,
                 memory_bytes: mem,
+                ..Default::default()
             })
         };
         for r in [

@@ -192,6 +192,7 @@ impl NodeInfo {
                 .memory_bytes
                 .saturating_sub(self.reserved.memory_bytes)
                 .max(0),
+            pids: 0,
         }
     }
 }

@@ -30,6 +30,7 @@ pub fn node(id: &str) -> Node {
             resources: Some(Resources {
                 nano_cpus: 4_000_000_000,
                 memory_bytes: 8 << 30,
+                ..Default::default()
             }),
             executors: vec![
                 ExecutorDescription {
@@ -112,6 +113,7 @@ pub fn reserve(t: &mut Task, nano_cpus: i64, memory_bytes: i64) {
             reservations: Some(Resources {
                 nano_cpus,
                 memory_bytes,
+                ..Default::default()
             }),
         });
     }

@@ -171,6 +171,7 @@ pub fn node(id: &str) -> Node {
             resources: Some(Resources {
                 nano_cpus: 4 * CPU,
                 memory_bytes: 8 * GIB,
+                ..Default::default()
             }),
             executors: vec![
                 ExecutorDescription {
@@ -260,6 +261,7 @@ pub fn spec(constraints: &[&str], reserve: Option<(i64, i64)>, max_replicas: u64
             reservations: Some(Resources {
                 nano_cpus,
                 memory_bytes,
+                ..Default::default()
             }),
         }),
         placement: Some(Placement {
