@@ -9,8 +9,51 @@
 //! comments, and the functions docker adds (`json`, `join`, `split`, `lower`,
 //! `upper`, `title`, `pad`, `truncate`, `println`) plus Go's `index`, `len`, `print`,
 //! `printf` (`%s %v %d %q %%`), `not`, `and`, `or`, `eq`, `ne`.
+//!
+//! Callers add functions of their own for one execution with [`Template::execute_with`]
+//! and a [`Funcs`] (a closure will do): the worker's payload templates get `secret`,
+//! `config` and `env` that way, bound to one task (Swarm's `template/` package does the
+//! same with a Go `FuncMap`). A caller's function takes precedence over a built-in of the
+//! same name, as a Go `FuncMap` entry does.
+//!
+//! # Why it is hand-written
+//! No maintained Rust crate does what docker's templates need. `gtmpl` (the best known
+//! one) had its last release, 0.7.1, in August 2021, says of itself "It's not perfect,
+//! yet", leaves `printf` "not yet fully stable" and works on its own `Value` type;
+//! `go-template` is a 2022 fork of it with three releases. `gotmpl` (a 2025 port, a
+//! single author's young project) implements the syntax but none of docker's functions
+//! (`json` with Go's sorted keys, `join`, `split`, `title`, `pad`, `truncate`) nor the
+//! `<no value>` printing of missing keys in decoded JSON that `inspect -f` relies on, so
+//! it would need a layer as large as this file's execution part. This engine is small,
+//! covers exactly what docker's `--format` and Swarm's templates use, and is tested
+//! against the outputs docker prints.
 
 use serde_json::{Map, Value};
+
+/// Functions a caller adds to one execution ([`Template::execute_with`]).
+pub trait Funcs {
+    /// `Some(result)` for a function this set has (its arguments evaluated, a piped
+    /// value last); None to fall through to the built-ins.
+    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, TemplateError>>;
+}
+
+impl<F> Funcs for F
+where
+    F: Fn(&str, &[Value]) -> Option<Result<Value, TemplateError>>,
+{
+    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, TemplateError>> {
+        self(name, args)
+    }
+}
+
+/// No functions besides the built-ins.
+struct NoFuncs;
+
+impl Funcs for NoFuncs {
+    fn call(&self, _: &str, _: &[Value]) -> Option<Result<Value, TemplateError>> {
+        None
+    }
+}
 
 /// A parsed template.
 #[derive(Debug, Clone)]
@@ -491,9 +534,16 @@ impl Template {
 
     /// Runs the template with `data` as `.` and `$`.
     pub fn execute(&self, data: &Value) -> Result<String, TemplateError> {
+        self.execute_with(data, &NoFuncs)
+    }
+
+    /// Runs the template with `data` as `.` and `$` and the caller's `funcs` besides
+    /// the built-ins.
+    pub fn execute_with(&self, data: &Value, funcs: &dyn Funcs) -> Result<String, TemplateError> {
         let mut out = String::new();
         let mut scope = Scope {
             vars: vec![("$".into(), Val::Json(data.clone()))],
+            funcs,
         };
         exec_nodes(&self.nodes, &Val::Json(data.clone()), &mut scope, &mut out)?;
         Ok(out)
@@ -504,11 +554,12 @@ impl Template {
 // Execution
 // ---------------------------------------------------------------------------
 
-struct Scope {
+struct Scope<'f> {
     vars: Vec<(String, Val)>,
+    funcs: &'f dyn Funcs,
 }
 
-impl Scope {
+impl Scope<'_> {
     fn get(&self, name: &str) -> Result<Val, TemplateError> {
         self.vars
             .iter()
@@ -651,7 +702,7 @@ fn eval_arg(arg: &Arg, dot: &Val, scope: &Scope) -> Result<Val, TemplateError> {
         Arg::Num(n) => Ok(Val::Json(number(*n))),
         Arg::Bool(b) => Ok(Val::Json(Value::Bool(*b))),
         Arg::Nil => Ok(Val::Json(Value::Null)),
-        Arg::Func(name) => call(name, Vec::new()),
+        Arg::Func(name) => call(name, Vec::new(), scope),
         Arg::Sub(pipe, f) => fields(eval_pipe(pipe, dot, scope)?, f, ""),
     }
 }
@@ -676,7 +727,7 @@ fn eval_pipe(pipe: &Pipe, dot: &Val, scope: &Scope) -> Result<Val, TemplateError
                     .map(|a| eval_arg(a, dot, scope))
                     .collect::<Result<Vec<_>, _>>()?;
                 args.extend(piped.take());
-                call(name, args)?
+                call(name, args, scope)?
             }
             Some(first) => {
                 if cmd.len() > 1 || piped.is_some() {
@@ -724,7 +775,15 @@ fn arity(name: &str, args: &[Val], n: usize) -> Result<(), TemplateError> {
     Ok(())
 }
 
-fn call(name: &str, args: Vec<Val>) -> Result<Val, TemplateError> {
+fn call(name: &str, args: Vec<Val>, scope: &Scope) -> Result<Val, TemplateError> {
+    let plain: Vec<Value> = args.iter().map(Val::json).collect();
+    if let Some(result) = scope.funcs.call(name, &plain) {
+        return result.map(Val::Json);
+    }
+    builtin(name, args)
+}
+
+fn builtin(name: &str, args: Vec<Val>) -> Result<Val, TemplateError> {
     let s = |v: String| Ok(Val::Json(Value::String(v)));
     match name {
         "json" => {
@@ -1051,6 +1110,35 @@ mod tests {
             "Labels": {"b": "2", "a": "1"},
             "Count": 1000000,
         })
+    }
+
+    #[test]
+    fn caller_functions_come_first_and_get_their_arguments() {
+        let funcs = |name: &str, args: &[Value]| match name {
+            "secret" => Some(match args {
+                [Value::String(t)] if t == "pw" => Ok(Value::String("s3cret".into())),
+                [Value::String(t)] => Err(TemplateError(format!("secret target {t} not found"))),
+                _ => Err(TemplateError("secret takes one target".into())),
+            }),
+            "upper" => Some(Ok(Value::String("mine".into()))),
+            _ => None,
+        };
+        let t = Template::parse(r#"{{secret "pw"}} {{"pw" | secret}} {{upper "a"}} {{lower "B"}}"#)
+            .unwrap();
+        assert_eq!(
+            t.execute_with(&json!({}), &funcs).unwrap(),
+            "s3cret s3cret mine b"
+        );
+        let e = Template::parse(r#"{{secret "x"}}"#)
+            .unwrap()
+            .execute_with(&json!({}), &funcs)
+            .unwrap_err();
+        assert_eq!(e.0, "secret target x not found");
+        let e = Template::parse(r#"{{secret "x"}}"#)
+            .unwrap()
+            .execute(&json!({}))
+            .unwrap_err();
+        assert!(e.0.contains("function \"secret\" not defined"), "{e}");
     }
 
     #[test]
