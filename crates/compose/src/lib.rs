@@ -7,6 +7,7 @@
 //! specs is `convert`'s job.
 
 mod error;
+pub mod convert;
 pub mod model;
 
 pub use error::LoadError;
