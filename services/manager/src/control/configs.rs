@@ -44,15 +44,24 @@ pub async fn update(
         .ok_or_else(|| Status::invalid_argument("config_version: the version read is required"))?
         .index;
     let old = current.spec.clone().unwrap_or_default();
-    if spec_name(&spec) != spec_name(&old) || spec.data != old.data {
+    // As swarmkit: nil data is a labels-only update; anything but the labels is kept.
+    if spec_name(&spec) != spec_name(&old) || (!spec.data.is_empty() && spec.data != old.data) {
         return Err(Status::invalid_argument(
             "only updates to Labels are allowed",
         ));
     }
+    let name = spec_name(&old).to_string();
+    let labels = spec.annotations.map(|a| a.labels).unwrap_or_default();
     let mut updated = current;
     updated.set_version(version);
-    updated.spec = Some(spec);
-    let name = spec_name(updated.spec.as_ref().unwrap_or(&old)).to_string();
+    if let Some(a) = updated
+        .spec
+        .get_or_insert_with(Default::default)
+        .annotations
+        .as_mut()
+    {
+        a.labels = labels;
+    }
     let stored = state.store.update(updated).await.map_err(store_status)?;
     announce(&state.bus, "update", &stored, &name).await;
     Ok(stored)
@@ -82,19 +91,33 @@ pub async fn remove(state: &ClusterState, current: Config) -> Result<(), Status>
         })
         .collect();
     if !users.is_empty() {
-        let plural = if users.len() > 1 { "s" } else { "" };
-        return Err(Status::failed_precondition(format!(
-            "config '{name}' is in use by the following service{plural}: {}",
-            users.join(", ")
-        )));
+        return Err(in_use_error("config", &name, &users));
     }
     let removed = state
         .store
         .delete::<Config>(current.id(), Some(current.version()))
         .await
-        .map_err(store_status)?;
+        .map_err(|e| match e {
+            shoal_store::Error::NotFound { .. } => {
+                Status::not_found(format!("could not find config {}", current.id()))
+            }
+            e => store_status(e),
+        })?;
     announce(&state.bus, "remove", &removed, &name).await;
     Ok(())
+}
+
+/// swarmkit's refusal to remove a secret or config services use (InvalidArgument).
+pub fn in_use_error(kind: &str, name: &str, users: &[String]) -> Status {
+    let services = if users.len() == 1 {
+        "service"
+    } else {
+        "services"
+    };
+    Status::invalid_argument(format!(
+        "{kind} '{name}' is in use by the following {services}: {}",
+        users.join(", ")
+    ))
 }
 
 fn uses_config(service: &Service, config_id: &str) -> bool {
@@ -119,14 +142,42 @@ fn spec_name(spec: &ConfigSpec) -> &str {
 }
 
 fn validate_spec(spec: &ConfigSpec) -> Result<(), Status> {
-    validate_annotations(spec.annotations.as_ref())?;
-    if spec.data.is_empty() || spec.data.len() > MAX_CONFIG_SIZE {
+    validate_name(spec.annotations.as_ref())?;
+    validate_templating(spec.templating.as_ref())?;
+    if spec.data.is_empty() || spec.data.len() >= MAX_CONFIG_SIZE {
         return Err(Status::invalid_argument(format!(
             "data: config data must be larger than 0 and less than {} bytes",
             MAX_CONFIG_SIZE
         )));
     }
     Ok(())
+}
+
+/// The name rule of secrets and configs (swarmkit's
+/// `validateConfigOrSecretAnnotations`), in its words.
+pub fn validate_name(annotations: Option<&Annotations>) -> Result<(), Status> {
+    let name = annotations.map(|a| a.name.as_str()).unwrap_or("");
+    if name.is_empty() {
+        return Err(Status::invalid_argument("name: name must be provided"));
+    }
+    validate_annotations(annotations).map_err(|_| {
+        Status::invalid_argument(format!(
+            "name: invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9] (got \"{name}\")"
+        ))
+    })
+}
+
+/// The one payload template language shoal's workers expand: Swarm's "golang"
+/// (swarmkit's agent fails any other with "unrecognized template type"; shoal refuses
+/// it up front instead of storing an object no task could use).
+pub fn validate_templating(templating: Option<&shoal_proto::v1::Driver>) -> Result<(), Status> {
+    match templating {
+        Some(t) if t.name != "golang" => Err(Status::invalid_argument(format!(
+            "templating: unrecognized template type \"{}\" (the template driver shoal supports is \"golang\")",
+            t.name
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Swarm's object-name rule: 1-64 of `[a-zA-Z0-9-_.]`, starting and ending alphanumeric.
@@ -181,6 +232,7 @@ mod tests {
         };
         assert!(validate_spec(&spec(1)).is_ok());
         assert!(validate_spec(&spec(0)).is_err());
-        assert!(validate_spec(&spec(MAX_CONFIG_SIZE + 1)).is_err());
+        assert!(validate_spec(&spec(MAX_CONFIG_SIZE - 1)).is_ok());
+        assert!(validate_spec(&spec(MAX_CONFIG_SIZE)).is_err());
     }
 }

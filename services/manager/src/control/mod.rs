@@ -2,15 +2,15 @@
 //! transactions, then a hint event. Errors carry gRPC codes a client can act on and
 //! messages in Swarm's words where Swarm has them.
 //!
-//! RPCs whose semantics belong to later parts of the system (secrets encryption)
-//! answer UNIMPLEMENTED until those parts exist, rather than storing objects nothing
-//! acts on.
+//! Secret payloads are sealed before they are stored and never leave through this
+//! API: every secret it returns has neither `spec.data` nor `sealed`.
 
 mod configs;
 mod filters;
 mod logs;
 pub mod networks;
 pub mod nodes;
+mod secrets;
 mod services;
 pub mod validate;
 
@@ -420,9 +420,60 @@ impl Control for ControlService {
             .list::<Secret>(req.into_inner().filters)
             .await?
             .into_iter()
+            // As swarmkit: internal secrets are the dispatcher's, not the user's.
+            .filter(|s| !s.internal)
             .map(without_data)
             .collect();
         Ok(Response::new(ListSecretsResponse { secrets }))
+    }
+
+    async fn create_secret(
+        &self,
+        req: Request<CreateSecretRequest>,
+    ) -> Result<Response<CreateSecretResponse>, Status> {
+        let secret = secrets::create(self.state()?, &self.cfg.kek_file, req.into_inner()).await?;
+        Ok(Response::new(CreateSecretResponse {
+            secret: Some(without_data(secret)),
+        }))
+    }
+
+    async fn update_secret(
+        &self,
+        req: Request<UpdateSecretRequest>,
+    ) -> Result<Response<UpdateSecretResponse>, Status> {
+        let req = req.into_inner();
+        // swarmkit's answer to a request without an id or a version.
+        if req.secret_id.is_empty() || req.secret_version.is_none() {
+            return Err(Status::invalid_argument(
+                "invalid argument: secret_id and secret_version are required",
+            ));
+        }
+        let current = self.resolve::<Secret>(&req.secret_id).await?;
+        let secret = secrets::update(self.state()?, &self.cfg.kek_file, current, req).await?;
+        Ok(Response::new(UpdateSecretResponse {
+            secret: Some(without_data(secret)),
+        }))
+    }
+
+    async fn remove_secret(
+        &self,
+        req: Request<RemoveSecretRequest>,
+    ) -> Result<Response<RemoveSecretResponse>, Status> {
+        let reference = req.into_inner().secret_id;
+        if reference.is_empty() {
+            return Err(Status::invalid_argument("secret ID must be provided"));
+        }
+        let current = self
+            .resolve::<Secret>(&reference)
+            .await
+            .map_err(|e| match e.code() {
+                tonic::Code::NotFound => {
+                    Status::not_found(format!("could not find secret {reference}"))
+                }
+                _ => e,
+            })?;
+        secrets::remove(self.state()?, current).await?;
+        Ok(Response::new(RemoveSecretResponse {}))
     }
 
     // ---------------------------------------------------------------- configs
@@ -471,7 +522,16 @@ impl Control for ControlService {
         &self,
         req: Request<RemoveConfigRequest>,
     ) -> Result<Response<RemoveConfigResponse>, Status> {
-        let current = self.resolve::<Config>(&req.into_inner().config_id).await?;
+        let reference = req.into_inner().config_id;
+        let current = self
+            .resolve::<Config>(&reference)
+            .await
+            .map_err(|e| match e.code() {
+                tonic::Code::NotFound => {
+                    Status::not_found(format!("could not find config {reference}"))
+                }
+                _ => e,
+            })?;
         configs::remove(self.state()?, current).await?;
         Ok(Response::new(RemoveConfigResponse {}))
     }
@@ -630,11 +690,13 @@ fn service_status(service: &Service, tasks: &[Task]) -> ServiceStatus {
     }
 }
 
-/// Secret data never leaves the managers through the Control API.
+/// Secret data never leaves the managers through the Control API, neither plain nor
+/// sealed.
 fn without_data(mut secret: Secret) -> Secret {
     if let Some(spec) = secret.spec.as_mut() {
         spec.data.clear();
     }
+    secret.sealed.clear();
     secret
 }
 

@@ -304,41 +304,79 @@ fn health_test(test: &[String], process: bool) -> Result<(), Status> {
 }
 
 fn secret_refs(refs: &[SecretReference]) -> Result<(), Status> {
-    let mut targets: HashMap<&str, &str> = HashMap::new();
-    for r in refs {
-        if r.secret_id.is_empty() || r.secret_name.is_empty() {
-            return Err(invalid("secrets: malformed secret reference"));
-        }
-        if r.target.is_empty() {
-            return Err(invalid(
-                "secrets: malformed secret reference, no target provided",
-            ));
-        }
-        if let Some(prev) = targets.insert(&r.target, &r.secret_name) {
-            return Err(invalid(format!(
-                "secrets: secret references '{prev}' and '{}' have a conflicting target: '{}'",
-                r.secret_name, r.target
-            )));
-        }
-    }
-    Ok(())
+    let refs = refs.iter().map(|r| FileRef {
+        id: &r.secret_id,
+        name: &r.secret_name,
+        target: &r.target,
+        uid: &r.uid,
+        gid: &r.gid,
+        mode: r.mode,
+    });
+    file_refs("secret", refs)
 }
 
 fn config_refs(refs: &[ConfigReference]) -> Result<(), Status> {
+    let refs = refs.iter().map(|r| FileRef {
+        id: &r.config_id,
+        name: &r.config_name,
+        target: &r.target,
+        uid: &r.uid,
+        gid: &r.gid,
+        mode: r.mode,
+    });
+    file_refs("config", refs)
+}
+
+/// A secret or config reference: the object and the file a task sees it as.
+struct FileRef<'a> {
+    id: &'a str,
+    name: &'a str,
+    target: &'a str,
+    uid: &'a str,
+    gid: &'a str,
+    mode: Option<u32>,
+}
+
+/// swarmkit's `validateSecretRefsSpec` / `validateConfigRefsSpec` (every target in
+/// shoal is a file target), plus what the worker needs to write the file safely: a
+/// target without `..` components or NUL bytes (process tasks get their files in a
+/// per-task directory on the host), numeric uid/gid, and permission bits only.
+fn file_refs<'a>(kind: &str, refs: impl Iterator<Item = FileRef<'a>>) -> Result<(), Status> {
+    let field = format!("{kind}s");
     let mut targets: HashMap<&str, &str> = HashMap::new();
     for r in refs {
-        if r.config_id.is_empty() || r.config_name.is_empty() {
-            return Err(invalid("configs: malformed config reference"));
+        if r.id.is_empty() || r.name.is_empty() {
+            return Err(invalid(format!("{field}: malformed {kind} reference")));
         }
-        if r.target.is_empty() {
-            return Err(invalid(
-                "configs: malformed config reference, no target provided",
-            ));
-        }
-        if let Some(prev) = targets.insert(&r.target, &r.config_name) {
+        let bad_target = r.target.is_empty()
+            || r.target.contains('\0')
+            || r.target.split('/').any(|c| c == "..")
+            || r.target.trim_end_matches('/').is_empty();
+        if bad_target {
             return Err(invalid(format!(
-                "configs: config references '{prev}' and '{}' have a conflicting target: '{}'",
-                r.config_name, r.target
+                "{field}: malformed file {kind} reference, invalid target file name provided: {:?}",
+                r.target
+            )));
+        }
+        for (what, value) in [("uid", r.uid), ("gid", r.gid)] {
+            if !value.is_empty() && value.parse::<u32>().is_err() {
+                return Err(invalid(format!(
+                    "{field}: {kind} reference '{}': {what} {value:?} is not a number",
+                    r.name
+                )));
+            }
+        }
+        if r.mode.is_some_and(|m| m > 0o7777) {
+            return Err(invalid(format!(
+                "{field}: {kind} reference '{}': invalid mode {:#o}",
+                r.name,
+                r.mode.unwrap_or_default()
+            )));
+        }
+        if let Some(prev) = targets.insert(r.target, r.name) {
+            return Err(invalid(format!(
+                "{field}: {kind} references '{prev}' and '{}' have a conflicting target: '{}'",
+                r.name, r.target
             )));
         }
     }
@@ -1042,5 +1080,62 @@ mod tests {
             ..Default::default()
         });
         refused(&s, "rollback");
+    }
+
+    #[test]
+    fn secret_and_config_references_follow_swarmkit() {
+        let secret = |name: &str, target: &str| SecretReference {
+            secret_id: format!("id-{name}"),
+            secret_name: name.into(),
+            target: target.into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: Some(0o444),
+        };
+        let with = |refs: Vec<SecretReference>| {
+            let mut s = base();
+            container_mut(&mut s).secrets = refs;
+            s
+        };
+        assert!(service_spec(&with(vec![secret("a", "a"), secret("b", "/etc/b")])).is_ok());
+        let mut nameless = secret("a", "a");
+        nameless.secret_name.clear();
+        refused(&with(vec![nameless]), "malformed secret reference");
+        for target in ["", "../x", "a/../../b", "/", "a\0b"] {
+            refused(
+                &with(vec![secret("a", target)]),
+                "malformed file secret reference, invalid target file name provided",
+            );
+        }
+        refused(
+            &with(vec![secret("a", "x"), secret("b", "x")]),
+            "secret references 'a' and 'b' have a conflicting target: 'x'",
+        );
+        let mut uid = secret("a", "a");
+        uid.uid = "root".into();
+        refused(&with(vec![uid]), "uid \"root\" is not a number");
+        let mut mode = secret("a", "a");
+        mode.mode = Some(0o10000);
+        refused(&with(vec![mode]), "invalid mode");
+
+        let mut s = base();
+        container_mut(&mut s).configs = vec![
+            ConfigReference {
+                config_id: "c1".into(),
+                config_name: "one".into(),
+                target: "/etc/app.conf".into(),
+                ..Default::default()
+            },
+            ConfigReference {
+                config_id: "c2".into(),
+                config_name: "two".into(),
+                target: "/etc/app.conf".into(),
+                ..Default::default()
+            },
+        ];
+        refused(
+            &s,
+            "config references 'one' and 'two' have a conflicting target: '/etc/app.conf'",
+        );
     }
 }
