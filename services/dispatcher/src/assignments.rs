@@ -22,6 +22,18 @@
 //!   sent is sent again only if something besides its meta (version) and its status
 //!   changed — the desired state, the spec, … — so the worker's own status reports are
 //!   not echoed back to it.
+//! - **Secrets and configs** (Swarm's `dispatcher/assignments.go`). A node gets a secret
+//!   or config only while a task in its stream's set refers to it: each stream counts the
+//!   tasks using each dependency. A message carries `ACTION_UPDATE` for every dependency
+//!   newly needed *before* the tasks that need it (the worker applies changes in order,
+//!   so a task never starts ahead of its files), and `ACTION_REMOVE` (the id only) after
+//!   the last task using one left. Two more caches (secrets, configs) follow the store;
+//!   a changed object (its labels: the payload is immutable) is sent again to the
+//!   streams that use it. A secret goes out opened: `spec.data` holds the plaintext
+//!   (opened here with the KEK, [`shoal_pki::SecretSealer`]) and `sealed` is cleared;
+//!   it travels over the session's mTLS only and is never logged. A dependency missing
+//!   from the cache (or that cannot be opened) is left out and logged by id: the task
+//!   is sent anyway and the worker fails it with a clear error.
 //! - **Tracing.** The first time a task still ASSIGNED is sent to its node, a span
 //!   "assign <task name>" is recorded as a child of the task's stored trace context.
 //! - **The stream ends** when its session does (replaced, closed, expired, node
@@ -33,10 +45,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shoal_grpc_host::ShutdownToken;
+use shoal_pki::SecretSealer;
 use shoal_proto::v1::assignment::Item;
 use shoal_proto::v1::assignment_change::Action;
 use shoal_proto::v1::assignments_message::Type as MessageType;
-use shoal_proto::v1::{Assignment, AssignmentChange, AssignmentsMessage, Meta, Task, TaskState};
+use shoal_proto::v1::task_spec::Runtime;
+use shoal_proto::v1::{
+    Assignment, AssignmentChange, AssignmentsMessage, Config, Meta, Secret, Task, TaskState,
+};
 use shoal_store::cache::{TASKS_BY_NODE, task_node};
 use shoal_store::{Cache, CacheEvent, CacheReader, Object, Store};
 use tokio::sync::Notify;
@@ -56,6 +72,10 @@ const FIRST_SET_WAIT: Duration = Duration::from_secs(2);
 /// The task cache and the subscribers of each node.
 pub(crate) struct Assignments {
     pub tasks: Cache<Task>,
+    pub secrets: Cache<Secret>,
+    pub configs: Cache<Config>,
+    /// Opens secrets' payloads; None: no KEK, so no secret is sent.
+    sealer: Option<Arc<SecretSealer>>,
     store: Store,
     subscribers: Mutex<HashMap<String, HashMap<u64, Arc<Pending>>>>,
     next_id: AtomicU64,
@@ -72,7 +92,16 @@ struct Pending {
 #[derive(Default)]
 struct Dirty {
     ids: HashSet<String>,
+    /// Secrets and configs that changed in the store.
+    deps: HashSet<Dep>,
     complete: bool,
+}
+
+/// A task's dependency: a secret or a config, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Dep {
+    Secret(String),
+    Config(String),
 }
 
 impl Pending {
@@ -96,10 +125,28 @@ impl Pending {
         self.notify.notify_one();
     }
 
+    fn mark_dep(&self, dep: &Dep, backlog: usize) {
+        {
+            let mut d = self.lock();
+            if d.complete || d.deps.contains(dep) {
+                return;
+            }
+            if d.ids.len() + d.deps.len() >= backlog {
+                d.ids.clear();
+                d.deps.clear();
+                d.complete = true;
+            } else {
+                d.deps.insert(dep.clone());
+            }
+        }
+        self.notify.notify_one();
+    }
+
     fn mark_complete(&self) {
         {
             let mut d = self.lock();
             d.ids.clear();
+            d.deps.clear();
             d.complete = true;
         }
         self.notify.notify_one();
@@ -131,19 +178,34 @@ impl Drop for Subscription {
 }
 
 impl Assignments {
-    /// Starts the task cache (not yet synced: see [`CacheReader::wait_until_synced`]).
-    pub fn start(store: &Store, backlog: usize) -> Arc<Assignments> {
+    /// Starts the task, secret and config caches (not yet synced: see
+    /// [`Assignments::wait_until_synced`]).
+    pub fn start(
+        store: &Store,
+        backlog: usize,
+        sealer: Option<Arc<SecretSealer>>,
+    ) -> Arc<Assignments> {
         let tasks = Cache::<Task>::builder(store)
             .index(TASKS_BY_NODE, task_node)
             .events_capacity(CACHE_EVENTS)
             .start();
         Arc::new(Assignments {
             tasks,
+            secrets: Cache::<Secret>::start(store),
+            configs: Cache::<Config>::start(store),
+            sealer,
             store: store.clone(),
             subscribers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             backlog: backlog.max(1),
         })
+    }
+
+    /// Until the three caches have their first snapshot.
+    pub async fn wait_until_synced(&self) -> shoal_store::Result<()> {
+        self.tasks.wait_until_synced().await?;
+        self.secrets.wait_until_synced().await?;
+        self.configs.wait_until_synced().await
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<u64, Arc<Pending>>>> {
@@ -170,14 +232,36 @@ impl Assignments {
         self.lock().values().map(HashMap::len).sum()
     }
 
-    fn changed(&self, task: &Task) {
-        if task.node_id.is_empty() {
-            return;
-        }
+    /// Marks `task` for the streams of its node and, when it moved (or was deleted),
+    /// of the node it was on: `placed` is the fan-out's record of each task's node.
+    fn changed(&self, task: &Task, deleted: bool, placed: &mut HashMap<String, String>) {
+        let before = if deleted || task.node_id.is_empty() {
+            placed.remove(task.id())
+        } else {
+            placed.insert(task.id().to_string(), task.node_id.clone())
+        };
         let subs = self.lock();
-        if let Some(node) = subs.get(&task.node_id) {
+        let mut mark = |node_id: &str| {
+            if let Some(node) = subs.get(node_id) {
+                for pending in node.values() {
+                    pending.mark(task.id(), self.backlog);
+                }
+            }
+        };
+        if !task.node_id.is_empty() {
+            mark(&task.node_id);
+        }
+        if let Some(before) = before.filter(|b| *b != task.node_id) {
+            mark(&before);
+        }
+    }
+
+    /// A secret or config changed: every stream looks whether it uses it (rare: they
+    /// change only by their labels, or when created or removed).
+    fn dep_changed(&self, dep: Dep) {
+        for node in self.lock().values() {
             for pending in node.values() {
-                pending.mark(task.id(), self.backlog);
+                pending.mark_dep(&dep, self.backlog);
             }
         }
     }
@@ -193,16 +277,59 @@ impl Assignments {
     /// Follows the cache's changes until shutdown.
     pub async fn fan_out(self: Arc<Self>, shutdown: ShutdownToken) {
         let mut events = self.tasks.subscribe();
+        // Where each task is, to tell the node a task left (subscribed first: a change
+        // in between is applied twice, which is harmless).
+        let mut placed: HashMap<String, String> = self
+            .tasks
+            .list()
+            .iter()
+            .filter(|t| !t.node_id.is_empty())
+            .map(|t| (t.id().to_string(), t.node_id.clone()))
+            .collect();
+        let mut secrets = self.secrets.subscribe();
+        let mut configs = self.configs.subscribe();
         loop {
             let ev = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 ev = events.recv() => ev,
+                ev = secrets.recv() => {
+                    match ev {
+                        Ok(CacheEvent::Upserted(s)) | Ok(CacheEvent::Deleted(s)) => {
+                            self.dep_changed(Dep::Secret(s.id().to_string()))
+                        }
+                        Ok(CacheEvent::Restarted { .. }) | Err(RecvError::Lagged(_)) => {
+                            self.resync_all()
+                        }
+                        Err(RecvError::Closed) => return,
+                    }
+                    continue;
+                }
+                ev = configs.recv() => {
+                    match ev {
+                        Ok(CacheEvent::Upserted(c)) | Ok(CacheEvent::Deleted(c)) => {
+                            self.dep_changed(Dep::Config(c.id().to_string()))
+                        }
+                        Ok(CacheEvent::Restarted { .. }) | Err(RecvError::Lagged(_)) => {
+                            self.resync_all()
+                        }
+                        Err(RecvError::Closed) => return,
+                    }
+                    continue;
+                }
             };
             match ev {
-                Ok(CacheEvent::Upserted(task)) | Ok(CacheEvent::Deleted(task)) => {
-                    self.changed(&task)
+                Ok(CacheEvent::Upserted(task)) => self.changed(&task, false, &mut placed),
+                Ok(CacheEvent::Deleted(task)) => self.changed(&task, true, &mut placed),
+                Ok(CacheEvent::Restarted { .. }) => {
+                    placed = self
+                        .tasks
+                        .list()
+                        .iter()
+                        .filter(|t| !t.node_id.is_empty())
+                        .map(|t| (t.id().to_string(), t.node_id.clone()))
+                        .collect();
+                    self.resync_all()
                 }
-                Ok(CacheEvent::Restarted { .. }) => self.resync_all(),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(
                         missed = n,
@@ -230,6 +357,11 @@ impl Assignments {
         let sub = self.subscribe(node_id);
         let state = StreamState {
             tasks: self.tasks.reader(),
+            secrets: self.secrets.reader(),
+            configs: self.configs.reader(),
+            sealer: self.sealer.clone(),
+            users: HashMap::new(),
+            deps_sent: HashMap::new(),
             store: self.store.clone(),
             node_id: node_id.to_string(),
             session_id: session_id.to_string(),
@@ -266,6 +398,13 @@ impl Assignments {
 
 struct StreamState {
     tasks: CacheReader<Task>,
+    secrets: CacheReader<Secret>,
+    configs: CacheReader<Config>,
+    sealer: Option<Arc<SecretSealer>>,
+    /// The tasks in `sent` using each dependency.
+    users: HashMap<Dep, HashSet<String>>,
+    /// The dependencies the worker has, by the version sent.
+    deps_sent: HashMap<Dep, u64>,
     store: Store,
     node_id: String,
     session_id: String,
@@ -319,6 +458,22 @@ impl StreamState {
             .collect();
         let mut sent = HashMap::with_capacity(current.len());
         let mut changes = Vec::with_capacity(current.len());
+        let mut users: HashMap<Dep, HashSet<String>> = HashMap::new();
+        for task in &current {
+            for dep in deps_of(task) {
+                users.entry(dep).or_default().insert(task.id().to_string());
+            }
+        }
+        let mut deps_sent = HashMap::with_capacity(users.len());
+        // Dependencies first: the worker has them when it gets the tasks.
+        for dep in users.keys() {
+            if let Some((version, change)) = self.dep_update(dep) {
+                changes.push(change);
+                deps_sent.insert(dep.clone(), version);
+            }
+        }
+        self.users = users;
+        self.deps_sent = deps_sent;
         for task in current {
             if !self.sent.contains_key(task.id()) {
                 record_assign(&task);
@@ -348,6 +503,7 @@ impl StreamState {
                 return Ok(self.complete());
             }
             let mut changes = Vec::new();
+            let mut touched = dirty.deps;
             for id in dirty.ids {
                 let current = self
                     .tasks
@@ -358,24 +514,31 @@ impl StreamState {
                         if !stable_eq(old, &task) {
                             changes.push(update(&task));
                         }
+                        let old = old.clone();
+                        self.retarget(&id, Some(&old), Some(&task), &mut touched);
                         // Keep the newest copy either way: the comparison is with it.
                         self.sent.insert(id, task);
                     }
                     (Some(task), None) => {
+                        self.retarget(&id, None, Some(&task), &mut touched);
                         record_assign(&task);
                         changes.push(update(&task));
                         self.sent.insert(id, task);
                     }
-                    (None, Some(_)) => {
+                    (None, Some(old)) => {
+                        let old = old.clone();
+                        self.retarget(&id, Some(&old), None, &mut touched);
                         self.sent.remove(&id);
                         changes.push(remove(&id));
                     }
                     (None, None) => {}
                 }
             }
-            if changes.is_empty() {
+            let (before, after) = self.dep_changes(touched);
+            if changes.is_empty() && before.is_empty() && after.is_empty() {
                 continue;
             }
+            let changes = before.into_iter().chain(changes).chain(after).collect();
             let (applies_to, results_in) = self.next_seq();
             return Ok(AssignmentsMessage {
                 r#type: MessageType::Incremental as i32,
@@ -384,6 +547,121 @@ impl StreamState {
                 changes,
             });
         }
+    }
+
+    /// Moves task `id` from the dependencies of `old` to those of `new`, noting which
+    /// ones it touched.
+    fn retarget(
+        &mut self,
+        id: &str,
+        old: Option<&Task>,
+        new: Option<&Task>,
+        touched: &mut HashSet<Dep>,
+    ) {
+        let old = old.map(deps_of).unwrap_or_default();
+        let new = new.map(deps_of).unwrap_or_default();
+        for dep in old.difference(&new) {
+            if let Some(users) = self.users.get_mut(dep) {
+                users.remove(id);
+                if users.is_empty() {
+                    self.users.remove(dep);
+                }
+            }
+            touched.insert(dep.clone());
+        }
+        for dep in new.difference(&old) {
+            self.users
+                .entry(dep.clone())
+                .or_default()
+                .insert(id.to_string());
+            touched.insert(dep.clone());
+        }
+    }
+
+    /// What the worker must be told about the `touched` dependencies: updates (sent
+    /// before the tasks) and removals (after them).
+    fn dep_changes(
+        &mut self,
+        touched: HashSet<Dep>,
+    ) -> (Vec<AssignmentChange>, Vec<AssignmentChange>) {
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        for dep in touched {
+            let used = self.users.get(&dep).is_some_and(|u| !u.is_empty());
+            if used {
+                let sent = self.deps_sent.get(&dep).copied();
+                let current = self.dep_version(&dep);
+                if current.is_some() && current == sent {
+                    continue;
+                }
+                match self.dep_update(&dep) {
+                    Some((version, change)) => {
+                        before.push(change);
+                        self.deps_sent.insert(dep, version);
+                    }
+                    None => {
+                        if self.deps_sent.remove(&dep).is_some() {
+                            after.push(remove_dep(&dep));
+                        }
+                    }
+                }
+            } else if self.deps_sent.remove(&dep).is_some() {
+                after.push(remove_dep(&dep));
+            }
+        }
+        (before, after)
+    }
+
+    /// The version of the dependency in the cache.
+    fn dep_version(&self, dep: &Dep) -> Option<u64> {
+        match dep {
+            Dep::Secret(id) => self.secrets.get(id).map(|s| s.version()),
+            Dep::Config(id) => self.configs.get(id).map(|c| c.version()),
+        }
+    }
+
+    /// The dependency as the worker gets it (a secret opened), with its version; None
+    /// (logged by id) when the cache does not have it or it cannot be opened.
+    fn dep_update(&self, dep: &Dep) -> Option<(u64, AssignmentChange)> {
+        let item = match dep {
+            Dep::Config(id) => {
+                let Some(config) = self.configs.get(id) else {
+                    tracing::warn!(node.id = %self.node_id, config.id = %id, "a task refers to a config this dispatcher does not have; sending the task without it");
+                    return None;
+                };
+                (config.version(), Item::Config((*config).clone()))
+            }
+            Dep::Secret(id) => {
+                let Some(secret) = self.secrets.get(id) else {
+                    tracing::warn!(node.id = %self.node_id, secret.id = %id, "a task refers to a secret this dispatcher does not have; sending the task without it");
+                    return None;
+                };
+                let Some(sealer) = &self.sealer else {
+                    tracing::warn!(node.id = %self.node_id, secret.id = %id, "no KEK: this dispatcher cannot open secrets; sending the task without it");
+                    return None;
+                };
+                let name = secret.name().unwrap_or("");
+                let data = match sealer.open(name, &secret.sealed) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        // The error names what failed, never the payload.
+                        tracing::warn!(node.id = %self.node_id, secret.id = %id, error = %e, "cannot open a secret; sending the task without it");
+                        return None;
+                    }
+                };
+                let mut opened = (*secret).clone();
+                opened.sealed = Vec::new();
+                opened.spec.get_or_insert_with(Default::default).data = data;
+                (secret.version(), Item::Secret(opened))
+            }
+        };
+        Some((
+            item.0,
+            AssignmentChange {
+                assignment: Some(Assignment { item: Some(item.1) }),
+                action: Action::Update as i32,
+            },
+        ))
     }
 
     async fn until_ended<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, Status> {
@@ -405,6 +683,53 @@ fn assigned(task: &Task) -> bool {
     task.status
         .as_ref()
         .is_some_and(|s| s.state >= TaskState::Assigned as i32)
+}
+
+/// The secrets and configs `task` refers to.
+pub(crate) fn deps_of(task: &Task) -> HashSet<Dep> {
+    let mut deps = HashSet::new();
+    let (secrets, configs) = match task.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
+        Some(Runtime::Container(c)) => (&c.secrets, &c.configs),
+        Some(Runtime::Process(p)) => (&p.secrets, &p.configs),
+        None => return deps,
+    };
+    deps.extend(
+        secrets
+            .iter()
+            .filter(|r| !r.secret_id.is_empty())
+            .map(|r| Dep::Secret(r.secret_id.clone())),
+    );
+    deps.extend(
+        configs
+            .iter()
+            .filter(|r| !r.config_id.is_empty())
+            .map(|r| Dep::Config(r.config_id.clone())),
+    );
+    deps
+}
+
+/// The removal of a dependency: its id only.
+fn remove_dep(dep: &Dep) -> AssignmentChange {
+    let meta = |id: &str| {
+        Some(Meta {
+            id: id.to_string(),
+            ..Default::default()
+        })
+    };
+    let item = match dep {
+        Dep::Secret(id) => Item::Secret(Secret {
+            meta: meta(id),
+            ..Default::default()
+        }),
+        Dep::Config(id) => Item::Config(Config {
+            meta: meta(id),
+            ..Default::default()
+        }),
+    };
+    AssignmentChange {
+        assignment: Some(Assignment { item: Some(item) }),
+        action: Action::Remove as i32,
+    }
 }
 
 fn update(task: &Task) -> AssignmentChange {

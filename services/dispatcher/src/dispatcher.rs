@@ -97,6 +97,9 @@ pub struct DispatcherOptions {
     /// Changed tasks one assignment stream may have pending before it is sent a fresh
     /// COMPLETE instead. Default 4096.
     pub assignment_backlog: usize,
+    /// Opens the secrets put into assignments (made from the control plane's KEK).
+    /// None: no secret is sent (tasks that need one fail on their worker).
+    pub secret_sealer: Option<Arc<shoal_pki::SecretSealer>>,
 }
 
 impl Default for DispatcherOptions {
@@ -111,6 +114,7 @@ impl Default for DispatcherOptions {
             register_timeout: Duration::from_secs(10),
             assignment_window: Duration::from_millis(50),
             assignment_backlog: assignments::BACKLOG,
+            secret_sealer: None,
         }
     }
 }
@@ -187,10 +191,14 @@ impl Dispatcher {
         let instance = shoal_store::new_id();
         let nodes = Cache::<Node>::start(&store);
         let clusters = Cache::<Cluster>::start(&store);
-        let assignments = Assignments::start(&store, options.assignment_backlog);
+        let assignments = Assignments::start(
+            &store,
+            options.assignment_backlog,
+            options.secret_sealer.clone(),
+        );
         until(&shutdown, nodes.wait_until_synced()).await??;
         until(&shutdown, clusters.wait_until_synced()).await??;
-        until(&shutdown, assignments.tasks.wait_until_synced()).await??;
+        until(&shutdown, assignments.wait_until_synced()).await??;
         tokio::spawn(assignments.clone().fan_out(shutdown.clone()));
         let presence = until(
             &shutdown,

@@ -34,6 +34,7 @@ pub use config::DispatcherConfig;
 pub use dispatcher::{Dispatcher, DispatcherOptions, StartError};
 pub use service::DispatcherService;
 use shoal_grpc_host::{BoundHost, RunError};
+use shoal_pki::SecretSealer;
 use shoal_proto::v1::dispatcher_server::DispatcherServer;
 pub use table::SessionCounts;
 pub use task_status::WriterStats;
@@ -42,12 +43,24 @@ use tokio::sync::OnceCell;
 /// gRPC services this process serves besides health and reflection.
 const SERVICES: &[&str] = &["shoal.v1.Dispatcher"];
 
-/// The dispatcher's behaviour for a process configured with `cfg`.
-pub fn options(cfg: &DispatcherConfig) -> DispatcherOptions {
+/// The dispatcher's behaviour for a process configured with `cfg`; `sealer` opens the
+/// secrets it sends to workers.
+pub fn options(cfg: &DispatcherConfig, sealer: Option<Arc<SecretSealer>>) -> DispatcherOptions {
     DispatcherOptions {
         advertise_addr: cfg.advertise(),
+        secret_sealer: sealer,
         ..DispatcherOptions::default()
     }
+}
+
+/// The secrets' sealer from the KEK in `cfg.kek_file` (a control-plane process has it:
+/// its own certificate is issued with it).
+pub fn secret_sealer(cfg: &DispatcherConfig) -> std::io::Result<Arc<SecretSealer>> {
+    let kek = shoal_grpc_host::identity::read_kek(&cfg.kek_file)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    SecretSealer::new(&kek)
+        .map(Arc::new)
+        .map_err(|e| std::io::Error::other(format!("kek_file: {e}")))
 }
 
 /// Runs the dispatcher until SIGTERM/SIGINT.
@@ -57,7 +70,7 @@ pub async fn run(cfg: DispatcherConfig, host: BoundHost) -> Result<(), RunError>
         cell.clone(),
     )));
     let shutdown = host.shutdown_token();
-    let options = options(&cfg);
+    let options = options(&cfg, Some(secret_sealer(&cfg)?));
     shoal_grpc_host::serve_with_cluster_state(&cfg, host, routes, SERVICES, |state| async move {
         match Dispatcher::start(state, options, shutdown).await {
             Ok(dispatcher) => {
