@@ -241,7 +241,7 @@ impl Assignments {
             placed.insert(task.id().to_string(), task.node_id.clone())
         };
         let subs = self.lock();
-        let mut mark = |node_id: &str| {
+        let mark = |node_id: &str| {
             if let Some(node) = subs.get(node_id) {
                 for pending in node.values() {
                     pending.mark(task.id(), self.backlog);

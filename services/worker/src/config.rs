@@ -32,6 +32,10 @@ pub struct WorkerConfig {
     /// it as `SHOAL_DNS`, containers reach it through the worker's relay on their
     /// network's gateway. Empty: tasks keep the host's resolver.
     pub dns_addr: String,
+    /// Where tasks' secret and config files are written, one directory per task; it
+    /// must be a tmpfs (tasks that need files fail otherwise). Empty:
+    /// `/dev/shm/shoal-<node id>`.
+    pub secrets_dir: PathBuf,
     pub otlp_endpoint: String,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -49,6 +53,7 @@ impl Default for WorkerConfig {
             nats_url: String::new(),
             resolver_addrs: Vec::new(),
             dns_addr: String::new(),
+            secrets_dir: PathBuf::new(),
             otlp_endpoint: String::new(),
             log_format: LogFormat::Text,
             log_filter: "info".into(),

@@ -136,11 +136,20 @@ async fn start_tasks(
     };
     let bus = logs::connect(&cfg.nats_url).await;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(tasks::reporter::QUEUE);
-    let manager = tasks::TaskManager::new(
+    let files_root = if cfg.secrets_dir.as_os_str().is_empty() {
+        tasks::files::TaskFiles::default_root(node_id)
+    } else {
+        cfg.secrets_dir.clone()
+    };
+    let manager = tasks::TaskManager::with_options(
         &cfg.state_dir,
         executors,
         reports_tx,
         bus.as_ref().map(|b| b.log_publisher(logs::PUBLISH_QUEUE)),
+        tasks::TaskOptions {
+            files_root: Some(files_root),
+            node: tasks::files::NodeInfo::local(node_id, &cfg.effective_hostname()),
+        },
     );
     manager.add_adoptable(found);
     tokio::spawn(tasks::reporter::run(reports_rx, link.clone()));

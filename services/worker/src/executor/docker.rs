@@ -31,8 +31,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthStatusEnum, HostConfig, Mount,
-    MountType, NetworkConnectRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthStatusEnum, HostConfig,
+    HostConfigLogConfig, Mount, MountBindOptions, MountTmpfsOptions, MountType, MountVolumeOptions,
+    MountVolumeOptionsDriverConfig, NetworkConnectRequest, NetworkingConfig, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, LogsOptionsBuilder,
@@ -293,6 +294,35 @@ impl DockerExecutor {
                 source: (!m.source.is_empty()).then(|| m.source.clone()),
                 typ: Some(typ),
                 read_only: Some(m.read_only),
+                tmpfs_options: m.tmpfs_options.as_ref().map(|t| MountTmpfsOptions {
+                    size_bytes: (t.size_bytes > 0).then_some(t.size_bytes),
+                    mode: (t.mode > 0).then_some(i64::from(t.mode)),
+                    options: None,
+                }),
+                volume_options: m.volume_options.as_ref().map(|v| MountVolumeOptions {
+                    no_copy: Some(v.no_copy),
+                    labels: (!v.labels.is_empty()).then(|| v.labels.clone()),
+                    driver_config: v.driver_config.as_ref().map(|d| {
+                        MountVolumeOptionsDriverConfig {
+                            name: (!d.name.is_empty()).then(|| d.name.clone()),
+                            options: (!d.options.is_empty()).then(|| d.options.clone()),
+                        }
+                    }),
+                    subpath: None,
+                }),
+                bind_options: match m.bind_options.as_ref() {
+                    Some(b) if !b.propagation.is_empty() => Some(MountBindOptions {
+                        propagation: Some(b.propagation.parse().map_err(|_| {
+                            TaskError::failed(format!(
+                                "mount {}: invalid propagation {:?}: want rprivate, private, \
+                                 rshared, shared, rslave or slave",
+                                m.target, b.propagation
+                            ))
+                        })?),
+                        ..Default::default()
+                    }),
+                    _ => None,
+                },
                 ..Default::default()
             });
         }
@@ -303,6 +333,17 @@ impl DockerExecutor {
             .and_then(|r| r.limits.as_ref());
         let grace = task_grace(task);
         let healthcheck = docker_healthcheck(spec.healthcheck.as_ref())?;
+        let dns_config = spec.dns_config.clone().unwrap_or_default();
+        let log_config = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.log_driver.as_ref())
+            .filter(|l| !l.name.is_empty())
+            .map(|l| HostConfigLogConfig {
+                typ: Some(l.name.clone()),
+                config: (!l.options.is_empty()).then(|| l.options.clone()),
+            });
+        let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         // Created on its first network; the others are connected before it starts.
         let first = joins.first();
         let networking_config = first.map(|j| NetworkingConfig {
@@ -321,20 +362,61 @@ impl DockerExecutor {
             stop_signal: (!spec.stop_signal.is_empty()).then(|| spec.stop_signal.clone()),
             stop_timeout: Some(i64::try_from(grace.as_secs().max(1)).unwrap_or(i64::MAX)),
             healthcheck,
+            open_stdin: spec.open_stdin.then_some(true),
             host_config: Some(HostConfig {
                 mounts: (!mounts.is_empty()).then_some(mounts),
                 memory: limits.map(|l| l.memory_bytes).filter(|m| *m > 0),
                 nano_cpus: limits.map(|l| l.nano_cpus).filter(|c| *c > 0),
+                pids_limit: limits.map(|l| l.pids).filter(|p| *p > 0),
                 network_mode: first.map(|j| j.docker_name.clone()),
-                dns: first
-                    .filter(|j| self.dns && !j.gateway.is_empty())
-                    .map(|j| vec![j.gateway.clone()]),
+                // The task's own nameservers win over the worker's relay.
+                dns: some_vec(&dns_config.nameservers).or_else(|| {
+                    first
+                        .filter(|j| self.dns && !j.gateway.is_empty())
+                        .map(|j| vec![j.gateway.clone()])
+                }),
+                dns_search: some_vec(&dns_config.search),
+                dns_options: some_vec(&dns_config.options),
+                extra_hosts: some_vec(&extra_hosts(&spec.hosts)),
+                readonly_rootfs: spec.read_only.then_some(true),
+                init: spec.init,
+                sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone()),
+                cap_add: some_vec(&spec.capability_add),
+                cap_drop: some_vec(&spec.capability_drop),
+                ulimits: (!spec.ulimits.is_empty()).then(|| {
+                    spec.ulimits
+                        .iter()
+                        .map(|u| ResourcesUlimits {
+                            name: Some(u.name.clone()),
+                            soft: Some(u.soft),
+                            hard: Some(u.hard),
+                        })
+                        .collect()
+                }),
+                oom_score_adj: (spec.oom_score_adj != 0).then_some(spec.oom_score_adj),
+                group_add: some_vec(&spec.groups),
+                log_config,
                 ..Default::default()
             }),
             networking_config,
             ..Default::default()
         })
     }
+}
+
+/// The engine's `ExtraHosts` (`host:ip`) from Swarm's `hosts` lines (`IP HOSTNAME
+/// [ALIAS...]`, as `/etc/hosts`); a line already in `host:ip` form is kept.
+fn extra_hosts(hosts: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in hosts {
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.clone().next()) {
+            (Some(ip), Some(_)) => out.extend(fields.map(|name| format!("{name}:{ip}"))),
+            (Some(single), None) => out.push(single.to_string()),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A container's endpoint on one of its networks: its allocated address.
@@ -806,6 +888,18 @@ mod tests {
         assert_eq!(normalize_image("foo:1"), "foo:1");
         assert_eq!(normalize_image("reg:5000/foo"), "reg:5000/foo:latest");
         assert_eq!(normalize_image("foo@sha256:abc"), "foo@sha256:abc");
+    }
+
+    #[test]
+    fn hosts_lines_become_extra_hosts() {
+        let hosts = vec![
+            "10.0.0.1 db db.local".to_string(),
+            "cache:10.0.0.2".to_string(),
+        ];
+        assert_eq!(
+            extra_hosts(&hosts),
+            vec!["db:10.0.0.1", "db.local:10.0.0.1", "cache:10.0.0.2"]
+        );
     }
 
     #[test]

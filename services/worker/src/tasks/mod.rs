@@ -23,6 +23,7 @@
 //! go through the [`reporter`] in batches.
 
 pub mod assignments;
+pub mod files;
 pub mod reporter;
 pub mod state;
 
@@ -100,6 +101,10 @@ pub struct TaskManager {
 
 struct Inner {
     executors: Executors,
+    /// The secrets and configs of the assignments, in memory only.
+    deps: Mutex<files::Deps>,
+    files: files::TaskFiles,
+    node: files::NodeInfo,
     reports: mpsc::Sender<Report>,
     state: Mutex<StateFile>,
     set: Mutex<Set>,
@@ -124,6 +129,26 @@ struct Entry {
     runner: AbortHandle,
 }
 
+/// Where a manager writes its tasks' files and what its templates know of the node.
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    /// The tmpfs root of the tasks' files; None: `/dev/shm/shoal-<hash of state_dir>`.
+    pub files_root: Option<std::path::PathBuf>,
+    pub node: files::NodeInfo,
+}
+
+/// A stable short tag of a path (FNV-1a), so that the same state dir always gets the
+/// same default files root.
+fn path_tag(path: &Path) -> String {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in abs.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 impl TaskManager {
     /// A manager using the records in `state_dir` (adopted when their tasks are
     /// assigned again, stopped after the first COMPLETE set if not), reporting task
@@ -134,11 +159,31 @@ impl TaskManager {
         reports: mpsc::Sender<Report>,
         logs: Option<LogPublisher>,
     ) -> Self {
+        Self::with_options(state_dir, executors, reports, logs, TaskOptions::default())
+    }
+
+    /// [`TaskManager::new`] with where the tasks' files go and the node's description.
+    /// The files of tasks the state file does not know are removed.
+    pub fn with_options(
+        state_dir: &Path,
+        executors: Executors,
+        reports: mpsc::Sender<Report>,
+        logs: Option<LogPublisher>,
+        options: TaskOptions,
+    ) -> Self {
         let state = StateFile::load(state_dir);
-        let adoptable = state.records().clone().into_iter().collect();
+        let adoptable: HashMap<String, Record> = state.records().clone().into_iter().collect();
+        let root = options
+            .files_root
+            .unwrap_or_else(|| files::TaskFiles::default_root(&path_tag(state_dir)));
+        let task_files = files::TaskFiles::new(root);
+        task_files.clean_stale(&adoptable.keys().cloned().collect());
         Self {
             inner: Arc::new(Inner {
                 executors,
+                deps: Mutex::new(files::Deps::default()),
+                files: task_files,
+                node: options.node,
                 reports,
                 state: Mutex::new(state),
                 set: Mutex::new(Set {
@@ -209,7 +254,58 @@ impl TaskManager {
             .and_then(|s| s.get(task_id).map(|r| r.handle.clone()))
     }
 
-    /// Applies one message of the Assignments stream.
+    /// The root of the tasks' file directories.
+    pub fn files_root(&self) -> &Path {
+        self.inner.files.root()
+    }
+
+    /// Ids of the secrets and configs held now.
+    pub fn dependency_ids(&self) -> (Vec<String>, Vec<String>) {
+        self.inner
+            .deps
+            .lock()
+            .map(|d| {
+                (
+                    d.secrets.keys().cloned().collect(),
+                    d.configs.keys().cloned().collect(),
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps (or drops) a secret or config of the assignments; false for a task.
+    fn apply_dep(&self, item: &mut Option<Item>, remove: bool) -> bool {
+        let Ok(mut deps) = self.inner.deps.lock() else {
+            return false;
+        };
+        match item.take() {
+            Some(Item::Secret(s)) => {
+                let id = s.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+                if remove {
+                    deps.secrets.remove(&id);
+                } else if !id.is_empty() {
+                    deps.secrets.insert(id, Arc::new(files::HeldSecret(s)));
+                }
+                true
+            }
+            Some(Item::Config(c)) => {
+                let id = c.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+                if remove {
+                    deps.configs.remove(&id);
+                } else if !id.is_empty() {
+                    deps.configs.insert(id, Arc::new(c));
+                }
+                true
+            }
+            other => {
+                *item = other;
+                false
+            }
+        }
+    }
+
+    /// Applies one message of the Assignments stream. Its changes apply in order: the
+    /// dispatcher puts a task's secrets and configs before the task.
     pub fn apply(&self, msg: AssignmentsMessage) -> Result<(), Gap> {
         let Ok(mut set) = self.inner.set.lock() else {
             return Ok(());
@@ -218,16 +314,36 @@ impl TaskManager {
         match typ {
             Type::Complete => {
                 let mut keep = HashSet::with_capacity(msg.changes.len());
+                let mut keep_deps = HashSet::new();
                 for change in msg.changes {
                     if Action::try_from(change.action) != Ok(Action::Update) {
                         continue;
                     }
-                    if let Some(Item::Task(task)) = change.assignment.and_then(|a| a.item) {
+                    let mut item = change.assignment.and_then(|a| a.item);
+                    match &item {
+                        Some(Item::Secret(s)) => {
+                            keep_deps
+                                .insert(s.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default());
+                        }
+                        Some(Item::Config(c)) => {
+                            keep_deps
+                                .insert(c.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default());
+                        }
+                        _ => {}
+                    }
+                    if self.apply_dep(&mut item, false) {
+                        continue;
+                    }
+                    if let Some(Item::Task(task)) = item {
                         keep.insert(task_id(&task).to_string());
                         self.upsert(&mut set, task);
                     }
                 }
                 set.tasks.retain(|id, _| keep.contains(id));
+                if let Ok(mut deps) = self.inner.deps.lock() {
+                    deps.secrets.retain(|id, _| keep_deps.contains(id));
+                    deps.configs.retain(|id, _| keep_deps.contains(id));
+                }
                 if !set.complete_seen {
                     set.complete_seen = true;
                     for (id, record) in set.adoptable.drain() {
@@ -244,7 +360,12 @@ impl TaskManager {
                     });
                 }
                 for change in msg.changes {
-                    let Some(Item::Task(task)) = change.assignment.and_then(|a| a.item) else {
+                    let remove = Action::try_from(change.action) == Ok(Action::Remove);
+                    let mut item = change.assignment.and_then(|a| a.item);
+                    if self.apply_dep(&mut item, remove) {
+                        continue;
+                    }
+                    let Some(Item::Task(task)) = item else {
                         continue;
                     };
                     match Action::try_from(change.action) {
@@ -415,6 +536,7 @@ impl Inner {
                 tracing::warn!(task = %name, error = %e, "cannot remove the task's runtime");
             }
         }
+        self.files.remove(&id);
         self.forget(&id);
         let _ = self.reports.send(Report::Forget(id.clone())).await;
         tracing::debug!(task = %name, "task removed from the node");
@@ -433,6 +555,18 @@ impl Inner {
     ) -> Outcome {
         let observed = task.status.as_ref().map(|s| s.state).unwrap_or(0);
         let live = observed <= RUNNING;
+        // The task as it runs here: templates expanded, its files mounted.
+        let task = match files::expand(task, &self.node, &self.files) {
+            Ok(t) => t,
+            Err(e) => {
+                if observed <= ASSIGNED {
+                    self.report(id, status(TaskState::Failed, "preparing", &e, None))
+                        .await;
+                }
+                return Outcome::Ended;
+            }
+        };
+        let task = &task;
         let executor = match handle.as_ref() {
             Some(h) => self
                 .executors
@@ -704,6 +838,14 @@ impl Inner {
                 self.report(id, status(state, message, "", None)).await;
             }
         }
+        if let Err(e) = self.write_files(task) {
+            self.report(
+                id,
+                status(TaskState::Failed, "preparing", &e.to_string(), None),
+            )
+            .await;
+            return None;
+        }
         let h = match executor.prepare(task).await {
             Ok(h) => h,
             Err(e) => {
@@ -729,6 +871,32 @@ impl Inner {
                 .await;
         }
         Some(h)
+    }
+
+    /// Writes the task's secret and config files from what the assignments brought.
+    fn write_files(&self, task: &Task) -> Result<(), files::FilesError> {
+        // A snapshot: the lock is not held while writing.
+        let deps = {
+            let held = self.deps.lock().map_err(|_| files::FilesError::Io {
+                path: String::new(),
+                source: std::io::Error::other("the dependency map is poisoned"),
+            })?;
+            let refs = files::file_refs(task)?;
+            if refs.is_empty() {
+                return Ok(());
+            }
+            let mut deps = files::Deps::default();
+            for r in refs {
+                if let Some(s) = held.secrets.get(&r.id).filter(|_| r.kind == "secret") {
+                    deps.secrets.insert(r.id.clone(), s.clone());
+                }
+                if let Some(c) = held.configs.get(&r.id).filter(|_| r.kind == "config") {
+                    deps.configs.insert(r.id.clone(), c.clone());
+                }
+            }
+            deps
+        };
+        self.files.write(task, &deps, &self.node)
     }
 
     /// Starts a prepared task (STARTING); false when it failed to.
@@ -804,6 +972,7 @@ impl Inner {
                 tracing::warn!(task = %record.name, error = %e, "cannot remove a task no longer assigned");
             }
         }
+        self.files.remove(&id);
         self.forget(&id);
     }
 }
