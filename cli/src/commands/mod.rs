@@ -7,6 +7,7 @@ pub mod health;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod stack;
 pub mod swarm;
 pub mod task;
 
@@ -77,6 +78,9 @@ pub enum Command {
     /// Manage Swarm services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage Swarm stacks.
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
     /// Manage Swarm.
     #[command(subcommand)]
     Swarm(swarm::SwarmCommand),
@@ -136,6 +140,7 @@ async fn run_command(cfg: &CliConfig, command: Command) -> anyhow::Result<ExitCo
         Command::Network(cmd) => network::run(cfg, cmd).await,
         Command::Node(cmd) => node::run(cfg, cmd).await,
         Command::Service(cmd) => service::run(cfg, cmd).await,
+        Command::Stack(cmd) => stack::run(cfg, cmd).await,
         Command::Swarm(cmd) => swarm::run(cfg, cmd).await,
         Command::Version => {
             println!("shoal version {}", env!("CARGO_PKG_VERSION"));
