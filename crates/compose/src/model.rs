@@ -26,7 +26,7 @@ use serde::Serialize;
 pub type Value = yaml_serde::Value;
 
 /// The whole stack: every `-c` file loaded and merged in order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Project {
     /// The compose format version all files resolved to ("3.13" when absent or "3").
     pub version: String,
@@ -37,7 +37,8 @@ pub struct Project {
     pub volumes: BTreeMap<String, VolumeConfig>,
     pub secrets: BTreeMap<String, SecretConfig>,
     pub configs: BTreeMap<String, ConfigObjConfig>,
-    /// Top-level `x-*` keys (the last file that sets a key wins).
+    /// Top-level `x-*` keys, from the first file only (docker's merge ignores the
+    /// others' top-level extensions).
     pub extras: BTreeMap<String, Value>,
     /// Warnings the loader logs while loading (docker prints them through logrus at
     /// warning level): host-IP ports dropped, `external.name` deprecations. In load
@@ -82,8 +83,9 @@ pub struct ServiceConfig {
     /// when set. `None` = a bare `KEY` whose shell variable is unset (docker passes the
     /// bare name, i.e. unset in the container).
     pub environment: BTreeMap<String, Option<String>>,
-    /// The env files as absolute paths (already applied to `environment`).
-    pub env_file: Vec<PathBuf>,
+    /// The env files as written, relative to `working_dir` (already applied to
+    /// `environment`; kept for `stack config`).
+    pub env_file: Vec<String>,
     /// Deprecated (warned), never used.
     pub expose: Vec<String>,
     /// Unsupported (warned).
@@ -302,13 +304,13 @@ pub struct ServiceNetworkConfig {
 /// One published port (short syntax expanded; long syntax as given).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ServicePortConfig {
-    /// ingress | host (short syntax gives ingress).
+    /// ingress | host (short syntax gives ingress; long syntax as written, "" if absent).
     pub mode: String,
     /// The container port.
     pub target: u32,
     /// The published port; 0 = none given (swarm picks one from 30000–32767).
     pub published: u32,
-    /// tcp | udp | sctp (short syntax defaults to tcp).
+    /// tcp | udp | sctp (short syntax defaults to tcp; long syntax as written, "" if absent).
     pub protocol: String,
 }
 
