@@ -1,16 +1,20 @@
 //! `shoal config create|ls|inspect|rm`, as `docker config`.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::process::ExitCode;
 
+use serde_json::{Value, json};
 use shoal_proto::v1::{
-    Annotations, Config, ConfigSpec, CreateConfigRequest, GetConfigRequest, ListConfigsRequest,
-    RemoveConfigRequest,
+    Annotations, Config, ConfigSpec, CreateConfigRequest, Driver, GetConfigRequest,
+    ListConfigsRequest, RemoveConfigRequest,
 };
 
+use super::secret::{InspectArgs, InspectFormat, Kind, ListArgs, Row, pretty_labels, report};
 use crate::config::CliConfig;
-use crate::output::{Table, ago, base64, rfc3339};
+use crate::output::{base64, go_time, rfc3339};
+
+/// swarmkit's config limit; the CLI reads at most twice this, as docker does.
+pub const MAX_CONFIG_SIZE: u64 = 1000 * 1024;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
@@ -19,53 +23,52 @@ pub enum ConfigCommand {
         /// Config labels (KEY=VALUE).
         #[arg(long, short = 'l')]
         label: Vec<String>,
+        /// Template driver ("golang").
+        #[arg(long)]
+        template_driver: Option<String>,
+        #[arg(value_name = "CONFIG")]
         name: String,
         /// File to read, or "-" for STDIN.
+        #[arg(value_name = "file|-")]
         file: String,
     },
     /// List configs.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Filter output based on conditions provided: name=, id=, label=
-        #[arg(long, short)]
-        filter: Vec<String>,
-    },
+    Ls(ListArgs),
     /// Display detailed information on one or more configs.
-    Inspect {
-        #[arg(required = true)]
-        configs: Vec<String>,
-    },
+    Inspect(InspectArgs),
     /// Remove one or more configs.
     #[command(alias = "remove")]
     Rm {
-        #[arg(required = true)]
+        #[arg(required = true, value_name = "CONFIG")]
         configs: Vec<String>,
     },
 }
 
 pub async fn run(cfg: &CliConfig, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
-    let mut control = crate::connect::control(cfg).await?;
     match cmd {
-        ConfigCommand::Create { label, name, file } => {
-            let data = if file == "-" {
-                let mut buf = Vec::new();
-                std::io::stdin().read_to_end(&mut buf)?;
-                buf
-            } else {
-                std::fs::read(&file)
-                    .map_err(|e| anyhow::anyhow!("error reading content from \"{file}\": {e}"))?
-            };
+        ConfigCommand::Create {
+            label,
+            template_driver,
+            name,
+            file,
+        } => {
+            let data = super::secret::read_data(&file, 2 * MAX_CONFIG_SIZE)
+                .map_err(|e| anyhow::anyhow!("error reading content from \"{file}\": {e}"))?;
             let spec = ConfigSpec {
                 annotations: Some(Annotations {
                     name,
                     labels: parse_labels(&label)?,
                 }),
                 data,
-                templating: None,
+                templating: template_driver
+                    .filter(|t| !t.is_empty())
+                    .map(|name| Driver {
+                        name,
+                        options: HashMap::new(),
+                    }),
             };
+            let mut control = crate::connect::control(cfg).await?;
             let config = control
                 .create_config(CreateConfigRequest { spec: Some(spec) })
                 .await
@@ -76,9 +79,10 @@ pub async fn run(cfg: &CliConfig, cmd: ConfigCommand) -> anyhow::Result<ExitCode
             println!("{}", id(&config));
             Ok(ExitCode::SUCCESS)
         }
-        ConfigCommand::Ls { quiet, filter } => {
-            let filters = super::parse_filters(&filter)?;
-            let mut configs = control
+        ConfigCommand::Ls(args) => {
+            let filters = super::parse_filters(&args.filter)?;
+            let mut control = crate::connect::control(cfg).await?;
+            let configs = control
                 .list_configs(ListConfigsRequest {
                     filters: Some(filters),
                 })
@@ -86,49 +90,37 @@ pub async fn run(cfg: &CliConfig, cmd: ConfigCommand) -> anyhow::Result<ExitCode
                 .map_err(super::rpc_error)?
                 .into_inner()
                 .configs;
-            configs.sort_by(|a, b| name(a).cmp(name(b)));
-            if quiet {
-                configs.iter().for_each(|c| println!("{}", id(c)));
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut table = Table::new(&["ID", "NAME", "CREATED", "UPDATED"]);
-            for c in &configs {
-                let meta = c.meta.clone().unwrap_or_default();
-                table.row(vec![
-                    meta.id.clone(),
-                    name(c).to_string(),
-                    ago(meta.created_at.as_ref()),
-                    ago(meta.updated_at.as_ref()),
-                ]);
-            }
-            print!("{}", table.render());
+            let rows: Vec<Row> = configs.iter().map(row).collect();
+            print!(
+                "{}",
+                super::secret::render_ls(rows, args.format.as_deref(), args.quiet, Kind::Config)?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        ConfigCommand::Inspect { configs } => {
-            let mut out = Vec::new();
-            let mut code = ExitCode::SUCCESS;
-            for reference in configs {
+        ConfigCommand::Inspect(args) => {
+            let format = InspectFormat::parse(args.pretty, args.format.as_deref())?;
+            let mut control = crate::connect::control(cfg).await?;
+            let mut found = Vec::new();
+            let mut errors = Vec::new();
+            for reference in &args.names {
                 match control
                     .get_config(GetConfigRequest {
                         config_id: reference.clone(),
                     })
                     .await
                 {
-                    Ok(resp) => {
-                        out.push(inspect_json(&resp.into_inner().config.unwrap_or_default()))
-                    }
-                    Err(status) if status.code() == tonic::Code::NotFound => {
-                        eprintln!("Error: no such config: {reference}");
-                        code = ExitCode::FAILURE;
-                    }
-                    Err(status) => return Err(super::rpc_error(status)),
+                    Ok(resp) => found.push(resp.into_inner().config.unwrap_or_default()),
+                    Err(status) => errors.push(super::status_message(&status)),
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(code)
+            let values: Vec<Value> = found.iter().map(inspect_json).collect();
+            let pretty: Vec<String> = found.iter().map(render_pretty).collect();
+            print!("{}", format.render(&values, &pretty)?);
+            Ok(report(errors))
         }
         ConfigCommand::Rm { configs } => {
-            let mut code = ExitCode::SUCCESS;
+            let mut control = crate::connect::control(cfg).await?;
+            let mut errors = Vec::new();
             for reference in configs {
                 match control
                     .remove_config(RemoveConfigRequest {
@@ -137,15 +129,44 @@ pub async fn run(cfg: &CliConfig, cmd: ConfigCommand) -> anyhow::Result<ExitCode
                     .await
                 {
                     Ok(_) => println!("{reference}"),
-                    Err(status) => {
-                        eprintln!("Error: {}", super::status_message(&status));
-                        code = ExitCode::FAILURE;
-                    }
+                    Err(status) => errors.push(super::status_message(&status)),
                 }
             }
-            Ok(code)
+            Ok(report(errors))
         }
     }
+}
+
+fn row(c: &Config) -> Row {
+    let meta = c.meta.clone().unwrap_or_default();
+    let spec = c.spec.clone().unwrap_or_default();
+    Row {
+        id: meta.id,
+        name: name(c).to_string(),
+        driver: String::new(),
+        labels: spec.annotations.map(|a| a.labels).unwrap_or_default(),
+        created_at: meta.created_at,
+        updated_at: meta.updated_at,
+    }
+}
+
+/// `config inspect --pretty`, docker's template (tabs and spacing as it has them).
+pub fn render_pretty(c: &Config) -> String {
+    let r = row(c);
+    let mut out = format!("ID:\t\t\t{}\nName:\t\t\t{}", r.id, r.name);
+    pretty_labels(&mut out, &r.labels);
+    let data = c
+        .spec
+        .as_ref()
+        .map(|s| s.data.as_slice())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "\nCreated at:            \t{}\nUpdated at:            \t{}\nData:\n{}",
+        go_time(r.created_at.as_ref()),
+        go_time(r.updated_at.as_ref()),
+        String::from_utf8_lossy(data)
+    ));
+    out
 }
 
 fn id(c: &Config) -> &str {
@@ -171,19 +192,68 @@ pub fn parse_labels(labels: &[String]) -> anyhow::Result<HashMap<String, String>
         .collect()
 }
 
-fn inspect_json(c: &Config) -> serde_json::Value {
+/// docker's `swarm.Config` JSON: the data base64, `Templating` only when set.
+pub fn inspect_json(c: &Config) -> Value {
     let meta = c.meta.clone().unwrap_or_default();
     let spec = c.spec.clone().unwrap_or_default();
     let annotations = spec.annotations.unwrap_or_default();
-    serde_json::json!({
+    let mut spec_json = serde_json::Map::new();
+    spec_json.insert("Name".into(), json!(annotations.name));
+    spec_json.insert("Labels".into(), json!(annotations.labels));
+    spec_json.insert("Data".into(), json!(base64(&spec.data)));
+    if let Some(t) = &spec.templating {
+        spec_json.insert("Templating".into(), json!({ "Name": t.name }));
+    }
+    json!({
         "ID": meta.id,
         "Version": { "Index": meta.version.map(|v| v.index).unwrap_or(0) },
         "CreatedAt": rfc3339(meta.created_at.as_ref()),
         "UpdatedAt": rfc3339(meta.updated_at.as_ref()),
-        "Spec": {
-            "Name": annotations.name,
-            "Labels": annotations.labels,
-            "Data": base64(&spec.data),
-        },
+        "Spec": Value::Object(spec_json),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use shoal_proto::v1::Meta;
+
+    #[test]
+    fn inspect_and_pretty_like_docker() {
+        let c = Config {
+            meta: Some(Meta {
+                id: "cid".into(),
+                created_at: Some(prost_types::Timestamp {
+                    seconds: 1_490_343_309,
+                    nanos: 0,
+                }),
+                updated_at: Some(prost_types::Timestamp {
+                    seconds: 1_490_343_309,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            spec: Some(ConfigSpec {
+                annotations: Some(Annotations {
+                    name: "app".into(),
+                    labels: [("env".to_string(), "prod".to_string())].into(),
+                }),
+                data: b"port=80".to_vec(),
+                templating: Some(Driver {
+                    name: "golang".into(),
+                    options: HashMap::new(),
+                }),
+            }),
+        };
+        let v = inspect_json(&c);
+        assert_eq!(v["Spec"]["Data"], "cG9ydD04MA==");
+        assert_eq!(v["Spec"]["Templating"]["Name"], "golang");
+        assert_eq!(
+            render_pretty(&c),
+            "ID:\t\t\tcid\nName:\t\t\tapp\nLabels:\n - env=prod\n\
+             Created at:            \t2017-03-24 08:15:09 +0000 utc\n\
+             Updated at:            \t2017-03-24 08:15:09 +0000 utc\nData:\nport=80"
+        );
+    }
 }

@@ -4,13 +4,16 @@
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod info;
 pub mod network;
 pub mod node;
+pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod swarm;
 pub mod task;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,8 +29,13 @@ use crate::config::CliConfig;
     propagate_version = true
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub config: ConfigArgs,
+    /// The CLI's own settings file (TOML). Environment variables SHOAL_<KEY> and flags
+    /// override it. (Not `--config`: `service create --config` is docker's.)
+    #[arg(long = "cli-config", value_name = "PATH", global = true)]
+    pub cli_config: Option<PathBuf>,
+    /// Print the effective configuration (defaults, file, env and flags merged) and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
     /// Manager to talk to: HOST:PORT (TLS), http://HOST:PORT or unix:///path. Env:
     /// SHOAL_HOST.
     #[arg(long, short = 'H', global = true, value_name = "HOST:PORT")]
@@ -50,6 +58,14 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The settings-file flags as every shoal process takes them.
+    pub fn config_args(&self) -> ConfigArgs {
+        ConfigArgs {
+            config: self.cli_config.clone(),
+            print_config: self.print_config,
+        }
+    }
+
     pub fn overrides(&self) -> Overrides {
         Overrides::new()
             .set("host", self.host.as_ref())
@@ -69,12 +85,17 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Check a shoal process's gRPC health (exit 0 when SERVING).
     Health(health::HealthArgs),
+    /// Display system-wide information (the Swarm section of `docker info`).
+    Info(info::InfoArgs),
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
     /// Manage Swarm nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Manage Swarm secrets.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Manage Swarm services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
@@ -137,8 +158,10 @@ async fn run_command(cfg: &CliConfig, command: Command) -> anyhow::Result<ExitCo
         Command::Config(cmd) => config::run(cfg, cmd).await,
         Command::Events(args) => events::run(cfg, args).await,
         Command::Health(args) => health::run(cfg, args).await,
+        Command::Info(args) => info::run(cfg, args).await,
         Command::Network(cmd) => network::run(cfg, cmd).await,
         Command::Node(cmd) => node::run(cfg, cmd).await,
+        Command::Secret(cmd) => secret::run(cfg, cmd).await,
         Command::Service(cmd) => service::run(cfg, cmd).await,
         Command::Stack(cmd) => stack::run(cfg, cmd).await,
         Command::Swarm(cmd) => swarm::run(cfg, cmd).await,

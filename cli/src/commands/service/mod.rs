@@ -12,10 +12,11 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use shoal_proto::v1::{
-    CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServiceStatusesRequest,
-    ListServicesRequest, ListTasksRequest, LogMessage, NetworkAttachmentConfig,
-    RemoveServiceRequest, Service, ServiceLogsRequest, UpdateServiceRequest, log_message,
-    service_spec, update_service_request,
+    ConfigReference, CreateServiceRequest, GetServiceRequest, ListConfigsRequest, ListFilters,
+    ListNodesRequest, ListSecretsRequest, ListServiceStatusesRequest, ListServicesRequest,
+    ListTasksRequest, LogMessage, NetworkAttachmentConfig, RemoveServiceRequest, SecretReference,
+    Service, ServiceLogsRequest, UpdateServiceRequest, log_message, service_spec,
+    update_service_request,
 };
 use tokio_stream::StreamExt;
 
@@ -24,7 +25,7 @@ use crate::config::CliConfig;
 use crate::connect::Control;
 use crate::output::{rfc3339, truncate_id};
 
-pub use opts::{CreateArgs, FollowFlags};
+pub use opts::{CreateArgs, FileRefOpt, FollowFlags};
 use progress::{FollowOptions, Intent, Outcome};
 pub use update::UpdateArgs;
 
@@ -223,10 +224,18 @@ async fn converge(
 #[tracing::instrument(name = "service create", skip_all)]
 async fn create(cfg: &CliConfig, args: &CreateArgs) -> anyhow::Result<ExitCode> {
     let mut spec = args.to_spec()?;
+    let secrets = args.secret_refs()?;
+    let configs = args.config_refs()?;
     let timeout = args.follow.timeout()?;
     let mut control = crate::connect::control(cfg).await?;
     if let Some(task) = spec.task.as_mut() {
         resolve_attachments(&mut control, &mut task.networks).await?;
+    }
+    let secrets = resolve_secrets(&mut control, &secrets).await?;
+    let configs = resolve_configs(&mut control, &configs).await?;
+    if !secrets.is_empty() || !configs.is_empty() {
+        update::update_secret_refs(&mut spec, &[], secrets);
+        update::update_config_refs(&mut spec, &[], configs);
     }
     let service = control
         .create_service(CreateServiceRequest { spec: Some(spec) })
@@ -273,6 +282,121 @@ async fn resolve_attachments(
     Ok(())
 }
 
+/// docker's `ParseSecrets` / `ParseConfigs` check before any lookup: two references
+/// with one target.
+pub fn check_duplicate_targets(refs: &[FileRefOpt], kind: &str) -> anyhow::Result<()> {
+    let mut targets = HashSet::new();
+    for r in refs {
+        if !targets.insert(r.target.as_str()) {
+            anyhow::bail!("duplicate {kind} target for {} not allowed", r.source);
+        }
+    }
+    Ok(())
+}
+
+/// The id of each reference's source among `found` (name → id), in docker's words
+/// when one is missing (`secret not found: x`).
+pub fn bind_ids(
+    refs: &[FileRefOpt],
+    found: &HashMap<String, String>,
+    kind: &str,
+) -> anyhow::Result<Vec<(FileRefOpt, String)>> {
+    refs.iter()
+        .map(|r| match found.get(&r.source) {
+            Some(id) => Ok((r.clone(), id.clone())),
+            None => anyhow::bail!("{kind} not found: {}", r.source),
+        })
+        .collect()
+}
+
+fn by_names(refs: &[FileRefOpt]) -> ListFilters {
+    ListFilters {
+        names: refs.iter().map(|r| r.source.clone()).collect(),
+        ..Default::default()
+    }
+}
+
+/// `--secret` references with the ids of the secrets they name (exact names), as
+/// docker resolves them before it sends a spec.
+pub async fn resolve_secrets(
+    control: &mut Control,
+    refs: &[FileRefOpt],
+) -> anyhow::Result<Vec<SecretReference>> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_duplicate_targets(refs, "secret")?;
+    let found: HashMap<String, String> = control
+        .list_secrets(ListSecretsRequest {
+            filters: Some(by_names(refs)),
+        })
+        .await
+        .map_err(super::rpc_error)?
+        .into_inner()
+        .secrets
+        .iter()
+        .map(|s| {
+            (
+                super::secret::name(s).to_string(),
+                super::secret::id(s).to_string(),
+            )
+        })
+        .collect();
+    Ok(bind_ids(refs, &found, "secret")?
+        .into_iter()
+        .map(|(r, id)| SecretReference {
+            secret_id: id,
+            secret_name: r.source,
+            target: r.target,
+            uid: r.uid,
+            gid: r.gid,
+            mode: Some(r.mode),
+        })
+        .collect())
+}
+
+/// `--config` references with the ids of the configs they name.
+pub async fn resolve_configs(
+    control: &mut Control,
+    refs: &[FileRefOpt],
+) -> anyhow::Result<Vec<ConfigReference>> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_duplicate_targets(refs, "config")?;
+    let found: HashMap<String, String> = control
+        .list_configs(ListConfigsRequest {
+            filters: Some(by_names(refs)),
+        })
+        .await
+        .map_err(super::rpc_error)?
+        .into_inner()
+        .configs
+        .iter()
+        .map(|c| {
+            let meta = c.meta.as_ref();
+            let name = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.annotations.as_ref())
+                .map(|a| a.name.clone())
+                .unwrap_or_default();
+            (name, meta.map(|m| m.id.clone()).unwrap_or_default())
+        })
+        .collect();
+    Ok(bind_ids(refs, &found, "config")?
+        .into_iter()
+        .map(|(r, id)| ConfigReference {
+            config_id: id,
+            config_name: r.source,
+            target: r.target,
+            uid: r.uid,
+            gid: r.gid,
+            mode: Some(r.mode),
+        })
+        .collect())
+}
+
 /// The request `service update` sends: the spec as changed, against the version read
 /// (a concurrent change makes the manager refuse it: "update out of sequence").
 pub fn update_request(
@@ -297,7 +421,13 @@ pub fn update_request(
 async fn update(cfg: &CliConfig, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
     let timeout = args.follow.timeout()?;
     let additions = args.network_additions()?;
+    let secret_additions = args.secret_additions()?;
+    let config_additions = args.config_additions()?;
     let mut control = crate::connect::control(cfg).await?;
+    let secret_additions = resolve_secrets(&mut control, &secret_additions).await?;
+    let config_additions = resolve_configs(&mut control, &config_additions).await?;
+    let changes_secrets = !args.secret_add.is_empty() || !args.secret_rm.is_empty();
+    let changes_configs = !args.config_add.is_empty() || !args.config_rm.is_empty();
     let mut removals = HashSet::new();
     let mut resolved = Vec::new();
     if args.changes_networks() && !args.rollback {
@@ -320,6 +450,12 @@ async fn update(cfg: &CliConfig, args: &UpdateArgs) -> anyhow::Result<ExitCode> 
         args.apply(&mut spec)?;
         if args.changes_networks() && !args.rollback {
             update::update_networks(&mut spec, &removals, resolved.clone())?;
+        }
+        if changes_secrets && !args.rollback {
+            update::update_secret_refs(&mut spec, &args.secret_rm, secret_additions.clone());
+        }
+        if changes_configs && !args.rollback {
+            update::update_config_refs(&mut spec, &args.config_rm, config_additions.clone());
         }
         match control
             .update_service(update_request(&service, spec, args.rollback))

@@ -189,6 +189,14 @@ pub struct CreateArgs {
     /// Endpoint mode (vip or dnsrr).
     #[arg(long = "endpoint-mode", value_name = "MODE", default_value = "vip")]
     pub endpoint_mode: String,
+    /// Specify secrets to expose to the service (NAME, or
+    /// source=NAME,target=FILE,uid=…,gid=…,mode=0444).
+    #[arg(long, value_name = "SECRET")]
+    pub secret: Vec<String>,
+    /// Specify configurations to expose to the service (NAME, or
+    /// source=NAME,target=FILE,uid=…,gid=…,mode=0444).
+    #[arg(long, value_name = "CONFIG")]
+    pub config: Vec<String>,
     #[command(flatten)]
     pub service: ServiceFlags,
     #[command(flatten)]
@@ -200,6 +208,139 @@ pub struct CreateArgs {
     /// IMAGE [COMMAND] [ARG...] (with --process: COMMAND [ARG...]).
     #[arg(value_name = "IMAGE", required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
     pub args: Vec<String>,
+}
+
+/// A `--secret` / `--config` value as docker's `SecretOpt` / `ConfigOpt` parse it:
+/// the object's name, and the file a task sees it as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRefOpt {
+    pub source: String,
+    pub target: String,
+    pub uid: String,
+    pub gid: String,
+    pub mode: u32,
+}
+
+/// Splits one CSV record as Go's `encoding/csv` reads a flag value: fields separated
+/// by commas, a field in double quotes may hold commas, `""` inside quotes is a quote.
+pub fn csv_fields(value: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = value.chars().peekable();
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if at_start => {
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            field.push('"');
+                        }
+                        Some('"') => break,
+                        Some(x) => field.push(x),
+                        None => return Err("extraneous or missing \" in quoted-field".into()),
+                    }
+                }
+                at_start = false;
+                if !matches!(chars.peek(), None | Some(',')) {
+                    return Err("extraneous or missing \" in quoted-field".into());
+                }
+            }
+            ',' => {
+                fields.push(std::mem::take(&mut field));
+                at_start = true;
+            }
+            '"' => return Err("bare \" in non-quoted-field".into()),
+            other => {
+                field.push(other);
+                at_start = false;
+            }
+        }
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+/// Go's `strconv.ParseUint(s, 0, 32)`: `0400` and `0o400` octal, `0x…` hex, `0b…`
+/// binary, else decimal.
+fn parse_go_uint32(s: &str) -> Result<u32, String> {
+    let bad = || format!("strconv.ParseUint: parsing {s:?}: invalid syntax");
+    let (digits, radix) = if let Some(r) = s.strip_prefix("0x").or(s.strip_prefix("0X")) {
+        (r, 16)
+    } else if let Some(r) = s.strip_prefix("0o").or(s.strip_prefix("0O")) {
+        (r, 8)
+    } else if let Some(r) = s.strip_prefix("0b").or(s.strip_prefix("0B")) {
+        (r, 2)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    let digits = digits.replace('_', "");
+    if digits.is_empty() || digits.starts_with('+') || digits.starts_with('-') {
+        return Err(bad());
+    }
+    u64::from_str_radix(&digits, radix)
+        .map_err(|_| bad())
+        .and_then(|v| {
+            u32::try_from(v)
+                .map_err(|_| format!("strconv.ParseUint: parsing {s:?}: value out of range"))
+        })
+}
+
+/// `--secret` / `--config` (and their `-add` forms): `NAME`, or docker's CSV
+/// `source=NAME,target=FILE,uid=0,gid=0,mode=0444`; target defaults to the source
+/// name, uid and gid to "0", mode to 0444. `kind` is "secret" or "config".
+pub fn parse_file_ref(value: &str, kind: &str, flag: &str) -> anyhow::Result<FileRefOpt> {
+    let fields = csv_fields(value).map_err(|e| invalid(value, flag, e))?;
+    let mut r = FileRefOpt {
+        source: String::new(),
+        target: String::new(),
+        uid: "0".into(),
+        gid: "0".into(),
+        mode: 0o444,
+    };
+    if let [only] = fields.as_slice()
+        && !only.contains('=')
+    {
+        r.source = only.clone();
+        r.target = only.clone();
+        return Ok(r);
+    }
+    for field in &fields {
+        let Some((key, val)) = field.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(invalid(
+                value,
+                flag,
+                format!("invalid field '{field}' must be a key=value pair"),
+            ));
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "source" | "src" => r.source = val.to_string(),
+            "target" => r.target = val.to_string(),
+            "uid" => r.uid = val.to_string(),
+            "gid" => r.gid = val.to_string(),
+            "mode" => {
+                r.mode = parse_go_uint32(val)
+                    .map_err(|e| invalid(value, flag, format!("invalid mode specified: {e}")))?
+            }
+            _ => {
+                return Err(invalid(
+                    value,
+                    flag,
+                    format!("invalid field in {kind} request: {key}"),
+                ));
+            }
+        }
+    }
+    if r.source.is_empty() {
+        return Err(invalid(value, flag, "source is required"));
+    }
+    if r.target.is_empty() {
+        r.target = r.source.clone();
+    }
+    Ok(r)
 }
 
 /// docker's wording for a value a flag cannot take.
@@ -1019,6 +1160,22 @@ impl ServiceFlags {
 }
 
 impl CreateArgs {
+    /// The `--secret` flags, parsed (their ids are the manager's to resolve).
+    pub fn secret_refs(&self) -> anyhow::Result<Vec<FileRefOpt>> {
+        self.secret
+            .iter()
+            .map(|v| parse_file_ref(v, "secret", "--secret"))
+            .collect()
+    }
+
+    /// The `--config` flags, parsed.
+    pub fn config_refs(&self) -> anyhow::Result<Vec<FileRefOpt>> {
+        self.config
+            .iter()
+            .map(|v| parse_file_ref(v, "config", "--config"))
+            .collect()
+    }
+
     /// The service spec these flags describe.
     pub fn to_spec(&self) -> anyhow::Result<ServiceSpec> {
         let flags = &self.service;

@@ -350,6 +350,78 @@ pub fn inspect_json(s: &Service) -> serde_json::Value {
     Value::Object(out)
 }
 
+/// docker's `SecretReference` / `ConfigReference` JSON: the file target with its
+/// owner and mode (a number, as Go's `os.FileMode` marshals), then id and name.
+fn file_target_json(target: &str, uid: &str, gid: &str, mode: Option<u32>) -> serde_json::Value {
+    serde_json::json!({
+        "Name": target,
+        "UID": if uid.is_empty() { "0" } else { uid },
+        "GID": if gid.is_empty() { "0" } else { gid },
+        "Mode": mode.unwrap_or(0o444),
+    })
+}
+
+/// `Secrets` and `Configs` of a container (or process) spec, when there are any.
+fn insert_file_refs(
+    spec: &mut serde_json::Map<String, serde_json::Value>,
+    secrets: &[shoal_proto::v1::SecretReference],
+    configs: &[shoal_proto::v1::ConfigReference],
+) {
+    use serde_json::{Value, json};
+    if !secrets.is_empty() {
+        let refs: Vec<Value> = secrets
+            .iter()
+            .map(|r| {
+                json!({
+                    "File": file_target_json(&r.target, &r.uid, &r.gid, r.mode),
+                    "SecretID": r.secret_id,
+                    "SecretName": r.secret_name,
+                })
+            })
+            .collect();
+        spec.insert("Secrets".into(), json!(refs));
+    }
+    if !configs.is_empty() {
+        let refs: Vec<Value> = configs
+            .iter()
+            .map(|r| {
+                json!({
+                    "File": file_target_json(&r.target, &r.uid, &r.gid, r.mode),
+                    "ConfigID": r.config_id,
+                    "ConfigName": r.config_name,
+                })
+            })
+            .collect();
+        spec.insert("Configs".into(), json!(refs));
+    }
+}
+
+/// docker's pretty `Configs:` then `Secrets:` blocks (target, then source).
+fn file_refs_pretty(
+    out: &mut String,
+    secrets: &[shoal_proto::v1::SecretReference],
+    configs: &[shoal_proto::v1::ConfigReference],
+) {
+    if !configs.is_empty() {
+        out.push_str("Configs:\n");
+        for r in configs {
+            out.push_str(&format!(
+                " Target:\t{}\n  Source:\t{}\n",
+                r.target, r.config_name
+            ));
+        }
+    }
+    if !secrets.is_empty() {
+        out.push_str("Secrets:\n");
+        for r in secrets {
+            out.push_str(&format!(
+                " Target:\t{}\n  Source:\t{}\n",
+                r.target, r.secret_name
+            ));
+        }
+    }
+}
+
 /// Network attachments as docker's `NetworkAttachmentConfig` (aliases only when set).
 fn attachments_json(networks: &[NetworkAttachmentConfig]) -> serde_json::Value {
     networks
@@ -410,6 +482,7 @@ fn spec_json(spec: &ServiceSpec) -> serde_json::Value {
             if let Some(h) = &c.healthcheck {
                 cs.insert("Healthcheck".into(), health_json(h));
             }
+            insert_file_refs(&mut cs, &c.secrets, &c.configs);
             if c.stop_grace_period.is_some() {
                 cs.insert(
                     "StopGracePeriod".into(),
@@ -433,6 +506,7 @@ fn spec_json(spec: &ServiceSpec) -> serde_json::Value {
             if let Some(h) = &p.healthcheck {
                 ps.insert("Healthcheck".into(), health_json(h));
             }
+            insert_file_refs(&mut ps, &p.secrets, &p.configs);
             if p.stop_grace_period.is_some() {
                 ps.insert(
                     "StopGracePeriod".into(),
@@ -713,6 +787,7 @@ pub fn render_pretty_with_networks(
                     ));
                 }
             }
+            file_refs_pretty(&mut out, &c.secrets, &c.configs);
         }
         Some(task_spec::Runtime::Process(p)) => {
             out.push_str(&format!(
@@ -725,6 +800,7 @@ pub fn render_pretty_with_networks(
             if !p.dir.is_empty() {
                 out.push_str(&format!(" Dir:\t\t{}\n", p.dir));
             }
+            file_refs_pretty(&mut out, &p.secrets, &p.configs);
         }
         None => {}
     }

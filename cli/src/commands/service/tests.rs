@@ -2212,3 +2212,250 @@ fn inspect_shows_network_attachments() {
     );
     assert!(!render::render_pretty(&Service::default(), SystemTime::now()).contains("Networks:"));
 }
+
+// ---------------------------------------------------------------------------
+// --secret / --config and their update forms
+// ---------------------------------------------------------------------------
+
+#[test]
+fn secret_and_config_flags_take_dockers_csv() {
+    use super::opts::parse_file_ref;
+    let r = parse_file_ref("db_pw", "secret", "--secret").unwrap();
+    assert_eq!(
+        r,
+        FileRefOpt {
+            source: "db_pw".into(),
+            target: "db_pw".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+        }
+    );
+    let r = parse_file_ref(
+        "source=db_pw,target=/etc/pw,uid=33,gid=33,mode=0400",
+        "secret",
+        "--secret",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            r.source.as_str(),
+            r.target.as_str(),
+            r.uid.as_str(),
+            r.gid.as_str(),
+            r.mode
+        ),
+        ("db_pw", "/etc/pw", "33", "33", 0o400)
+    );
+    // Go's ParseUint with base 0: decimal, 0o, 0x; a target defaults to the source.
+    assert_eq!(
+        parse_file_ref("src=a,mode=292", "secret", "--secret")
+            .unwrap()
+            .mode,
+        0o444
+    );
+    assert_eq!(
+        parse_file_ref("src=a,mode=0o440", "config", "--config")
+            .unwrap()
+            .mode,
+        0o440
+    );
+    assert_eq!(
+        parse_file_ref("src=a,mode=0x1ff", "config", "--config")
+            .unwrap()
+            .mode,
+        0o777
+    );
+    assert_eq!(
+        parse_file_ref("src=a", "config", "--config")
+            .unwrap()
+            .target,
+        "a"
+    );
+    // Quoted CSV fields may hold commas.
+    assert_eq!(
+        parse_file_ref("source=a,\"target=x,y\"", "config", "--config")
+            .unwrap()
+            .target,
+        "x,y"
+    );
+    let e = |v: &str| {
+        parse_file_ref(v, "secret", "--secret")
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        e("source=a,mode=abc"),
+        "invalid argument \"source=a,mode=abc\" for \"--secret\" flag: invalid mode specified: strconv.ParseUint: parsing \"abc\": invalid syntax"
+    );
+    assert_eq!(
+        e("source=a,bogus=1"),
+        "invalid argument \"source=a,bogus=1\" for \"--secret\" flag: invalid field in secret request: bogus"
+    );
+    assert!(
+        e("target=x").ends_with("source is required"),
+        "{}",
+        e("target=x")
+    );
+    assert!(
+        e("a,b").ends_with("invalid field 'a' must be a key=value pair"),
+        "{}",
+        e("a,b")
+    );
+    assert!(
+        parse_file_ref("src=a,x=1", "config", "--config")
+            .unwrap_err()
+            .to_string()
+            .ends_with("invalid field in config request: x")
+    );
+}
+
+#[test]
+fn create_takes_secret_and_config_flags_and_the_cli_config_moved() {
+    let args = parse(&[
+        "--secret",
+        "db_pw",
+        "--secret",
+        "source=tls,target=/etc/tls.pem,mode=0400",
+        "--config",
+        "myconf",
+        "nginx",
+    ]);
+    let secrets = args.secret_refs().unwrap();
+    assert_eq!(secrets.len(), 2);
+    assert_eq!(secrets[1].target, "/etc/tls.pem");
+    assert_eq!(args.config_refs().unwrap()[0].source, "myconf");
+    // `--config` is the service's, the CLI's settings file is `--cli-config`.
+    let cli = Cli::try_parse_from([
+        "shoal",
+        "--cli-config",
+        "/etc/shoal.toml",
+        "service",
+        "create",
+        "--config",
+        "myconf",
+        "nginx",
+    ])
+    .unwrap();
+    assert_eq!(
+        cli.config_args().config.as_deref(),
+        Some(std::path::Path::new("/etc/shoal.toml"))
+    );
+    let dup = vec![
+        FileRefOpt {
+            source: "a".into(),
+            target: "x".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+        },
+        FileRefOpt {
+            source: "b".into(),
+            target: "x".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+        },
+    ];
+    assert_eq!(
+        check_duplicate_targets(&dup, "secret")
+            .unwrap_err()
+            .to_string(),
+        "duplicate secret target for b not allowed"
+    );
+    let found: HashMap<String, String> = [("a".to_string(), "id-a".to_string())].into();
+    assert_eq!(
+        bind_ids(&dup, &found, "secret").unwrap_err().to_string(),
+        "secret not found: b"
+    );
+}
+
+#[test]
+fn update_adds_and_removes_secrets_and_configs_by_name() {
+    use shoal_proto::v1::{ConfigReference, SecretReference};
+    let mut spec = seed_spec();
+    let sref = |name: &str| SecretReference {
+        secret_id: format!("id-{name}"),
+        secret_name: name.into(),
+        target: name.into(),
+        uid: "0".into(),
+        gid: "0".into(),
+        mode: Some(0o444),
+    };
+    super::update::update_secret_refs(&mut spec, &[], vec![sref("a"), sref("b")]);
+    super::update::update_secret_refs(&mut spec, &["a".into()], vec![sref("c")]);
+    let names: Vec<String> = container(&spec)
+        .secrets
+        .iter()
+        .map(|r| r.secret_name.clone())
+        .collect();
+    assert_eq!(names, ["b", "c"]);
+    super::update::update_config_refs(
+        &mut spec,
+        &[],
+        vec![ConfigReference {
+            config_id: "cid".into(),
+            config_name: "conf".into(),
+            target: "/etc/conf".into(),
+            ..Default::default()
+        }],
+    );
+    let args = update_args(&["--secret-add", "source=d,target=dd", "--config-rm", "conf"]);
+    assert_eq!(args.secret_additions().unwrap()[0].target, "dd");
+    super::update::update_config_refs(&mut spec, &args.config_rm, Vec::new());
+    assert!(container(&spec).configs.is_empty());
+    // The flags alone change nothing the manager must resolve first.
+    assert_eq!(updated(&spec, &["--secret-rm", "b"]).unwrap(), spec);
+}
+
+#[test]
+fn inspect_shows_secrets_and_configs_as_docker() {
+    use shoal_proto::v1::{ConfigReference, SecretReference};
+    let mut spec = seed_spec();
+    super::update::update_secret_refs(
+        &mut spec,
+        &[],
+        vec![SecretReference {
+            secret_id: "sid".into(),
+            secret_name: "db_pw".into(),
+            target: "db_pw".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: Some(0o400),
+        }],
+    );
+    super::update::update_config_refs(
+        &mut spec,
+        &[],
+        vec![ConfigReference {
+            config_id: "cid".into(),
+            config_name: "conf".into(),
+            target: "/etc/conf".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: Some(0o444),
+        }],
+    );
+    let service = Service {
+        meta: Some(Meta {
+            id: "svc".into(),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+        ..Default::default()
+    };
+    let v = render::inspect_json(&service);
+    let cs = &v["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(cs["Secrets"][0]["SecretID"], "sid");
+    assert_eq!(cs["Secrets"][0]["SecretName"], "db_pw");
+    assert_eq!(cs["Secrets"][0]["File"]["Name"], "db_pw");
+    assert_eq!(cs["Secrets"][0]["File"]["UID"], "0");
+    assert_eq!(cs["Secrets"][0]["File"]["Mode"], 256);
+    assert_eq!(cs["Configs"][0]["ConfigName"], "conf");
+    assert_eq!(cs["Configs"][0]["File"]["Mode"], 292);
+    let pretty = render::render_pretty(&service, SystemTime::now());
+    assert!(
+        pretty.contains("Configs:\n Target:\t/etc/conf\n  Source:\tconf\nSecrets:\n Target:\tdb_pw\n  Source:\tdb_pw\n"),
+        "{pretty}"
+    );
+}

@@ -6,13 +6,14 @@
 use std::collections::HashSet;
 
 use shoal_proto::v1::{
-    Mount, NetworkAttachmentConfig, Placement, PortConfig, ServiceSpec, TaskSpec, port_config,
-    service_spec, task_spec,
+    ConfigReference, Mount, NetworkAttachmentConfig, Placement, PortConfig, SecretReference,
+    ServiceSpec, TaskSpec, port_config, service_spec, task_spec,
 };
 
 use super::opts::{
-    FollowFlags, ServiceFlags, container_only, env, invalid, labels, opt_uint, parse_endpoint_mode,
-    parse_mount_flag, parse_network, parse_placement_pref, parse_publish_flag, runtime,
+    FileRefOpt, FollowFlags, ServiceFlags, container_only, env, invalid, labels, opt_uint,
+    parse_endpoint_mode, parse_file_ref, parse_mount_flag, parse_network, parse_placement_pref,
+    parse_publish_flag, runtime,
 };
 
 /// Every flag of `service update`.
@@ -76,6 +77,18 @@ pub struct UpdateArgs {
     /// Remove a network.
     #[arg(long, value_name = "NETWORK")]
     pub network_rm: Vec<String>,
+    /// Add or update a secret on a service (NAME, or source=NAME,target=…,uid=…,gid=…,mode=…).
+    #[arg(long, value_name = "SECRET")]
+    pub secret_add: Vec<String>,
+    /// Remove a secret (by name).
+    #[arg(long, value_name = "SECRET")]
+    pub secret_rm: Vec<String>,
+    /// Add or update a config file on a service (NAME, or source=NAME,target=…,…).
+    #[arg(long, value_name = "CONFIG")]
+    pub config_add: Vec<String>,
+    /// Remove a configuration file (by name).
+    #[arg(long, value_name = "CONFIG")]
+    pub config_rm: Vec<String>,
     /// Force update even if no changes require it.
     #[arg(long)]
     pub force: bool,
@@ -223,6 +236,30 @@ pub fn update_networks(
     Ok(())
 }
 
+/// docker's `getUpdatedSecrets`: drops the references to the secrets named in `rm`,
+/// then appends `add` (resolved to ids; a target already used is the manager's
+/// "conflicting target" refusal, as in docker).
+pub fn update_secret_refs(spec: &mut ServiceSpec, rm: &[String], add: Vec<SecretReference>) {
+    let task = spec.task.get_or_insert_with(TaskSpec::default);
+    let refs = match runtime(task) {
+        task_spec::Runtime::Container(c) => &mut c.secrets,
+        task_spec::Runtime::Process(p) => &mut p.secrets,
+    };
+    refs.retain(|r| !rm.contains(&r.secret_name));
+    refs.extend(add);
+}
+
+/// docker's `getUpdatedConfigs` for file targets: as [`update_secret_refs`].
+pub fn update_config_refs(spec: &mut ServiceSpec, rm: &[String], add: Vec<ConfigReference>) {
+    let task = spec.task.get_or_insert_with(TaskSpec::default);
+    let refs = match runtime(task) {
+        task_spec::Runtime::Container(c) => &mut c.configs,
+        task_spec::Runtime::Process(p) => &mut p.configs,
+    };
+    refs.retain(|r| !rm.contains(&r.config_name));
+    refs.extend(add);
+}
+
 fn placement(task: &mut TaskSpec) -> &mut Placement {
     task.placement.get_or_insert_with(Placement::default)
 }
@@ -244,6 +281,22 @@ impl UpdateArgs {
         self.network_add
             .iter()
             .map(|n| parse_network(n, "--network-add"))
+            .collect()
+    }
+
+    /// The `--secret-add` references as typed (ids not resolved yet).
+    pub fn secret_additions(&self) -> anyhow::Result<Vec<FileRefOpt>> {
+        self.secret_add
+            .iter()
+            .map(|v| parse_file_ref(v, "secret", "--secret-add"))
+            .collect()
+    }
+
+    /// The `--config-add` references as typed.
+    pub fn config_additions(&self) -> anyhow::Result<Vec<FileRefOpt>> {
+        self.config_add
+            .iter()
+            .map(|v| parse_file_ref(v, "config", "--config-add"))
             .collect()
     }
 
