@@ -7,7 +7,12 @@
 //! bindable as it is, so two tasks of a node can both listen on port 80; the node's
 //! address for a task without networks), `SHOAL_TASK_ADDRS` (`net_name=addr,...`, all
 //! its networks, when it has any) and `SHOAL_DNS` (shoal-dns's IP:PORT, when the
-//! worker has `dns_addr`). Addresses are fixed when the process starts: a network the
+//! worker has `dns_addr`). A task with secrets or configs also gets
+//! `SHOAL_TASK_FILES`, the directory on a tmpfs holding its files as a container would
+//! see them (`$SHOAL_TASK_FILES/run/secrets/<target>` for a secret with a relative
+//! target, `$SHOAL_TASK_FILES/<target>` for a config's, absolute targets under it
+//! without their leading `/`), and `SHOAL_SECRETS_DIR` = `$SHOAL_TASK_FILES/run/secrets`
+//! (see [`crate::tasks::files`]). Addresses are fixed when the process starts: a network the
 //! task joins while it runs (a service update adding one) reaches the process only
 //! through a restart, and the worker does not restart it for that. Its stdout and stderr go straight to a
 //! per-task log file in the state dir (never a pipe: a pipe would kill the task with
