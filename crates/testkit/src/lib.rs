@@ -274,6 +274,12 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// etcd's `--data-dir` (WAL and snapshots): what a test scans to prove a value
+    /// never reached etcd's disk.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// SIGKILLs etcd and waits for it; the data directory is kept for [`Etcd::restart`].
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
