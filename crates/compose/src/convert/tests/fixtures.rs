@@ -52,7 +52,7 @@ fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs the loader (crate::load)"]
+
 fn voting_app() {
     let p = plan("voting-app.yml", "vote");
     assert_eq!(
@@ -103,7 +103,7 @@ fn voting_app() {
 }
 
 #[test]
-#[ignore = "needs the loader (crate::load)"]
+
 fn dogvscat_ghost() {
     let p = plan("dogvscat-ghost.yml", "ghost");
     let nets: Vec<(String, String, bool)> = p
@@ -177,7 +177,7 @@ fn dogvscat_ghost() {
 }
 
 #[test]
-#[ignore = "needs the loader (crate::load)"]
+
 fn e2e_named_resources() {
     let p = plan("docker-cli/e2e-named-resources.yml", "named");
     assert_eq!(
@@ -233,7 +233,7 @@ fn e2e_named_resources() {
 }
 
 #[test]
-#[ignore = "needs the loader (crate::load)"]
+
 fn every_fixture_converts() {
     for file in [
         "voting-app.yml",
