@@ -27,7 +27,7 @@
 //!   tasks using each dependency. A message carries `ACTION_UPDATE` for every dependency
 //!   newly needed *before* the tasks that need it (the worker applies changes in order,
 //!   so a task never starts ahead of its files), and `ACTION_REMOVE` (the id only) after
-//!   the last task using one left. Two more caches (secrets, configs) follow the store;
+//!   the last task using one left or ended (past RUNNING, as Swarm). Two more caches (secrets, configs) follow the store;
 //!   a changed object (its labels: the payload is immutable) is sent again to the
 //!   streams that use it. A secret goes out opened: `spec.data` holds the plaintext
 //!   (opened here with the KEK, [`shoal_pki::SecretSealer`]) and `sealed` is cleared;
@@ -685,9 +685,17 @@ fn assigned(task: &Task) -> bool {
         .is_some_and(|s| s.state >= TaskState::Assigned as i32)
 }
 
-/// The secrets and configs `task` refers to.
+/// The secrets and configs `task` refers to while it may still run: as in Swarm, a
+/// task past RUNNING (it ended) releases them, though it stays in the set.
 pub(crate) fn deps_of(task: &Task) -> HashSet<Dep> {
     let mut deps = HashSet::new();
+    if task
+        .status
+        .as_ref()
+        .is_some_and(|s| s.state > TaskState::Running as i32)
+    {
+        return deps;
+    }
     let (secrets, configs) = match task.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
         Some(Runtime::Container(c)) => (&c.secrets, &c.configs),
         Some(Runtime::Process(p)) => (&p.secrets, &p.configs),

@@ -310,5 +310,36 @@ async fn a_task_whose_secret_is_missing_is_sent_without_it() -> anyhow::Result<(
         changes(&complete),
         vec![("task", t.id().to_string(), Action::Update)]
     );
+
+    // A task that ended (past RUNNING) releases its secret though it stays in the set.
+    let secret = swarm.store().create(sealed_secret(&sealer, "pw")?).await?;
+    let t2 = swarm
+        .store()
+        .create(task_using(&a.node_id, 2, &[&secret], &[]))
+        .await?;
+    let inc = next_assignments(&mut sa).await?;
+    assert_eq!(
+        changes(&inc),
+        vec![
+            ("secret", secret.id().to_string(), Action::Update),
+            ("task", t2.id().to_string(), Action::Update),
+        ]
+    );
+    let rejected = update_status(
+        &mut a.client,
+        &a.session_id,
+        vec![status_update(
+            t2.id(),
+            TaskState::Failed,
+            "task: non-zero exit (1)",
+        )],
+    )
+    .await?;
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let inc = next_assignments(&mut sa).await?;
+    assert_eq!(
+        changes(&inc),
+        vec![("secret", secret.id().to_string(), Action::Remove)]
+    );
     d.stop().await
 }

@@ -483,6 +483,18 @@ pub fn expand(task: &Task, node: &NodeInfo, files: &TaskFiles) -> Result<Task, S
                     .map_err(|e| format!("expanding mounts failed: {e}"))?;
                 m.target = expand_str(&m.target, &data)
                     .map_err(|e| format!("expanding mounts failed: {e}"))?;
+                // And a volume's labels and driver options, as swarmkit's expandMounts.
+                if let Some(v) = m.volume_options.as_mut() {
+                    let driver = v.driver_config.as_mut().map(|d| &mut d.options);
+                    for value in v
+                        .labels
+                        .values_mut()
+                        .chain(driver.into_iter().flat_map(|o| o.values_mut()))
+                    {
+                        *value = expand_str(value, &data)
+                            .map_err(|e| format!("expanding mounts failed: {e}"))?;
+                    }
+                }
             }
             for r in &refs {
                 c.mounts.push(Mount {
