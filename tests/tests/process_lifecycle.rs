@@ -90,7 +90,7 @@ fn bad_config_exits_2_naming_the_key() -> anyhow::Result<()> {
         std::fs::write(&file, bad)?;
         let file = file.display().to_string();
         let args: Vec<&str> = if bin_name == "shoal" {
-            vec!["--config", &file, "version"]
+            vec!["--cli-config", &file, "version"]
         } else {
             vec!["--config", &file]
         };
@@ -122,7 +122,7 @@ fn bad_config_exits_2_naming_the_key() -> anyhow::Result<()> {
         std::fs::write(dir.path().join("typo.toml"), "lisen = \"127.0.0.1:1\"\n")?;
         let typo = dir.path().join("typo.toml").display().to_string();
         let args: Vec<&str> = if bin_name == "shoal" {
-            vec!["--config", &typo, "version"]
+            vec!["--cli-config", &typo, "version"]
         } else {
             vec!["--config", &typo]
         };
