@@ -20,11 +20,11 @@
 //! No maintained Rust crate does what docker's templates need. `gtmpl` (the best known
 //! one) had its last release, 0.7.1, in August 2021, says of itself "It's not perfect,
 //! yet", leaves `printf` "not yet fully stable" and works on its own `Value` type;
-//! `go-template` is a 2022 fork of it with three releases. `gotmpl` (a 2025 port, a
-//! single author's young project) implements the syntax but none of docker's functions
-//! (`json` with Go's sorted keys, `join`, `split`, `title`, `pad`, `truncate`) nor the
-//! `<no value>` printing of missing keys in decoded JSON that `inspect -f` relies on, so
-//! it would need a layer as large as this file's execution part. This engine is small,
+//! `go-template` is a 2022 fork of it with three releases. `gotmpl` (a young port by a
+//! single author) follows Go's syntax and built-ins but has none of docker's functions
+//! (`json` with Go's sorted keys, `join`, `split`, `title`, `pad`, `truncate`) and its
+//! own value type, so docker's semantics over decoded JSON would be a layer on top that
+//! is most of this file's execution part anyway. This engine is small,
 //! covers exactly what docker's `--format` and Swarm's templates use, and is tested
 //! against the outputs docker prints.
 

@@ -8,8 +8,8 @@
 //! - **Files on a tmpfs.** Before a task is prepared, its references are written under
 //!   `<root>/<task id>/` ([`TaskFiles`]), the root a tmpfs (`statfs` says TMPFS_MAGIC;
 //!   anything else is refused: a payload never lands on a disk). Directories are 0700,
-//!   each file gets its reference's mode (0444 when unset) and owner (numeric uid:gid,
-//!   "" = 0). The layout mirrors the paths inside the task: a secret with a relative
+//!   each file gets its reference's mode (0444 when unset) and owner (numeric uid:gid;
+//!   "" is 0 for a container, the worker's own user for a process task). The layout mirrors the paths inside the task: a secret with a relative
 //!   target at `run/secrets/<target>`, a config's at `<target>`, absolute targets as
 //!   they are (without the leading `/`). A container gets each file bind-mounted
 //!   read-only at its target; a process task gets the directory as `SHOAL_TASK_FILES`
@@ -161,6 +161,9 @@ pub struct FileRef {
     pub uid: String,
     pub gid: String,
     pub mode: u32,
+    /// For a container an empty uid/gid is root's (Swarm's "0"); a process task runs
+    /// as the worker's user, which then keeps the file.
+    pub container: bool,
 }
 
 impl TaskFiles {
@@ -312,11 +315,11 @@ fn mkdir(dir: &Path) -> Result<(), FilesError> {
         .map_err(io(dir))
 }
 
-fn numeric(value: &str, what: &'static str, r: &FileRef) -> Result<u32, FilesError> {
+fn numeric(value: &str, what: &'static str, r: &FileRef) -> Result<Option<u32>, FilesError> {
     if value.is_empty() {
-        return Ok(0);
+        return Ok(r.container.then_some(0));
     }
-    value.parse().map_err(|_| FilesError::Owner {
+    value.parse().map(Some).map_err(|_| FilesError::Owner {
         kind: r.kind,
         name: r.name.clone(),
         what,
@@ -337,8 +340,10 @@ fn write_file(path: &Path, data: &[u8], r: &FileRef) -> Result<(), FilesError> {
     f.write_all(data).map_err(io(path))?;
     let meta = f.metadata().map_err(io(path))?;
     // Only when it differs: a worker that is not root can still serve its own uid.
-    if meta.uid() != uid || meta.gid() != gid {
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(io(path))?;
+    let uid = uid.filter(|u| *u != meta.uid());
+    let gid = gid.filter(|g| *g != meta.gid());
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::fchown(&f, uid, gid).map_err(io(path))?;
     }
     f.set_permissions(std::fs::Permissions::from_mode(r.mode & 0o7777))
         .map_err(io(path))?;
@@ -380,9 +385,9 @@ fn absolute_target(
 
 /// The files `task` asks for, with their targets made absolute.
 pub fn file_refs(task: &Task) -> Result<Vec<FileRef>, FilesError> {
-    let (secrets, configs) = match task.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
-        Some(Runtime::Container(c)) => (&c.secrets, &c.configs),
-        Some(Runtime::Process(p)) => (&p.secrets, &p.configs),
+    let (secrets, configs, container) = match task.spec.as_ref().and_then(|s| s.runtime.as_ref()) {
+        Some(Runtime::Container(c)) => (&c.secrets, &c.configs, true),
+        Some(Runtime::Process(p)) => (&p.secrets, &p.configs, false),
         None => return Ok(Vec::new()),
     };
     let mut refs = Vec::with_capacity(secrets.len() + configs.len());
@@ -400,6 +405,7 @@ pub fn file_refs(task: &Task) -> Result<Vec<FileRef>, FilesError> {
             uid: s.uid.clone(),
             gid: s.gid.clone(),
             mode: s.mode.unwrap_or(DEFAULT_MODE),
+            container,
         });
     }
     for c in configs {
@@ -416,6 +422,7 @@ pub fn file_refs(task: &Task) -> Result<Vec<FileRef>, FilesError> {
             uid: c.uid.clone(),
             gid: c.gid.clone(),
             mode: c.mode.unwrap_or(DEFAULT_MODE),
+            container,
         });
     }
     Ok(refs)
@@ -691,6 +698,48 @@ mod tests {
         }
         let e = expand(&bad, &node, &files).unwrap_err();
         assert!(e.starts_with("expanding env failed: "), "{e}");
+    }
+
+    #[test]
+    fn names_for_owners_and_unknown_template_drivers_fail_clearly() {
+        let root = std::env::temp_dir().join("unused");
+        let shm = PathBuf::from(format!("/dev/shm/shoal-unit-{}", std::process::id()));
+        let files = TaskFiles::new(if Path::new("/dev/shm").exists() {
+            &shm
+        } else {
+            &root
+        });
+        let node = NodeInfo::local("n1", "h");
+        let mut deps = Deps::default();
+        deps.secrets.insert(
+            "s1".into(),
+            Arc::new(HeldSecret(Secret {
+                spec: Some(shoal_proto::v1::SecretSpec {
+                    data: b"x".to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        );
+        let mut t = task();
+        if let Some(Runtime::Container(c)) = t.spec.as_mut().and_then(|s| s.runtime.as_mut()) {
+            c.secrets[0].uid = "nobody".into();
+        }
+        let e = files.write(&t, &deps, &node).unwrap_err().to_string();
+        if Path::new("/dev/shm").exists() {
+            assert_eq!(e, "secret pw: uid \"nobody\" is not a numeric id");
+        }
+        if let Some(s) = Arc::get_mut(deps.secrets.get_mut("s1").unwrap()) {
+            s.0.spec.as_mut().unwrap().templating = Some(Driver {
+                name: "mustache".into(),
+                ..Default::default()
+            });
+        }
+        let e = files.write(&task(), &deps, &node).unwrap_err().to_string();
+        if Path::new("/dev/shm").exists() {
+            assert_eq!(e, "secret pw: unrecognized template type \"mustache\"");
+        }
+        let _ = std::fs::remove_dir_all(&shm);
     }
 
     #[test]
