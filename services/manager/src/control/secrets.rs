@@ -42,14 +42,11 @@ pub async fn create(
         .ok_or_else(|| Status::invalid_argument("spec: a secret spec is required"))?;
     validate_spec(&spec)?;
     let name = spec_name(&spec).to_string();
+    // The plaintext leaves the spec here and lives only until it is sealed.
     let data = std::mem::take(&mut spec.data);
-    let sealed = if spec.driver.is_some() {
-        Vec::new()
-    } else {
-        sealer(kek_file)?
-            .seal(&name, &data)
-            .map_err(|e| Status::internal(format!("secret sealing: {e}")))?
-    };
+    let sealed = sealer(kek_file)?
+        .seal(&name, &data)
+        .map_err(|e| Status::internal(format!("secret sealing: {e}")))?;
     drop(data);
     let secret = Secret {
         meta: None,
