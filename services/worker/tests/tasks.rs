@@ -4,6 +4,8 @@
 //! output answers history requests over NATS, and a restarted worker adopts its
 //! running task instead of starting it again. A task desired READY waits, prepared,
 //! for RUNNING; a healthcheck keeps a task STARTING in the store until it passes.
+//! A sealed secret in the store reaches the task opened, as a file on a tmpfs, and
+//! nowhere else on the worker's side (state dir, log).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,7 +60,16 @@ struct World {
     node_id: String,
     state_dir: std::path::PathBuf,
     config: std::path::PathBuf,
+    /// Seals secrets as the manager does; the dispatcher opens them.
+    sealer: std::sync::Arc<shoal_pki::SecretSealer>,
+    secrets_dir: std::path::PathBuf,
     _stop: ShutdownToken,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.secrets_dir);
+    }
 }
 
 async fn world() -> World {
@@ -132,6 +143,8 @@ async fn world() -> World {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = ShutdownToken::new();
+    let sealer =
+        std::sync::Arc::new(shoal_pki::SecretSealer::new(&shoal_pki::Kek::generate()).unwrap());
     let dispatcher = Dispatcher::start(
         ClusterState {
             store: store.clone(),
@@ -139,6 +152,7 @@ async fn world() -> World {
         },
         DispatcherOptions {
             advertise_addr: addr.to_string(),
+            secret_sealer: Some(sealer.clone()),
             ..Default::default()
         },
         stop.clone(),
@@ -159,13 +173,15 @@ async fn world() -> World {
         .store(&state_dir)
         .unwrap();
     let config = infra.dir.path().join("worker.toml");
+    let secrets_dir = std::path::PathBuf::from(format!("/dev/shm/shoal-test-{node_id}"));
     let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\ndispatcher_addrs = [\"{addr}\"]\nnats_url = \"{}\"\nlog_filter = \"info,shoal_worker=debug\"\n",
+            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\ndispatcher_addrs = [\"{addr}\"]\nnats_url = \"{}\"\nlog_filter = \"info,shoal_worker=debug\"\nsecrets_dir = \"{}\"\n",
             state_dir.display(),
-            infra.nats.url()
+            infra.nats.url(),
+            secrets_dir.display()
         ),
     )
     .unwrap();
@@ -177,6 +193,8 @@ async fn world() -> World {
         node_id,
         state_dir,
         config,
+        sealer,
+        secrets_dir,
         _stop: stop,
     }
 }
@@ -474,4 +492,105 @@ async fn a_ready_task_waits_for_running_and_its_healthcheck_gates_running_in_the
     .await
     .unwrap();
     worker.kill_now();
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_secret_reaches_its_task_as_a_file_and_nowhere_else() {
+    const PLAINTEXT: &str = "e2e-secret-4b1d2c";
+    let w = world().await;
+    let log = w.infra.dir.path().join("worker.log");
+    let _worker = spawn_worker(&w, &log);
+    let secret = w
+        .store
+        .create(shoal_proto::v1::Secret {
+            meta: Some(Meta {
+                id: shoal_store::new_id(),
+                ..Default::default()
+            }),
+            spec: Some(shoal_proto::v1::SecretSpec {
+                annotations: Some(Annotations {
+                    name: "api_key".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sealed: w.sealer.seal("api_key", PLAINTEXT.as_bytes()).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let work = w.infra.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut t = process_task(
+        &w.node_id,
+        &[
+            "sh",
+            "-c",
+            "cat $SHOAL_SECRETS_DIR/key > secret.out; echo $NODE_ID > node.out; exec sleep 300",
+        ],
+    );
+    if let Some(Runtime::Process(p)) = t.spec.as_mut().and_then(|s| s.runtime.as_mut()) {
+        p.dir = work.display().to_string();
+        p.env = vec!["NODE_ID={{.Node.ID}}".into()];
+        p.secrets = vec![shoal_proto::v1::SecretReference {
+            secret_id: secret.meta.as_ref().unwrap().id.clone(),
+            secret_name: "api_key".into(),
+            target: "key".into(),
+            mode: Some(0o400),
+            ..Default::default()
+        }];
+    }
+    let t = w.store.create(t).await.unwrap();
+    let running = wait_state(&w.store, &id(&t), TaskState::Running).await;
+    assert_eq!(state(&running), TaskState::Running as i32, "{running:?}");
+    let node = wait_for("the task's output", DEADLINE, || async {
+        std::fs::read_to_string(work.join("node.out"))
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    })
+    .await
+    .unwrap();
+    assert_eq!(node.trim(), w.node_id, "{{.Node.ID}} is expanded per task");
+    assert_eq!(
+        std::fs::read_to_string(work.join("secret.out")).unwrap(),
+        PLAINTEXT
+    );
+    let task_dir = w.secrets_dir.join(id(&t));
+    assert!(task_dir.join("run/secrets/key").exists());
+    for f in files_under(&w.state_dir).into_iter().chain([log.clone()]) {
+        let data = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+        assert!(
+            !data.contains(PLAINTEXT),
+            "the secret is in {}",
+            f.display()
+        );
+    }
+
+    // The task is deleted (as the orchestrator does): its files go with it.
+    w.store.delete::<Task>(&id(&t), None).await.unwrap();
+    wait_for("the task's files to go", DEADLINE, || async {
+        (!task_dir.exists()).then_some(())
+    })
+    .await
+    .unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("DEBUG"), "the worker logs at debug level");
+    assert!(
+        !logged.contains(PLAINTEXT),
+        "the secret is in the worker's log"
+    );
 }
