@@ -290,7 +290,8 @@ async fn a_process_task_reads_its_files_and_templates_and_they_go_with_it() {
     let mut s = setup(None);
     let work = tempfile::tempdir().unwrap();
     let id = unique("pf");
-    let script = "cat $SHOAL_SECRETS_DIR/pw > secret.out; \
+    let script = "cat $SHOAL_TASK_FILES/run/secrets/pw > secret.out; \
+                  test \"$SHOAL_SECRETS_DIR\" = \"$SHOAL_TASK_FILES/run/secrets\" && echo same > dirs.out; \
                   cat $SHOAL_TASK_FILES/etc/app.conf > conf.out; \
                   cat $SHOAL_TASK_FILES/plain.conf > plain.out; \
                   echo $NODE_ID > node.out; exec sleep 300";
@@ -337,6 +338,11 @@ async fn a_process_task_reads_its_files_and_templates_and_they_go_with_it() {
     assert_eq!(
         std::fs::read_to_string(work.path().join("secret.out")).unwrap(),
         SECRET
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("dirs.out")).unwrap(),
+        "same\n",
+        "SHOAL_SECRETS_DIR is $SHOAL_TASK_FILES/run/secrets"
     );
     assert_eq!(
         std::fs::read_to_string(work.path().join("conf.out")).unwrap(),
