@@ -126,7 +126,15 @@ pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
                 .map_err(|e| LoadError::io("read", Path::new("/dev/stdin"), &e))?;
             buf
         } else {
-            std::fs::read(f).map_err(|e| LoadError::io("open", Path::new(f), &e))?
+            std::fs::read(f).map_err(|e| {
+                // Go's os.ReadFile opens a directory fine and fails reading it.
+                let op = if e.kind() == std::io::ErrorKind::IsADirectory {
+                    "read"
+                } else {
+                    "open"
+                };
+                LoadError::io(op, Path::new(f), &e)
+            })?
         };
         sources.push(ComposeSource {
             name: f.clone(),

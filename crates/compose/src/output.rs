@@ -639,10 +639,24 @@ fn resolves_to_non_string(s: &str) -> bool {
     {
         return true;
     }
-    // YAML 1.1 sexagesimal numbers such as 1:20.
-    t.contains(':')
-        && t.split(':')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    // yaml.v3's base-60 floats (`1:20`, `190:20:30.15`): each part after a colon has
+    // at most two digits, the first below 6 when there are two.
+    let (int_part, _) = t.split_once('.').unwrap_or((t, ""));
+    let mut parts = int_part.split(':');
+    let head_ok = parts
+        .next()
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit() || b == b'_'));
+    let rest: Vec<&str> = parts.collect();
+    head_ok
+        && !rest.is_empty()
+        && rest.iter().all(|p| {
+            let b = p.as_bytes();
+            match b.len() {
+                1 => b[0].is_ascii_digit(),
+                2 => (b'0'..=b'5').contains(&b[0]) && b[1].is_ascii_digit(),
+                _ => false,
+            }
+        })
 }
 
 fn plain_allowed(s: &str) -> bool {
