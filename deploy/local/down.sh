@@ -133,6 +133,13 @@ stop_tasks() {
             docker network rm $nets >/dev/null 2>&1 || true
         fi
     fi
+    # The stopped tasks' secret and config files (tmpfs, the workers' default
+    # secrets_dir): nothing of a secret outlives the stack's tasks.
+    local id
+    for id in "${node_ids[@]:-}"; do
+        [[ -n "$id" && -d "/dev/shm/shoal-$id" ]] || continue
+        rm -rf -- "/dev/shm/shoal-$id"
+    done
 }
 
 shopt -s nullglob

@@ -757,6 +757,10 @@ pub fn kill_task_leftovers(node_ids: &[String]) {
             }
         }
     }
+    // The tasks' secret and config files (the workers' default secrets_dir, a tmpfs).
+    for id in node_ids {
+        let _ = std::fs::remove_dir_all(format!("/dev/shm/shoal-{id}"));
+    }
 }
 
 /// Pids of live processes whose environment names one of `node_ids` as SHOAL_NODE_ID.
