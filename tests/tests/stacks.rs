@@ -214,6 +214,63 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// The stacks this scenario deploys.
+const STACKS: &[&str] = &["vote", "pr", "ghost", "named", "sec", "bad"];
+/// The address pool of this scenario's cluster (no other test uses it), so Docker
+/// networks a crashed earlier run left behind are recognisably ours.
+const POOL: &str = "10.161.0.0/16";
+
+/// Removes what an earlier, interrupted run of this scenario left in the engine: its
+/// stacks' containers and the Docker networks of its pool.
+fn remove_leftovers() -> anyhow::Result<()> {
+    for ns in STACKS {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={ns}"),
+        ])?;
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id])?;
+        }
+    }
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        "label=com.shoal.network.id",
+    ])?;
+    let prefix = POOL.trim_end_matches(".0.0/16");
+    for id in networks.split_whitespace() {
+        let subnet = docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            id,
+        ])
+        .unwrap_or_default();
+        if subnet.starts_with(&format!("{prefix}.")) {
+            docker(&["network", "rm", id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether no container of this scenario's stacks is left.
+fn no_stack_containers() -> bool {
+    STACKS.iter().all(|ns| {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={ns}"),
+        ])
+        .is_ok_and(|out| out.is_empty())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     if !docker_available() {
@@ -230,13 +287,14 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
         "mysql:5.7",
         "registry:5000/alpine:frozen",
     ])?;
+    remove_leftovers()?;
     let infra = Infra::start().await?;
     let stack = Stack::start(
         &infra,
         StackOptions {
             workers: 2,
             worker_subnet: 61,
-            default_addr_pool: vec!["10.161.0.0/16".into()],
+            default_addr_pool: vec![POOL.into()],
             ..Default::default()
         },
     )
@@ -425,14 +483,35 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     let two = write(
         scratch.path(),
         "two.yml",
-        "version: '3.8'\nservices:\n  a:\n    image: redis:alpine\n  b:\n    image: redis:alpine\n",
+        "version: '3.8'\nservices:\n  a:\n    image: redis:alpine\n  b:\n    image: redis:alpine\n    restart: always\n    container_name: x\n",
     );
     let one = write(
         scratch.path(),
         "one.yml",
         "version: '3.8'\nservices:\n  a:\n    image: redis:alpine\n",
     );
-    stack.cli_ok(&["stack", "deploy", "-c", &two, "pr"]).await?;
+    // `--detach=false` follows each service with the service progress display.
+    let out = stack
+        .cli(&["stack", "deploy", "--detach=false", "-c", &two, "pr"])
+        .await?;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with("Creating network pr_default\n"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stdout.matches("verify: Service converged").count(),
+        2,
+        "{out:?}"
+    );
+    // The ignored keys are warned about, as docker does; the detach notice is not
+    // shown when --detach is given.
+    assert_eq!(
+        out.stderr,
+        "Ignoring unsupported options: restart\n\n\
+         Ignoring deprecated options:\n\n\
+         container_name: Setting the container name is not supported.\n\n"
+    );
     let pr = services(&mut control, "pr").await?;
     let a_id = id_of(service(&pr, "pr_a").meta.as_ref());
     let out = stack
@@ -537,6 +616,32 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
             "{out}"
         );
 
+        // A changed secret file is refused by the manager, in docker's words.
+        std::fs::write(scratch.path().join("pw"), "one")?;
+        let sec = write(
+            scratch.path(),
+            "secret.yml",
+            "version: '3.8'\nservices:\n  app:\n    image: redis:alpine\n    secrets: [pw]\nsecrets:\n  pw:\n    file: ./pw\n",
+        );
+        let out = stack
+            .cli_ok(&["stack", "deploy", "-c", &sec, "sec"])
+            .await?;
+        assert!(out.contains("Creating secret sec_pw\n"), "{out}");
+        std::fs::write(scratch.path().join("pw"), "two")?;
+        let out = stack.cli(&["stack", "deploy", "-c", &sec, "sec"]).await?;
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains(
+                "failed to update secret sec_pw: Error response from daemon: rpc error: code = InvalidArgument desc = only updates to Labels are allowed"
+            ),
+            "{out:?}"
+        );
+        let out = stack.cli_ok(&["stack", "rm", "sec"]).await?;
+        assert_eq!(
+            out,
+            "Removing service sec_app\nRemoving secret sec_pw\nRemoving network sec_default\n"
+        );
+
         // ---- docker's own e2e stack: `name:` on networks, secrets, configs. Its
         // `volumes: [volume1]` are anonymous volumes at the relative target "volume1",
         // which the manager refuses as swarmkit does: the objects before the service
@@ -564,7 +669,8 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
             ])
         );
         assert!(
-            out.stderr.contains("Error: failed to create service named_web: ")
+            out.stderr
+                .contains("Error: failed to create service named_web: ")
                 && out.stderr.contains("must be absolute")
                 && out.stderr.contains("left in place: network named-network"),
             "{out:?}"
@@ -613,9 +719,9 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
         assert!(services(&mut control, ns).await?.is_empty(), "{ns}");
         assert!(networks(&mut control, ns).await?.is_empty(), "{ns}");
     }
-    wait_for("vote's containers to go", DEADLINE, || async {
-        let out = docker(&["ps", "-q", "--filter", "name=vote_"]).ok()?;
-        out.is_empty().then_some(())
+    // The workers stop and remove every task container of the removed stacks.
+    wait_for("the stacks' containers to go", DEADLINE, || async {
+        no_stack_containers().then_some(())
     })
     .await?;
     let out = stack.cli(&["stack", "rm", "vote"]).await?;
