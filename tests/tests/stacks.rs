@@ -735,5 +735,8 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     let out = stack.cli(&["stack", "ps", "vote"]).await?;
     assert_eq!(out.code, 1);
     assert_eq!(out.stderr, "Error: nothing found in stack: vote\n");
+    // The workers' Docker networks outlive the cluster; leave the engine clean.
+    drop(stack);
+    remove_leftovers()?;
     Ok(())
 }
