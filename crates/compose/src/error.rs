@@ -45,7 +45,11 @@ pub enum LoadError {
     /// The most specific schema error, e.g. `services.web Additional property foo is not allowed`.
     #[error("{0}")]
     Schema(String),
-    /// A section transform failed (bad port, volume spec, env file, conflicts, …).
+    /// A value the schema let through could not be transformed (a bad volume spec,
+    /// memory size, unterminated quote in a command, …), in mapstructure's words.
+    #[error("decoding failed due to the following error(s):\n\nerror decoding '{field}': {reason}")]
+    Decode { field: String, reason: String },
+    /// A section transform failed (env file, conflicts, …).
     #[error("{0}")]
     Invalid(String),
 }

@@ -61,16 +61,25 @@ fn sub_map<'m>(m: &'m Map, k: &str) -> Option<&'m Map> {
     get(m, k).and_then(Node::as_map)
 }
 
-fn duration_of(m: &Map, k: &str) -> Result<Option<std::time::Duration>, LoadError> {
+/// A transform error as docker's mapstructure decoding reports it; `field` is the Go
+/// field path docker names (its mapstructure tag or Go field name).
+fn decode_err(field: &str, reason: impl Into<String>) -> LoadError {
+    LoadError::Decode {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn duration_of(m: &Map, k: &str, field: &str) -> Result<Option<std::time::Duration>, LoadError> {
     match get(m, k) {
         None => Ok(None),
         Some(n) => {
             let s = n.go_sprint();
             parse_go_duration(&s).map(Some).ok_or_else(|| {
-                LoadError::Invalid(format!(
-                    "time: invalid duration {}",
-                    crate::tree::go_quote(&s)
-                ))
+                decode_err(
+                    field,
+                    format!("time: invalid duration {}", crate::tree::go_quote(&s)),
+                )
             })
         }
     }
@@ -186,7 +195,7 @@ fn hosts_list(m: &Map, k: &str) -> Vec<String> {
         .collect()
 }
 
-fn shell_command(m: &Map, k: &str) -> Result<Option<Vec<String>>, LoadError> {
+fn shell_command(m: &Map, k: &str, field: &str) -> Result<Option<Vec<String>>, LoadError> {
     match get(m, k) {
         None => Ok(None),
         Some(Node::Seq(items)) => Ok(Some(items.iter().map(Node::go_sprint).collect())),
@@ -194,7 +203,7 @@ fn shell_command(m: &Map, k: &str) -> Result<Option<Vec<String>>, LoadError> {
             let s = n.go_sprint();
             shlex::split(&s)
                 .map(Some)
-                .ok_or_else(|| LoadError::Invalid("EOF found when expecting closing quote".into()))
+                .ok_or_else(|| decode_err(field, "EOF found when expecting closing quote"))
         }
     }
 }
@@ -299,9 +308,9 @@ fn update_config(m: &Map, k: &str) -> Result<Option<UpdateConfig>, LoadError> {
     };
     Ok(Some(UpdateConfig {
         parallelism: opt_u64(u, "parallelism"),
-        delay: duration_of(u, "delay")?,
+        delay: duration_of(u, "delay", &format!("Deploy.{k}.Delay"))?,
         failure_action: opt_str(u, "failure_action"),
-        monitor: duration_of(u, "monitor")?,
+        monitor: duration_of(u, "monitor", &format!("Deploy.{k}.Monitor"))?,
         max_failure_ratio: get(u, "max_failure_ratio").and_then(|n| match n {
             Node::Int(i) => Some(*i as f32),
             Node::Float(f) => Some(*f as f32),
@@ -311,13 +320,13 @@ fn update_config(m: &Map, k: &str) -> Result<Option<UpdateConfig>, LoadError> {
     }))
 }
 
-fn memory(m: &Map) -> Result<Option<i64>, LoadError> {
+fn memory(m: &Map, field: &str) -> Result<Option<i64>, LoadError> {
     match get(m, "memory") {
         None => Ok(None),
         Some(Node::Int(i)) => Ok(Some(*i)),
         Some(n) => crate::units::ram_in_bytes(&n.go_sprint())
             .map(Some)
-            .map_err(LoadError::Invalid),
+            .map_err(|e| decode_err(field, e)),
     }
 }
 
@@ -330,7 +339,7 @@ fn deploy(m: &Map) -> Result<Option<DeployConfig>, LoadError> {
     let limits = match sub_map(&res, "limits") {
         Some(l) => Some(ResourceLimit {
             cpus: opt_str(l, "cpus"),
-            memory: memory(l)?,
+            memory: memory(l, "Deploy.Resources.Limits.memory")?,
             pids: opt_i64(l, "pids"),
         }),
         None => None,
@@ -338,7 +347,7 @@ fn deploy(m: &Map) -> Result<Option<DeployConfig>, LoadError> {
     let reservations = match sub_map(&res, "reservations") {
         Some(r) => Some(ResourceReservation {
             cpus: opt_str(r, "cpus"),
-            memory: memory(r)?,
+            memory: memory(r, "Deploy.Resources.Reservations.memory")?,
             generic_resources: match get(r, "generic_resources") {
                 Some(Node::Seq(items)) => items
                     .iter()
@@ -360,9 +369,9 @@ fn deploy(m: &Map) -> Result<Option<DeployConfig>, LoadError> {
     let restart_policy = match sub_map(&d, "restart_policy") {
         Some(r) => Some(RestartPolicy {
             condition: opt_str(r, "condition"),
-            delay: duration_of(r, "delay")?,
+            delay: duration_of(r, "delay", "Deploy.restart_policy.Delay")?,
             max_attempts: opt_u64(r, "max_attempts"),
-            window: duration_of(r, "window")?,
+            window: duration_of(r, "window", "Deploy.restart_policy.Window")?,
         }),
         None => None,
     };
@@ -408,14 +417,14 @@ fn healthcheck(m: &Map) -> Result<Option<HealthCheckConfig>, LoadError> {
     };
     Ok(Some(HealthCheckConfig {
         test,
-        timeout: duration_of(h, "timeout")?,
-        interval: duration_of(h, "interval")?,
+        timeout: duration_of(h, "timeout", "HealthCheck.Timeout")?,
+        interval: duration_of(h, "interval", "HealthCheck.Interval")?,
         retries: get(h, "retries").and_then(|n| match n {
             Node::Float(f) => Some(*f as u64),
             n => int_of(n).and_then(|i| u64::try_from(i).ok()),
         }),
-        start_period: duration_of(h, "start_period")?,
-        start_interval: duration_of(h, "start_interval")?,
+        start_period: duration_of(h, "start_period", "HealthCheck.start_period")?,
+        start_interval: duration_of(h, "start_interval", "HealthCheck.start_interval")?,
         disable: bool_of(h, "disable"),
     }))
 }
@@ -441,7 +450,7 @@ fn ports(m: &Map, warnings: &mut Vec<String>) -> Result<Vec<ServicePortConfig>, 
             }),
             other => {
                 let (ports, w) = crate::ports::expand_short_port(&other.go_sprint())
-                    .map_err(LoadError::Invalid)?;
+                    .map_err(|e| decode_err("Ports", e))?;
                 out.extend(ports);
                 warnings.extend(w);
             }
@@ -544,7 +553,7 @@ fn volumes(m: &Map, cx: &Context<'_>) -> Result<Vec<ServiceVolumeConfig>, LoadEr
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for item in items {
+    for (i, item) in items.iter().enumerate() {
         let mut v = match item {
             Node::Map(l) => ServiceVolumeConfig {
                 r#type: opt_str(l, "type").unwrap_or_default(),
@@ -563,7 +572,10 @@ fn volumes(m: &Map, cx: &Context<'_>) -> Result<Vec<ServiceVolumeConfig>, LoadEr
                     size: opt_i64(t, "size"),
                 }),
             },
-            other => parse_volume(&other.go_sprint())?,
+            other => parse_volume(&other.go_sprint()).map_err(|e| match e {
+                LoadError::Invalid(reason) => decode_err(&format!("Volumes[{i}]"), reason),
+                e => e,
+            })?,
         };
         if v.r#type == "bind" {
             let Some(src) = v.source.clone().filter(|s| !s.is_empty()) else {
@@ -740,7 +752,7 @@ fn load_service(name: &str, m: &Map, cx: &mut Context<'_>) -> Result<ServiceConf
         cap_drop: list(m, "cap_drop"),
         cgroupns_mode: opt_str(m, "cgroupns_mode"),
         cgroup_parent: opt_str(m, "cgroup_parent"),
-        command: shell_command(m, "command")?,
+        command: shell_command(m, "command", "Command")?,
         configs: file_refs(m, "configs"),
         container_name: opt_str(m, "container_name"),
         credential_spec,
@@ -750,7 +762,7 @@ fn load_service(name: &str, m: &Map, cx: &mut Context<'_>) -> Result<ServiceConf
         dns: string_list(m, "dns"),
         dns_search: string_list(m, "dns_search"),
         domainname: opt_str(m, "domainname"),
-        entrypoint: shell_command(m, "entrypoint")?,
+        entrypoint: shell_command(m, "entrypoint", "Entrypoint")?,
         environment,
         env_file,
         expose: list(m, "expose"),
@@ -780,7 +792,7 @@ fn load_service(name: &str, m: &Map, cx: &mut Context<'_>) -> Result<ServiceConf
         security_opt: list(m, "security_opt"),
         shm_size: opt_str(m, "shm_size"),
         stdin_open: bool_of(m, "stdin_open"),
-        stop_grace_period: duration_of(m, "stop_grace_period")?,
+        stop_grace_period: duration_of(m, "stop_grace_period", "stop_grace_period")?,
         stop_signal: opt_str(m, "stop_signal"),
         sysctls: labels(m, "sysctls"),
         tmpfs: string_list(m, "tmpfs"),
