@@ -52,11 +52,22 @@ fn every_fixture_loads() {
     }
 }
 
+/// A docker CLI whose `stack config` works client-side (CLI 20.10 has no such command).
 fn docker_available() -> bool {
+    let Ok(dir) = tempfile::tempdir() else {
+        return false;
+    };
+    let probe = dir.path().join("probe.yml");
+    if std::fs::write(&probe, "services: {}\n").is_err() {
+        return false;
+    }
     Command::new("docker")
-        .arg("--version")
+        .args(["stack", "config", "-c"])
+        .arg(&probe)
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("version:")
+        })
 }
 
 fn docker_config(f: &Path, skip: bool) -> String {

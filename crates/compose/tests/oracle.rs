@@ -585,11 +585,22 @@ services:
     ),
 ];
 
+/// A docker CLI whose `stack config` works client-side (CLI 20.10 has no such command).
 fn docker_available() -> bool {
+    let Ok(dir) = tempfile::tempdir() else {
+        return false;
+    };
+    let probe = dir.path().join("probe.yml");
+    if std::fs::write(&probe, "services: {}\n").is_err() {
+        return false;
+    }
     Command::new("docker")
-        .args(["stack", "config", "--help"])
+        .args(["stack", "config", "-c"])
+        .arg(&probe)
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("version:")
+        })
 }
 
 fn docker(dir: &Path, files: &[&str]) -> Result<String, String> {
