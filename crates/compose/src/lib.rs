@@ -10,7 +10,10 @@
 //! anywhere, yaml_serde (YAML 1.2) reads it as the string "0440". We turn such strings
 //! into octal integers at the integer paths (secret/config `mode`, ports, replicas, …),
 //! which is what matters; in untyped places (an environment value) it stays "0440"
-//! where docker would say "288".
+//! where docker would say "288" (likewise `08` and `1_000`, numbers to yaml.v3 only).
+//! A non-string top-level key (`123: x`) fails with `top-level object must be a
+//! mapping`, as the CLI 28 oracle prints (newer docker says `non-string key at top
+//! level: 123`).
 
 pub mod convert;
 mod duration;
