@@ -145,15 +145,18 @@ impl Done {
 
 #[tracing::instrument(name = "stack deploy", skip_all)]
 pub async fn deploy(cfg: &CliConfig, args: &DeployArgs) -> anyhow::Result<ExitCode> {
-    let resolve: ResolveImage = args.resolve_image.parse().map_err(anyhow::Error::msg)?;
-    super::check_stack_name(&args.stack)?;
+    // docker's order: the files (and their warnings), the stack name, the images,
+    // then the flags; the conversion's other checks come before anything is asked of
+    // the manager.
     let project = shoal_compose::load(&shoal_compose::LoadOptions {
         files: args.compose_files.clone(),
         env: process_env(),
         skip_interpolation: false,
     })?;
     eprint!("{}", warning_text(&project.warnings()));
+    super::check_stack_name(&args.stack)?;
     let plan = convert::convert(&project, &args.stack)?;
+    let resolve: ResolveImage = args.resolve_image.parse().map_err(anyhow::Error::msg)?;
     let detach = match args.detach {
         Some(d) => d,
         None => {
@@ -282,7 +285,7 @@ async fn apply(
                         anyhow::anyhow!(
                             "failed to create service {}: {}",
                             s.name,
-                            super::super::status_message(&st)
+                            docker_rpc_error(&st)
                         )
                     })?
                     .into_inner()
@@ -356,7 +359,7 @@ async fn networks(
                 anyhow::anyhow!(
                     "failed to create network {}: {}",
                     n.name,
-                    super::super::status_message(&s)
+                    docker_rpc_error(&s)
                 )
             })?;
         done.0.push(format!("network {}", n.name));
@@ -683,7 +686,7 @@ async fn update_service(
                 if s.code() == tonic::Code::FailedPrecondition
                     && s.message().contains("update out of sequence")
                     && attempt < UPDATE_ATTEMPTS => {}
-            Err(s) => return Err(super::super::status_message(&s)),
+            Err(s) => return Err(docker_rpc_error(&s)),
         }
     }
 }

@@ -194,7 +194,7 @@ pub async fn ps(cfg: &CliConfig, namespace: &str, opts: &PsOptions) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn spec_name<'a>(a: Option<&'a shoal_proto::v1::Annotations>) -> &'a str {
+fn spec_name(a: Option<&shoal_proto::v1::Annotations>) -> &str {
     a.map(|a| a.name.as_str()).unwrap_or("")
 }
 

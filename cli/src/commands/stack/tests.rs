@@ -202,7 +202,7 @@ fn services_render_as_service_ls() {
          id-foo    name-foo   replicated   0/2        busybox:latest\n"
     );
     let out = render::render_services(
-        &[s.clone()],
+        std::slice::from_ref(&s),
         &statuses,
         Some("{{.Name}} {{.Replicas}}"),
         false,
