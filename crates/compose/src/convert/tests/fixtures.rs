@@ -15,7 +15,8 @@ fn plan(file: &str, namespace: &str) -> StackPlan {
     let path = fixtures().join(file);
     let project = crate::load(&crate::LoadOptions {
         files: vec![path.display().to_string()],
-        env: std::env::vars().collect(),
+        // No variables: the files' defaults apply, whatever the test's environment.
+        env: Default::default(),
         skip_interpolation: false,
     })
     .unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -258,4 +259,184 @@ fn every_fixture_converts() {
             }
         }
     }
+}
+
+fn container(s: &ServicePlan) -> &shoal_proto::v1::ContainerSpec {
+    match s.spec.task.as_ref().unwrap().runtime.as_ref().unwrap() {
+        shoal_proto::v1::task_spec::Runtime::Container(c) => c,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn swarmprom() {
+    let p = plan("swarmprom.yml", "mon");
+    assert_eq!(names(&p.networks, |n| &n.name), vec!["mon_net"]);
+    assert!(p.networks[0].spec.attachable);
+    assert_eq!(
+        names(&p.configs, |c| &c.name),
+        vec![
+            "mon_caddy_config",
+            "mon_dockerd_config",
+            "mon_node_rules",
+            "mon_task_rules"
+        ]
+    );
+    assert_eq!(
+        p.configs[0].spec.data,
+        std::fs::read(fixtures().join("caddy/Caddyfile")).unwrap()
+    );
+    assert!(
+        p.configs
+            .iter()
+            .all(|c| c.spec.annotations.as_ref().unwrap().labels[NAMESPACE_LABEL] == "mon")
+    );
+    // Global mode, memory in binary units.
+    let exporter = service(&p, "node-exporter");
+    assert!(matches!(
+        exporter.spec.mode,
+        Some(service_spec::Mode::Global(_))
+    ));
+    let r = exporter
+        .spec
+        .task
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap();
+    assert_eq!(r.limits.as_ref().unwrap().memory_bytes, 128 << 20);
+    assert_eq!(r.reservations.as_ref().unwrap().memory_bytes, 64 << 20);
+    // Templates pass through to the worker; `$$` is a literal `$`.
+    let c = container(exporter);
+    assert_eq!(c.env, vec!["NODE_ID={{.Node.ID}}"]);
+    assert!(
+        c.args.contains(
+            &"--collector.filesystem.ignored-mount-points=^/(sys|proc|dev|host|etc)($|/)"
+                .to_string()
+        ),
+        "{:?}",
+        c.args
+    );
+    // Defaults of `${VAR:-default}`.
+    let grafana = container(service(&p, "grafana"));
+    assert!(
+        grafana
+            .env
+            .contains(&"GF_SECURITY_ADMIN_USER=admin".to_string())
+    );
+    // Configs at absolute targets, by the config's real name, ids left to the CLI.
+    let prom = container(service(&p, "prometheus"));
+    let refs: Vec<(&str, &str, &str)> = prom
+        .configs
+        .iter()
+        .map(|r| {
+            (
+                r.config_name.as_str(),
+                r.target.as_str(),
+                r.config_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        vec![
+            ("mon_node_rules", "/etc/prometheus/swarm_node.rules.yml", ""),
+            ("mon_task_rules", "/etc/prometheus/swarm_task.rules.yml", ""),
+        ]
+    );
+    assert!(
+        prom.args
+            .contains(&"--storage.tsdb.retention=24h".to_string())
+    );
+    let caddy = service(&p, "caddy");
+    let h = container(caddy).healthcheck.as_ref().unwrap();
+    assert_eq!(h.test, vec!["CMD", "curl", "-f", "http://localhost:3000"]);
+    assert_eq!((h.interval.unwrap().seconds, h.retries), (5, 5));
+    let published: Vec<u32> = caddy
+        .spec
+        .endpoint
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .map(|p| p.published_port)
+        .collect();
+    assert_eq!(published, vec![3000, 9090, 9093, 9094]);
+    let placement = caddy
+        .spec
+        .task
+        .as_ref()
+        .unwrap()
+        .placement
+        .as_ref()
+        .unwrap();
+    assert_eq!(placement.constraints, vec!["node.role == manager"]);
+    // Binds stay binds, read-only where `:ro`.
+    let cadvisor = container(service(&p, "cadvisor"));
+    assert_eq!(cadvisor.mounts[0].source, "/var/run/docker.sock");
+    assert!(cadvisor.mounts[0].read_only);
+    assert_eq!(
+        cadvisor.mounts[0].r#type,
+        shoal_proto::v1::mount::Type::Bind as i32
+    );
+    assert_eq!(
+        attachments(service(&p, "unsee")),
+        vec![("mon_net".to_string(), vec!["unsee".to_string()])]
+    );
+}
+
+#[test]
+fn portainer_agent_stack() {
+    let p = plan("portainer-agent-stack.yml", "portainer");
+    assert_eq!(
+        names(&p.networks, |n| &n.name),
+        vec!["portainer_agent_network"]
+    );
+    let agent = service(&p, "agent");
+    assert_eq!(agent.name, "portainer_agent");
+    assert!(matches!(
+        agent.spec.mode,
+        Some(service_spec::Mode::Global(_))
+    ));
+    // `tasks.agent` resolves because the compose key is an alias on the network.
+    assert_eq!(
+        attachments(agent),
+        vec![(
+            "portainer_agent_network".to_string(),
+            vec!["agent".to_string()]
+        )]
+    );
+    assert_eq!(container(agent).env, vec!["AGENT_CLUSTER_ADDR=tasks.agent"]);
+    assert_eq!(
+        agent
+            .spec
+            .task
+            .as_ref()
+            .unwrap()
+            .placement
+            .as_ref()
+            .unwrap()
+            .constraints,
+        vec!["node.platform.os == linux"]
+    );
+    let portainer = service(&p, "portainer");
+    assert_eq!(
+        container(portainer).args,
+        vec!["-H", "tcp://tasks.agent:9001", "--tlsskipverify"]
+    );
+    assert_eq!(
+        container(portainer).mounts[0].source,
+        "portainer_portainer_data"
+    );
+    let ports: Vec<(u32, u32)> = portainer
+        .spec
+        .endpoint
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .map(|p| (p.published_port, p.target_port))
+        .collect();
+    assert_eq!(ports, vec![(8000, 8000), (9000, 9000)]);
 }
