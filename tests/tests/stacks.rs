@@ -707,7 +707,9 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     }
 
     // ---- stack rm: services (sorted) → networks; volumes are never touched.
-    let out = stack.cli_ok(&["stack", "rm", "vote", "pr"]).await?;
+    let out = stack
+        .cli_ok(&["stack", "rm", "--detach=false", "vote", "pr"])
+        .await?;
     assert_eq!(
         out,
         "Removing service vote_db\nRemoving service vote_redis\nRemoving service vote_result\n\

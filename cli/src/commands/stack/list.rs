@@ -204,14 +204,14 @@ fn meta_id(m: Option<&shoal_proto::v1::Meta>) -> String {
 
 /// `stack rm`: services (by name) → secrets → configs → networks, docker's lines; a
 /// failure is reported and the rest removed anyway.
-pub async fn rm(cfg: &CliConfig, stacks: &[String]) -> anyhow::Result<ExitCode> {
+pub async fn rm(cfg: &CliConfig, stacks: &[String], detach: bool) -> anyhow::Result<ExitCode> {
     for namespace in stacks {
         super::check_stack_name(namespace)?;
     }
     let mut control = crate::connect::control(cfg).await?;
     let mut failed = Vec::new();
     for namespace in stacks {
-        if !remove_stack(&mut control, namespace).await? {
+        if !remove_stack(&mut control, namespace, detach).await? {
             failed.push(namespace.clone());
         }
     }
@@ -225,7 +225,11 @@ pub async fn rm(cfg: &CliConfig, stacks: &[String]) -> anyhow::Result<ExitCode> 
 }
 
 /// Removes one stack; false when something could not be removed.
-async fn remove_stack(control: &mut Control, namespace: &str) -> anyhow::Result<bool> {
+async fn remove_stack(
+    control: &mut Control,
+    namespace: &str,
+    detach: bool,
+) -> anyhow::Result<bool> {
     let mut services = super::stack_services(control, super::stack_filter(namespace)).await?;
     let mut networks = super::stack_networks(control, namespace).await?;
     let mut secrets = super::stack_secrets(control, namespace).await?;
@@ -265,6 +269,13 @@ async fn remove_stack(control: &mut Control, namespace: &str) -> anyhow::Result<
         {
             fail("service", &id, &status);
         }
+    }
+    if !detach {
+        let ids: Vec<String> = services
+            .iter()
+            .map(|s| service_render::id(s).to_string())
+            .collect();
+        wait_tasks_stopped(control, namespace, ids).await;
     }
     for s in &secrets {
         let name = spec_name(s.spec.as_ref().and_then(|s| s.annotations.as_ref()));
@@ -322,5 +333,47 @@ async fn remove_network(control: &mut Control, id: &str) -> Result<(), tonic::St
             }
             Err(s) => return Err(s),
         }
+    }
+}
+
+/// How long `stack rm --detach=false` waits for the removed services' tasks.
+const TASKS_STOP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `--detach=false`: waits (bounded) until no task of the removed services still runs
+/// or is about to, as docker waits on the stack's tasks.
+async fn wait_tasks_stopped(control: &mut Control, namespace: &str, service_ids: Vec<String>) {
+    if service_ids.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + TASKS_STOP_DEADLINE;
+    loop {
+        let live = control
+            .list_tasks(ListTasksRequest {
+                filters: Some(shoal_proto::v1::ListFilters {
+                    service_ids: service_ids.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .tasks
+                    .iter()
+                    .filter(|t| {
+                        t.status
+                            .as_ref()
+                            .is_some_and(|s| s.state <= shoal_proto::v1::TaskState::Running as i32)
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if live == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("Error: timed out waiting for the tasks of stack {namespace} to stop");
+            return;
+        }
+        tokio::time::sleep(NETWORK_RM_RETRY).await;
     }
 }

@@ -69,8 +69,8 @@ pub enum StackCommand {
     /// Remove one or more stacks.
     #[command(alias = "remove", alias = "down")]
     Rm {
-        /// Do not wait for stack removal (accepted as docker's; the removal of the
-        /// networks still waits a little for the tasks that use them to stop).
+        /// Do not wait for stack removal; `--detach=false` waits until the stack's
+        /// tasks have stopped. (The networks' removal always waits a little for them.)
         #[arg(
             long,
             short,
@@ -129,7 +129,7 @@ pub async fn run(cfg: &CliConfig, cmd: StackCommand) -> anyhow::Result<ExitCode>
             )
             .await
         }
-        StackCommand::Rm { detach: _, stacks } => list::rm(cfg, &stacks).await,
+        StackCommand::Rm { detach, stacks } => list::rm(cfg, &stacks, detach).await,
         StackCommand::Services {
             filter,
             format,
