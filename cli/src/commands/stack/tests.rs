@@ -327,3 +327,54 @@ fn an_update_keeps_force_update_and_the_resolved_image_when_asked() {
     let next = deploy::update_spec(&current, plan.spec, ResolveImage::Never);
     assert_eq!(Some(&next), current.spec.as_ref());
 }
+
+#[test]
+fn ps_formats_over_dockers_task_fields() {
+    use shoal_proto::v1::{PortConfig, PortStatus, Task, TaskStatus, port_config};
+    let task = Task {
+        meta: Some(Meta {
+            id: "abcdefghijklmnopqrstuvwxy".into(),
+            ..Default::default()
+        }),
+        service_id: "svc".into(),
+        slot: 1,
+        node_id: "n1".into(),
+        desired_state: shoal_proto::v1::TaskState::Running as i32,
+        status: Some(TaskStatus {
+            state: shoal_proto::v1::TaskState::Running as i32,
+            port_status: Some(PortStatus {
+                ports: vec![PortConfig {
+                    target_port: 80,
+                    published_port: 8080,
+                    publish_mode: port_config::PublishMode::Host as i32,
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut names = crate::commands::task::Names::default();
+    names.services.insert("svc".into(), "st_web".into());
+    names.nodes.insert("n1".into(), "node-1".into());
+    let out = render::render_ps(
+        std::slice::from_ref(&task),
+        &names,
+        std::time::SystemTime::now(),
+        true,
+        Some("{{.ID}} {{.Name}} {{.Node}} {{.DesiredState}} {{.Ports}}"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(out, "abcdefghijkl st_web.1 node-1 Running *:8080->80/tcp\n");
+    let out = render::render_ps(
+        &[task],
+        &names,
+        std::time::SystemTime::now(),
+        true,
+        None,
+        true,
+    )
+    .unwrap();
+    assert_eq!(out, "abcdefghijkl\n");
+}
