@@ -293,7 +293,7 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
         &infra,
         StackOptions {
             workers: 2,
-            worker_subnet: 61,
+            worker_subnet: 71,
             default_addr_pool: vec![POOL.into()],
             ..Default::default()
         },
