@@ -202,21 +202,12 @@ fn mounts(mounts: &[Mount]) -> Result<(), Status> {
         if m.target.is_empty() {
             return Err(bad("field Target must not be empty".into()));
         }
-        if !m.target.starts_with('/') {
-            return Err(bad(format!(
-                "invalid mount path: '{}' mount path must be absolute",
-                m.target
-            )));
-        }
+        // A relative target or bind source is accepted, as swarmkit's control API does:
+        // the node rejects the task (`invalid mount target, must be an absolute path`),
+        // so a compose file with `volumes: [data]` deploys as it does on Swarm.
         match kind {
             "bind" if m.source.is_empty() => {
                 return Err(bad("field Source must not be empty".into()));
-            }
-            "bind" if !m.source.starts_with('/') => {
-                return Err(bad(format!(
-                    "invalid mount path: '{}' mount path must be absolute",
-                    m.source
-                )));
             }
             "tmpfs" if !m.source.is_empty() => {
                 return Err(bad("field Source must not be specified".into()));
@@ -992,13 +983,8 @@ mod tests {
 
         for m in [
             Mount {
-                target: "data".into(),
+                target: "".into(),
                 r#type: mount::Type::Volume as i32,
-                ..Default::default()
-            },
-            Mount {
-                source: "rel".into(),
-                target: "/data".into(),
                 ..Default::default()
             },
             Mount {

@@ -278,6 +278,19 @@ impl DockerExecutor {
         labels.insert(LABEL_NODE_ID.into(), self.node_id.clone());
         let mut mounts = Vec::with_capacity(spec.mounts.len());
         for m in &spec.mounts {
+            // Swarm's node-side checks (the control API lets these through).
+            if !m.target.starts_with('/') {
+                return Err(TaskError::rejected(format!(
+                    "invalid mount target, must be an absolute path: {}",
+                    m.target
+                )));
+            }
+            if m.r#type == mount::Type::Bind as i32 && !m.source.starts_with('/') {
+                return Err(TaskError::rejected(format!(
+                    "invalid bind mount source, must be an absolute path: {}",
+                    m.source
+                )));
+            }
             let typ = match mount::Type::try_from(m.r#type) {
                 Ok(mount::Type::Bind) => MountType::BIND,
                 Ok(mount::Type::Volume) => MountType::VOLUME,
