@@ -589,8 +589,24 @@ impl Stack {
 
     /// Runs the `shoal` CLI against the manager at `host`.
     pub async fn cli_on(&self, host: &str, args: &[&str]) -> anyhow::Result<CliOutput> {
+        self.cli_env_on(host, &[], args).await
+    }
+
+    /// Runs the `shoal` CLI with extra environment variables (e.g. the variables a
+    /// compose file interpolates), as a user exporting them in their shell would.
+    pub async fn cli_env(&self, env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<CliOutput> {
+        self.cli_env_on(&self.swarm.manager.addr, env, args).await
+    }
+
+    async fn cli_env_on(
+        &self,
+        host: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<CliOutput> {
         let out = tokio::process::Command::new(binary("shoal")?)
             .args(args)
+            .envs(env.iter().copied())
             .env("SHOAL_HOST", host)
             .env("SHOAL_CERT_DIR", &self.cli_dir)
             .env_remove("SHOAL_SOCKET")
@@ -957,4 +973,109 @@ pub fn container_service(
         }),
         ..Default::default()
     }
+}
+
+/// `docker <args>` on this machine's engine: its trimmed stdout, or an error with its
+/// stderr.
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("docker").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The image every stack fixture's image names are tagged as.
+pub const STACK_STUB: &str = "shoal-test/stack-stub:latest";
+
+/// Tags [`STACK_STUB`] as each of `images`: busybox whose entrypoint sleeps forever
+/// whatever the arguments (`command: top`, mysqldump loops…), so compose files that
+/// name registry images deploy with nothing pulled.
+pub fn stub_images(images: &[&str]) -> anyhow::Result<()> {
+    let base = shoal_testkit::docker::busybox_image()?;
+    if docker(&["image", "inspect", "--format", "{{.Id}}", STACK_STUB]).is_err() {
+        let id = docker(&["create", &base])?;
+        let mut export = std::process::Command::new("docker")
+            .args(["export", &id])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = export
+            .stdout
+            .take()
+            .context("docker export has no stdout")?;
+        let status = std::process::Command::new("docker")
+            .args([
+                "import",
+                "--change",
+                r#"ENTRYPOINT ["/bin/sh","-c","exec sleep 2147483647","sh"]"#,
+                "--change",
+                "ENV PATH=/bin",
+                "-",
+                STACK_STUB,
+            ])
+            .stdin(stdout)
+            .status()?;
+        export.wait()?;
+        docker(&["rm", &id])?;
+        anyhow::ensure!(status.success(), "docker import of the stub failed");
+    }
+    for image in images {
+        docker(&["tag", STACK_STUB, image])?;
+    }
+    Ok(())
+}
+
+/// Removes what an interrupted run of a stack scenario left in the engine: the
+/// containers of its stacks (`namespaces`) and the Docker networks shoal's workers
+/// made in its address pool (`pool`, a /16 no other test uses).
+pub fn remove_stack_leftovers(namespaces: &[&str], pool: &str) -> anyhow::Result<()> {
+    for ns in namespaces {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={ns}"),
+        ])?;
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id])?;
+        }
+    }
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        "label=com.shoal.network.id",
+    ])?;
+    let prefix = pool.trim_end_matches(".0.0/16");
+    for id in networks.split_whitespace() {
+        let subnet = docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            id,
+        ])
+        .unwrap_or_default();
+        if subnet.starts_with(&format!("{prefix}.")) {
+            docker(&["network", "rm", id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether no container of the stacks `namespaces` is left in the engine.
+pub fn no_stack_containers(namespaces: &[&str]) -> bool {
+    namespaces.iter().all(|ns| {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={ns}"),
+        ])
+        .is_ok_and(|out| out.is_empty())
+    })
 }

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use shoal_proto::v1::control_client::ControlClient;
@@ -17,13 +16,14 @@ use shoal_proto::v1::{
     ListFilters, ListNetworksRequest, ListSecretsRequest, ListServicesRequest, ListTasksRequest,
     Network, Service, Task, TaskState, service_spec, task_spec,
 };
-use shoal_scenarios::{Stack, StackOptions};
-use shoal_testkit::docker::{busybox_image, docker_available};
+use shoal_scenarios::{
+    Stack, StackOptions, no_stack_containers, remove_stack_leftovers, stub_images,
+};
+use shoal_testkit::docker::docker_available;
 use shoal_testkit::{Infra, wait_for};
 use tonic::transport::Channel;
 
 const NAMESPACE: &str = "com.docker.stack.namespace";
-const STUB: &str = "shoal-test/stack-stub:latest";
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn fixtures() -> PathBuf {
@@ -32,48 +32,6 @@ fn fixtures() -> PathBuf {
 
 fn fixture(name: &str) -> String {
     fixtures().join(name).display().to_string()
-}
-
-fn docker(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("docker").args(args).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// The stub every fixture image is tagged as: busybox whose entrypoint sleeps forever
-/// whatever the arguments (`command: top`, mysqldump loops…).
-fn stub_images(images: &[&str]) -> anyhow::Result<()> {
-    let base = busybox_image()?;
-    if docker(&["image", "inspect", "--format", "{{.Id}}", STUB]).is_err() {
-        let id = docker(&["create", &base])?;
-        let export = Command::new("docker")
-            .args(["export", &id])
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
-        let status = Command::new("docker")
-            .args([
-                "import",
-                "--change",
-                r#"ENTRYPOINT ["/bin/sh","-c","exec sleep 2147483647","sh"]"#,
-                "--change",
-                "ENV PATH=/bin",
-                "-",
-                STUB,
-            ])
-            .stdin(export.stdout.expect("export stdout"))
-            .status()?;
-        docker(&["rm", &id])?;
-        anyhow::ensure!(status.success(), "docker import of the stub failed");
-    }
-    for image in images {
-        docker(&["tag", STUB, image])?;
-    }
-    Ok(())
 }
 
 fn name_of(s: &Service) -> &str {
@@ -220,57 +178,6 @@ const STACKS: &[&str] = &["vote", "pr", "ghost", "named", "sec", "bad"];
 /// networks a crashed earlier run left behind are recognisably ours.
 const POOL: &str = "10.161.0.0/16";
 
-/// Removes what an earlier, interrupted run of this scenario left in the engine: its
-/// stacks' containers and the Docker networks of its pool.
-fn remove_leftovers() -> anyhow::Result<()> {
-    for ns in STACKS {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=com.docker.stack.namespace={ns}"),
-        ])?;
-        for id in ids.split_whitespace() {
-            docker(&["rm", "-f", id])?;
-        }
-    }
-    let networks = docker(&[
-        "network",
-        "ls",
-        "-q",
-        "--filter",
-        "label=com.shoal.network.id",
-    ])?;
-    let prefix = POOL.trim_end_matches(".0.0/16");
-    for id in networks.split_whitespace() {
-        let subnet = docker(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
-            id,
-        ])
-        .unwrap_or_default();
-        if subnet.starts_with(&format!("{prefix}.")) {
-            docker(&["network", "rm", id])?;
-        }
-    }
-    Ok(())
-}
-
-/// Whether no container of this scenario's stacks is left.
-fn no_stack_containers() -> bool {
-    STACKS.iter().all(|ns| {
-        docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=com.docker.stack.namespace={ns}"),
-        ])
-        .is_ok_and(|out| out.is_empty())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     if !docker_available() {
@@ -287,7 +194,7 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
         "mysql:5.7",
         "registry:5000/alpine:frozen",
     ])?;
-    remove_leftovers()?;
+    remove_stack_leftovers(STACKS, POOL)?;
     let infra = Infra::start().await?;
     let stack = Stack::start(
         &infra,
@@ -723,7 +630,7 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     }
     // The workers stop and remove every task container of the removed stacks.
     wait_for("the stacks' containers to go", DEADLINE, || async {
-        no_stack_containers().then_some(())
+        no_stack_containers(STACKS).then_some(())
     })
     .await?;
     let out = stack.cli(&["stack", "rm", "vote"]).await?;
@@ -739,6 +646,6 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     assert_eq!(out.stderr, "Error: nothing found in stack: vote\n");
     // The workers' Docker networks outlive the cluster; leave the engine clean.
     drop(stack);
-    remove_leftovers()?;
+    remove_stack_leftovers(STACKS, POOL)?;
     Ok(())
 }
