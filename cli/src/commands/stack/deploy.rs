@@ -15,9 +15,10 @@ use shoal_compose::convert::{
 use shoal_proto::v1::{
     ConfigSpec, CreateConfigRequest, CreateNetworkRequest, CreateSecretRequest,
     CreateServiceRequest, ListConfigsRequest, ListFilters, ListNetworksRequest, ListSecretsRequest,
-    RemoveServiceRequest, SecretSpec, Service, ServiceSpec, UpdateConfigRequest,
+    Meta, RemoveServiceRequest, SecretSpec, Service, ServiceSpec, UpdateConfigRequest,
     UpdateSecretRequest, UpdateServiceRequest, task_spec,
 };
+use tonic::Status;
 
 use super::super::service::progress::{self, FollowOptions, Intent, Outcome};
 use super::super::service::render as service_render;
@@ -254,8 +255,8 @@ async fn apply(
     done: &mut Done,
 ) -> anyhow::Result<Vec<(String, Intent)>> {
     let network_ids = networks(control, plan, done).await?;
-    let mut secret_ids = secrets(control, &plan.secrets, done).await?;
-    let mut config_ids = configs(control, &plan.configs, done).await?;
+    let mut secret_ids = stack_files(control, &plan.secrets, done).await?;
+    let mut config_ids = stack_files(control, &plan.configs, done).await?;
     let by_name: HashMap<&str, &Service> = existing
         .iter()
         .map(|s| (service_render::name(s), s))
@@ -367,118 +368,135 @@ async fn networks(
     all_networks(control).await
 }
 
-/// Creates each secret, or updates it with the new spec (the manager accepts only
-/// label changes); ids by name.
-async fn secrets(
-    control: &mut Control,
-    plans: &[FilePlan<SecretSpec>],
-    done: &mut Done,
-) -> anyhow::Result<HashMap<String, String>> {
-    let mut ids = HashMap::new();
-    for p in plans {
-        let found = control
+/// What deploy does alike with secrets and configs (their specs): look them up by
+/// name, update one, create one.
+trait StackFile: Clone {
+    /// "secret" or "config", as the messages name it.
+    const KIND: &'static str;
+    /// The name and meta of each object the `names` filter lists.
+    async fn list(control: &mut Control, names: Vec<String>)
+    -> Result<Vec<(String, Meta)>, Status>;
+    async fn update(control: &mut Control, meta: &Meta, spec: Self) -> Result<(), Status>;
+    /// The created object's meta.
+    async fn create(control: &mut Control, spec: Self) -> Result<Meta, Status>;
+}
+
+impl StackFile for SecretSpec {
+    const KIND: &'static str = "secret";
+    async fn list(
+        control: &mut Control,
+        names: Vec<String>,
+    ) -> Result<Vec<(String, Meta)>, Status> {
+        Ok(control
             .list_secrets(ListSecretsRequest {
                 filters: Some(ListFilters {
-                    names: vec![p.name.clone()],
+                    names,
                     ..Default::default()
                 }),
             })
-            .await
-            .map_err(|s| {
-                anyhow::anyhow!(
-                    "failed to create secret {}: {}",
-                    p.name,
-                    super::super::status_message(&s)
-                )
-            })?
+            .await?
             .into_inner()
             .secrets
             .into_iter()
-            .find(|s| spec_name(s.spec.as_ref().and_then(|s| s.annotations.as_ref())) == p.name);
-        match found {
-            Some(secret) => {
-                let meta = secret.meta.unwrap_or_default();
-                control
-                    .update_secret(UpdateSecretRequest {
-                        secret_id: meta.id.clone(),
-                        secret_version: meta.version,
-                        spec: Some(p.spec.clone()),
-                    })
-                    .await
-                    .map_err(|s| {
-                        anyhow::anyhow!(
-                            "failed to update secret {}: {}",
-                            p.name,
-                            docker_rpc_error(&s)
-                        )
-                    })?;
-                ids.insert(p.name.clone(), meta.id);
-            }
-            None => {
-                println!("Creating secret {}", p.name);
-                let created = control
-                    .create_secret(CreateSecretRequest {
-                        spec: Some(p.spec.clone()),
-                    })
-                    .await
-                    .map_err(|s| {
-                        anyhow::anyhow!(
-                            "failed to create secret {}: {}",
-                            p.name,
-                            docker_rpc_error(&s)
-                        )
-                    })?
-                    .into_inner()
-                    .secret
-                    .and_then(|s| s.meta)
-                    .unwrap_or_default();
-                done.0.push(format!("secret {}", p.name));
-                ids.insert(p.name.clone(), created.id);
-            }
-        }
+            .map(|s| {
+                let name = spec_name(s.spec.as_ref().and_then(|s| s.annotations.as_ref()));
+                (name.to_string(), s.meta.unwrap_or_default())
+            })
+            .collect())
     }
-    Ok(ids)
+    async fn update(control: &mut Control, meta: &Meta, spec: Self) -> Result<(), Status> {
+        control
+            .update_secret(UpdateSecretRequest {
+                secret_id: meta.id.clone(),
+                secret_version: meta.version,
+                spec: Some(spec),
+            })
+            .await?;
+        Ok(())
+    }
+    async fn create(control: &mut Control, spec: Self) -> Result<Meta, Status> {
+        Ok(control
+            .create_secret(CreateSecretRequest { spec: Some(spec) })
+            .await?
+            .into_inner()
+            .secret
+            .and_then(|s| s.meta)
+            .unwrap_or_default())
+    }
 }
 
-async fn configs(
-    control: &mut Control,
-    plans: &[FilePlan<ConfigSpec>],
-    done: &mut Done,
-) -> anyhow::Result<HashMap<String, String>> {
-    let mut ids = HashMap::new();
-    for p in plans {
-        let found = control
+impl StackFile for ConfigSpec {
+    const KIND: &'static str = "config";
+    async fn list(
+        control: &mut Control,
+        names: Vec<String>,
+    ) -> Result<Vec<(String, Meta)>, Status> {
+        Ok(control
             .list_configs(ListConfigsRequest {
                 filters: Some(ListFilters {
-                    names: vec![p.name.clone()],
+                    names,
                     ..Default::default()
                 }),
             })
+            .await?
+            .into_inner()
+            .configs
+            .into_iter()
+            .map(|c| {
+                let name = spec_name(c.spec.as_ref().and_then(|s| s.annotations.as_ref()));
+                (name.to_string(), c.meta.unwrap_or_default())
+            })
+            .collect())
+    }
+    async fn update(control: &mut Control, meta: &Meta, spec: Self) -> Result<(), Status> {
+        control
+            .update_config(UpdateConfigRequest {
+                config_id: meta.id.clone(),
+                config_version: meta.version,
+                spec: Some(spec),
+            })
+            .await?;
+        Ok(())
+    }
+    async fn create(control: &mut Control, spec: Self) -> Result<Meta, Status> {
+        Ok(control
+            .create_config(CreateConfigRequest { spec: Some(spec) })
+            .await?
+            .into_inner()
+            .config
+            .and_then(|c| c.meta)
+            .unwrap_or_default())
+    }
+}
+
+/// Creates each secret or config, or updates it with the new spec (the manager
+/// accepts only label changes); ids by name.
+async fn stack_files<S: StackFile>(
+    control: &mut Control,
+    plans: &[FilePlan<S>],
+    done: &mut Done,
+) -> anyhow::Result<HashMap<String, String>> {
+    let kind = S::KIND;
+    let mut ids = HashMap::new();
+    for p in plans {
+        let found = S::list(control, vec![p.name.clone()])
             .await
             .map_err(|s| {
                 anyhow::anyhow!(
-                    "failed to create config {}: {}",
+                    "failed to create {kind} {}: {}",
                     p.name,
                     super::super::status_message(&s)
                 )
             })?
-            .into_inner()
-            .configs
             .into_iter()
-            .find(|c| spec_name(c.spec.as_ref().and_then(|s| s.annotations.as_ref())) == p.name);
+            .find(|(name, _)| *name == p.name);
         match found {
-            Some(config) => {
-                let meta = config.meta.unwrap_or_default();
-                control
-                    .update_config(UpdateConfigRequest {
-                        config_id: meta.id.clone(),
-                        config_version: meta.version,
-                        spec: Some(p.spec.clone()),
-                    })
+            Some((_, meta)) => {
+                S::update(control, &meta, p.spec.clone())
                     .await
                     .map_err(|s| {
                         anyhow::anyhow!(
-                            "failed to update config {}: {}",
+                            "failed to update {kind} {}: {}",
                             p.name,
                             docker_rpc_error(&s)
                         )
@@ -486,24 +504,15 @@ async fn configs(
                 ids.insert(p.name.clone(), meta.id);
             }
             None => {
-                println!("Creating config {}", p.name);
-                let created = control
-                    .create_config(CreateConfigRequest {
-                        spec: Some(p.spec.clone()),
-                    })
-                    .await
-                    .map_err(|s| {
-                        anyhow::anyhow!(
-                            "failed to create config {}: {}",
-                            p.name,
-                            docker_rpc_error(&s)
-                        )
-                    })?
-                    .into_inner()
-                    .config
-                    .and_then(|c| c.meta)
-                    .unwrap_or_default();
-                done.0.push(format!("config {}", p.name));
+                println!("Creating {kind} {}", p.name);
+                let created = S::create(control, p.spec.clone()).await.map_err(|s| {
+                    anyhow::anyhow!(
+                        "failed to create {kind} {}: {}",
+                        p.name,
+                        docker_rpc_error(&s)
+                    )
+                })?;
+                done.0.push(format!("{kind} {}", p.name));
                 ids.insert(p.name.clone(), created.id);
             }
         }
@@ -563,40 +572,24 @@ async fn lookup_refs(
             );
         }
     }
-    if !secrets.is_empty() {
-        let found = control
-            .list_secrets(ListSecretsRequest {
-                filters: Some(ListFilters {
-                    names: secrets.into_iter().collect(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map_err(super::super::rpc_error)?
-            .into_inner()
-            .secrets;
-        for s in found {
-            let name = spec_name(s.spec.as_ref().and_then(|s| s.annotations.as_ref())).to_string();
-            secret_ids.insert(name, s.meta.map(|m| m.id).unwrap_or_default());
-        }
+    lookup_ids::<SecretSpec>(control, secrets, secret_ids).await?;
+    lookup_ids::<ConfigSpec>(control, configs, config_ids).await?;
+    Ok(())
+}
+
+/// Adds the ids of the objects named `names` (none asked for: no call).
+async fn lookup_ids<S: StackFile>(
+    control: &mut Control,
+    names: HashSet<String>,
+    ids: &mut HashMap<String, String>,
+) -> anyhow::Result<()> {
+    if names.is_empty() {
+        return Ok(());
     }
-    if !configs.is_empty() {
-        let found = control
-            .list_configs(ListConfigsRequest {
-                filters: Some(ListFilters {
-                    names: configs.into_iter().collect(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map_err(super::super::rpc_error)?
-            .into_inner()
-            .configs;
-        for c in found {
-            let name = spec_name(c.spec.as_ref().and_then(|s| s.annotations.as_ref())).to_string();
-            config_ids.insert(name, c.meta.map(|m| m.id).unwrap_or_default());
-        }
-    }
+    let found = S::list(control, names.into_iter().collect())
+        .await
+        .map_err(super::super::rpc_error)?;
+    ids.extend(found.into_iter().map(|(name, meta)| (name, meta.id)));
     Ok(())
 }
 
