@@ -4,6 +4,8 @@
 use std::cmp::Ordering;
 use std::time::{Duration, SystemTime};
 
+use crate::template::{Template, go_json};
+
 /// docker's tabwriter: `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`.
 const MIN_WIDTH: usize = 10;
 const PADDING: usize = 3;
@@ -323,6 +325,44 @@ pub fn go_duration(d: Duration) -> String {
     } else {
         s
     }
+}
+
+/// docker's formatter: `table` (the default table), `table TEMPLATE` (a header row from
+/// the column names, aligned), `json` (one object per line) or a bare template per row.
+pub fn formatted(
+    rows: &[serde_json::Value],
+    headers: &serde_json::Value,
+    format: Option<&str>,
+    default_table: &str,
+) -> anyhow::Result<String> {
+    let format = match format.map(str::trim) {
+        None | Some("") | Some("table") => default_table,
+        Some("json") => {
+            return Ok(rows.iter().map(|r| format!("{}\n", go_json(r))).collect());
+        }
+        Some(other) => other,
+    };
+    // docker takes `\t` and `\n` typed on a command line as tab and newline.
+    let format = format.replace("\\t", "\t").replace("\\n", "\n");
+    let (table, body) = match format.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start_matches(' ').to_string()),
+        None => (false, format),
+    };
+    let template = Template::parse(&body)?;
+    let mut lines = Vec::new();
+    for r in rows {
+        lines.push(template.execute(r)?);
+    }
+    if !table {
+        return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
+    }
+    let header = template.execute(headers)?;
+    let cols: Vec<String> = header.split('\t').map(str::to_string).collect();
+    let mut t = Table::new(&cols.iter().map(String::as_str).collect::<Vec<_>>());
+    for line in lines {
+        t.row(line.split('\t').map(str::to_string).collect());
+    }
+    Ok(t.render())
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use shoal_proto::v1::{
 };
 
 use crate::config::CliConfig;
-use crate::output::{Table, ago, go_time, json_indented, natural_cmp, rfc3339};
-use crate::template::{Template, go_json};
+use crate::output::{ago, formatted, go_time, json_indented, natural_cmp, rfc3339};
+use crate::template::Template;
 
 /// swarmkit's limit; the CLI reads at most twice this from a file, as docker does, so
 /// a wrong path cannot pull a huge file into memory.
@@ -313,37 +313,10 @@ pub fn render_ls(
         Kind::Secret => "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
         Kind::Config => "table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
     };
-    let format = match format.map(str::trim) {
-        _ if quiet => "{{.ID}}",
-        None | Some("") | Some("table") => default,
-        Some("json") => {
-            return Ok(rows
-                .iter()
-                .map(|r| format!("{}\n", go_json(&ls_context(r))))
-                .collect());
-        }
-        Some(other) => other,
-    };
-    let format = format.replace("\\t", "\t").replace("\\n", "\n");
-    let (table, body) = match format.strip_prefix("table") {
-        Some(rest) => (true, rest.trim_start_matches(' ').to_string()),
-        None => (false, format),
-    };
-    let template = Template::parse(&body)?;
-    let mut lines = Vec::new();
-    for r in &rows {
-        lines.push(template.execute(&ls_context(r))?);
-    }
-    if !table {
-        return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
-    }
-    let header = template.execute(&headers())?;
-    let header: Vec<&str> = header.split('\t').collect();
-    let mut t = Table::new(&header);
-    for line in lines {
-        t.row(line.split('\t').map(str::to_string).collect());
-    }
-    Ok(t.render())
+    // `-q` wins over any `--format`.
+    let format = if quiet { Some("{{.ID}}") } else { format };
+    let contexts: Vec<Value> = rows.iter().map(ls_context).collect();
+    formatted(&contexts, &headers(), format, default)
 }
 
 /// How `inspect` prints: docker's JSON array, a template per object, or `--pretty`.

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 use shoal_proto::v1::{IpamOptions, Network};
 
-use crate::output::{Table, go_time, natural_cmp, rfc3339, truncate_id};
-use crate::template::{Template, go_json};
+use crate::output::{formatted, go_time, natural_cmp, rfc3339, truncate_id};
 
 /// Every shoal network is swarm-scoped.
 pub const SCOPE: &str = "swarm";
@@ -249,39 +248,11 @@ pub fn render_ls(
     quiet: bool,
     trunc: bool,
 ) -> anyhow::Result<String> {
+    // `-q` replaces only the default table; a template of one's own still applies.
     let format = match format.map(str::trim) {
-        None | Some("") | Some("table") if quiet => "{{.ID}}",
-        None | Some("") | Some("table") => DEFAULT_TABLE,
-        Some("json") => {
-            let mut out = String::new();
-            for n in networks {
-                out.push_str(&go_json(&ls_context(n, trunc)));
-                out.push('\n');
-            }
-            return Ok(out);
-        }
-        Some(other) => other,
+        None | Some("") | Some("table") if quiet => Some("{{.ID}}"),
+        other => other,
     };
-    // docker's formatter takes `\t` and `\n` typed on a command line as tab and newline.
-    let format = format.replace("\\t", "\t").replace("\\n", "\n");
-    let (table, body) = match format.strip_prefix("table") {
-        Some(rest) => (true, rest.trim_start_matches(' ').to_string()),
-        None => (false, format),
-    };
-    let template = Template::parse(&body)?;
-    let mut lines = Vec::new();
-    for n in networks {
-        lines.push(template.execute(&ls_context(n, trunc))?);
-    }
-    if !table {
-        return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
-    }
-    let header = template.execute(&headers())?;
-    let mut rows = header.split('\t').map(str::to_string).collect::<Vec<_>>();
-    let mut t = Table::new(&rows.iter().map(String::as_str).collect::<Vec<_>>());
-    for line in lines {
-        rows = line.split('\t').map(str::to_string).collect();
-        t.row(rows);
-    }
-    Ok(t.render())
+    let contexts: Vec<Value> = networks.iter().map(|n| ls_context(n, trunc)).collect();
+    formatted(&contexts, &headers(), format, DEFAULT_TABLE)
 }
