@@ -140,7 +140,8 @@ fn error(task: &Task, trunc: bool) -> String {
     }
 }
 
-fn ports(task: &Task) -> String {
+/// A task's published ports as docker's PORTS column: `*:80->80/tcp`, joined by `,`.
+pub fn ports(task: &Task) -> String {
     task.status
         .as_ref()
         .and_then(|s| s.port_status.as_ref())

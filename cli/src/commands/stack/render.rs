@@ -134,7 +134,7 @@ pub fn render_ps(
                 "DesiredState": crate::output::pretty(&task::state_word(t.desired_state)),
                 "CurrentState": task::current_state(t, now),
                 "Error": t.status.as_ref().map(|s| s.err.clone()).unwrap_or_default(),
-                "Ports": task_ports(t),
+                "Ports": task::ports(t),
             })
         })
         .collect();
@@ -146,24 +146,4 @@ pub fn render_ps(
         Some(format),
         "table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}\t{{.Ports}}",
     )
-}
-
-/// A task's published ports as docker's PORTS column: `*:80->80/tcp`, joined by `,`.
-fn task_ports(t: &Task) -> String {
-    t.status
-        .as_ref()
-        .and_then(|s| s.port_status.as_ref())
-        .map(|ps| {
-            ps.ports
-                .iter()
-                .map(|p| {
-                    let proto = shoal_proto::v1::port_config::Protocol::try_from(p.protocol)
-                        .map(|p| crate::output::enum_word(p.as_str_name(), "PROTOCOL_"))
-                        .unwrap_or_else(|_| "tcp".into());
-                    format!("*:{}->{}/{proto}", p.published_port, p.target_port)
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
 }
