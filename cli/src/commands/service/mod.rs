@@ -488,7 +488,7 @@ async fn update(cfg: &CliConfig, args: &UpdateArgs) -> anyhow::Result<ExitCode> 
 }
 
 /// `service ls --filter`s: id, name, label, mode.
-fn ls_filters(flags: &[String]) -> anyhow::Result<(shoal_proto::v1::ListFilters, Vec<String>)> {
+pub fn ls_filters(flags: &[String]) -> anyhow::Result<(shoal_proto::v1::ListFilters, Vec<String>)> {
     let mut plain = Vec::new();
     let mut modes = Vec::new();
     for f in flags {

@@ -39,20 +39,7 @@ fn services_filters(
     namespace: &str,
     flags: &[String],
 ) -> anyhow::Result<(shoal_proto::v1::ListFilters, Vec<String>)> {
-    let mut plain = Vec::new();
-    let mut modes = Vec::new();
-    for f in flags {
-        match f.split_once('=') {
-            Some(("mode", m)) => match m {
-                "replicated" | "global" | "replicated-job" | "global-job" => {
-                    modes.push(m.replace('-', " "))
-                }
-                other => anyhow::bail!("Invalid filter 'mode={other}'"),
-            },
-            _ => plain.push(f.clone()),
-        }
-    }
-    let mut filters = super::super::parse_filters(&plain)?;
+    let (mut filters, modes) = super::super::service::ls_filters(flags)?;
     filters.labels.insert(
         shoal_compose::convert::NAMESPACE_LABEL.into(),
         namespace.to_string(),
