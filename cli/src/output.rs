@@ -327,6 +327,16 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
+/// An object's id from its meta ("" without one).
+pub fn meta_id(meta: Option<&shoal_proto::v1::Meta>) -> &str {
+    meta.map(|m| m.id.as_str()).unwrap_or("")
+}
+
+/// An object's name from its spec's annotations ("" without them).
+pub fn annotations_name(annotations: Option<&shoal_proto::v1::Annotations>) -> &str {
+    annotations.map(|a| a.name.as_str()).unwrap_or("")
+}
+
 /// docker's formatter: `table` (the default table), `table TEMPLATE` (a header row from
 /// the column names, aligned), `json` (one object per line) or a bare template per row.
 pub fn formatted(

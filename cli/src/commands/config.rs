@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 use shoal_proto::v1::{
     Annotations, Config, ConfigSpec, CreateConfigRequest, Driver, GetConfigRequest,
-    ListConfigsRequest, RemoveConfigRequest,
+    ListConfigsRequest, ListFilters, Meta, RemoveConfigRequest, UpdateConfigRequest,
 };
+use tonic::Status;
 
-use super::secret::{InspectArgs, InspectFormat, Kind, ListArgs, Row, pretty_labels, report};
+use super::secret::{self, InspectArgs, Kind, ListArgs, SwarmFile, pretty_labels};
 use crate::config::CliConfig;
-use crate::output::{base64, go_time, rfc3339};
+use crate::connect::Control;
+use crate::output::{base64, go_time};
 
 /// swarmkit's config limit; the CLI reads at most twice this, as docker does.
 pub const MAX_CONFIG_SIZE: u64 = 1000 * 1024;
@@ -68,91 +70,82 @@ pub async fn run(cfg: &CliConfig, cmd: ConfigCommand) -> anyhow::Result<ExitCode
                         options: HashMap::new(),
                     }),
             };
-            let mut control = crate::connect::control(cfg).await?;
-            let config = control
-                .create_config(CreateConfigRequest { spec: Some(spec) })
-                .await
-                .map_err(super::rpc_error)?
-                .into_inner()
-                .config
-                .unwrap_or_default();
-            println!("{}", id(&config));
-            Ok(ExitCode::SUCCESS)
+            secret::create::<Config>(cfg, spec).await
         }
-        ConfigCommand::Ls(args) => {
-            let filters = super::parse_filters(&args.filter)?;
-            let mut control = crate::connect::control(cfg).await?;
-            let configs = control
-                .list_configs(ListConfigsRequest {
-                    filters: Some(filters),
-                })
-                .await
-                .map_err(super::rpc_error)?
-                .into_inner()
-                .configs;
-            let rows: Vec<Row> = configs.iter().map(row).collect();
-            print!(
-                "{}",
-                super::secret::render_ls(rows, args.format.as_deref(), args.quiet, Kind::Config)?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        ConfigCommand::Inspect(args) => {
-            let format = InspectFormat::parse(args.pretty, args.format.as_deref())?;
-            let mut control = crate::connect::control(cfg).await?;
-            let mut found = Vec::new();
-            let mut errors = Vec::new();
-            for reference in &args.names {
-                match control
-                    .get_config(GetConfigRequest {
-                        config_id: reference.clone(),
-                    })
-                    .await
-                {
-                    Ok(resp) => found.push(resp.into_inner().config.unwrap_or_default()),
-                    Err(status) => errors.push(super::status_message(&status)),
-                }
-            }
-            let values: Vec<Value> = found.iter().map(inspect_json).collect();
-            let pretty: Vec<String> = found.iter().map(render_pretty).collect();
-            print!("{}", format.render(&values, &pretty)?);
-            Ok(report(errors))
-        }
-        ConfigCommand::Rm { configs } => {
-            let mut control = crate::connect::control(cfg).await?;
-            let mut errors = Vec::new();
-            for reference in configs {
-                match control
-                    .remove_config(RemoveConfigRequest {
-                        config_id: reference.clone(),
-                    })
-                    .await
-                {
-                    Ok(_) => println!("{reference}"),
-                    Err(status) => errors.push(super::status_message(&status)),
-                }
-            }
-            Ok(report(errors))
-        }
+        ConfigCommand::Ls(args) => secret::ls::<Config>(cfg, args).await,
+        ConfigCommand::Inspect(args) => secret::inspect::<Config>(cfg, args).await,
+        ConfigCommand::Rm { configs } => secret::rm::<Config>(cfg, configs).await,
     }
 }
 
-fn row(c: &Config) -> Row {
-    let meta = c.meta.clone().unwrap_or_default();
-    let spec = c.spec.clone().unwrap_or_default();
-    Row {
-        id: meta.id,
-        name: name(c).to_string(),
-        driver: String::new(),
-        labels: spec.annotations.map(|a| a.labels).unwrap_or_default(),
-        created_at: meta.created_at,
-        updated_at: meta.updated_at,
+impl SwarmFile for Config {
+    type Spec = ConfigSpec;
+    const KIND: Kind = Kind::Config;
+    fn meta(&self) -> Option<&Meta> {
+        self.meta.as_ref()
+    }
+    fn annotations(&self) -> Option<&Annotations> {
+        self.spec.as_ref().and_then(|s| s.annotations.as_ref())
+    }
+    fn driver(&self) -> &str {
+        ""
+    }
+    fn inspect_json(&self) -> Value {
+        inspect_json(self)
+    }
+    fn render_pretty(&self) -> String {
+        render_pretty(self)
+    }
+    async fn list(control: &mut Control, filters: ListFilters) -> Result<Vec<Self>, Status> {
+        Ok(control
+            .list_configs(ListConfigsRequest {
+                filters: Some(filters),
+            })
+            .await?
+            .into_inner()
+            .configs)
+    }
+    async fn get(control: &mut Control, reference: String) -> Result<Self, Status> {
+        Ok(control
+            .get_config(GetConfigRequest {
+                config_id: reference,
+            })
+            .await?
+            .into_inner()
+            .config
+            .unwrap_or_default())
+    }
+    async fn remove(control: &mut Control, reference: String) -> Result<(), Status> {
+        control
+            .remove_config(RemoveConfigRequest {
+                config_id: reference,
+            })
+            .await?;
+        Ok(())
+    }
+    async fn create(control: &mut Control, spec: ConfigSpec) -> Result<Self, Status> {
+        Ok(control
+            .create_config(CreateConfigRequest { spec: Some(spec) })
+            .await?
+            .into_inner()
+            .config
+            .unwrap_or_default())
+    }
+    async fn update(control: &mut Control, meta: &Meta, spec: ConfigSpec) -> Result<(), Status> {
+        control
+            .update_config(UpdateConfigRequest {
+                config_id: meta.id.clone(),
+                config_version: meta.version,
+                spec: Some(spec),
+            })
+            .await?;
+        Ok(())
     }
 }
 
 /// `config inspect --pretty`, docker's template (tabs and spacing as it has them).
 pub fn render_pretty(c: &Config) -> String {
-    let r = row(c);
+    let r = c.row();
     let mut out = format!("ID:\t\t\t{}\nName:\t\t\t{}", r.id, r.name);
     pretty_labels(&mut out, &r.labels);
     let data = c
@@ -167,18 +160,6 @@ pub fn render_pretty(c: &Config) -> String {
         String::from_utf8_lossy(data)
     ));
     out
-}
-
-fn id(c: &Config) -> &str {
-    c.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
-}
-
-fn name(c: &Config) -> &str {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.annotations.as_ref())
-        .map(|a| a.name.as_str())
-        .unwrap_or("")
 }
 
 pub fn parse_labels(labels: &[String]) -> anyhow::Result<HashMap<String, String>> {
@@ -204,20 +185,13 @@ pub fn inspect_json(c: &Config) -> Value {
     if let Some(t) = &spec.templating {
         spec_json.insert("Templating".into(), json!({ "Name": t.name }));
     }
-    json!({
-        "ID": meta.id,
-        "Version": { "Index": meta.version.map(|v| v.index).unwrap_or(0) },
-        "CreatedAt": rfc3339(meta.created_at.as_ref()),
-        "UpdatedAt": rfc3339(meta.updated_at.as_ref()),
-        "Spec": Value::Object(spec_json),
-    })
+    secret::inspect_value(meta, Value::Object(spec_json))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use shoal_proto::v1::Meta;
 
     #[test]
     fn inspect_and_pretty_like_docker() {

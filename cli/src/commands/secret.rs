@@ -10,12 +10,16 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use shoal_proto::v1::{
-    Annotations, CreateSecretRequest, Driver, GetSecretRequest, ListSecretsRequest,
-    RemoveSecretRequest, Secret, SecretSpec,
+    Annotations, CreateSecretRequest, Driver, GetSecretRequest, ListFilters, ListSecretsRequest,
+    Meta, RemoveSecretRequest, Secret, SecretSpec, UpdateSecretRequest,
 };
+use tonic::Status;
 
 use crate::config::CliConfig;
-use crate::output::{ago, formatted, go_time, json_indented, natural_cmp, rfc3339};
+use crate::connect::Control;
+use crate::output::{
+    ago, annotations_name, formatted, go_time, json_indented, meta_id, natural_cmp, rfc3339,
+};
 use crate::template::Template;
 
 /// swarmkit's limit; the CLI reads at most twice this from a file, as docker does, so
@@ -92,73 +96,192 @@ pub async fn run(cfg: &CliConfig, cmd: SecretCommand) -> anyhow::Result<ExitCode
             file,
         } => {
             let spec = create_spec(name, &label, driver, template_driver, file.as_deref())?;
-            let mut control = crate::connect::control(cfg).await?;
-            let secret = control
-                .create_secret(CreateSecretRequest { spec: Some(spec) })
-                .await
-                .map_err(super::rpc_error)?
-                .into_inner()
-                .secret
-                .unwrap_or_default();
-            println!("{}", id(&secret));
-            Ok(ExitCode::SUCCESS)
+            create::<Secret>(cfg, spec).await
         }
-        SecretCommand::Ls(args) => {
-            let filters = super::parse_filters(&args.filter)?;
-            let mut control = crate::connect::control(cfg).await?;
-            let secrets = control
-                .list_secrets(ListSecretsRequest {
-                    filters: Some(filters),
-                })
-                .await
-                .map_err(super::rpc_error)?
-                .into_inner()
-                .secrets;
-            let rows: Vec<Row> = secrets.iter().map(row).collect();
-            print!(
-                "{}",
-                render_ls(rows, args.format.as_deref(), args.quiet, Kind::Secret)?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        SecretCommand::Inspect(args) => {
-            let format = InspectFormat::parse(args.pretty, args.format.as_deref())?;
-            let mut control = crate::connect::control(cfg).await?;
-            let mut found = Vec::new();
-            let mut errors = Vec::new();
-            for reference in &args.names {
-                match control
-                    .get_secret(GetSecretRequest {
-                        secret_id: reference.clone(),
-                    })
-                    .await
-                {
-                    Ok(resp) => found.push(resp.into_inner().secret.unwrap_or_default()),
-                    Err(status) => errors.push(super::status_message(&status)),
-                }
-            }
-            let values: Vec<Value> = found.iter().map(inspect_json).collect();
-            let pretty: Vec<String> = found.iter().map(render_pretty).collect();
-            print!("{}", format.render(&values, &pretty)?);
-            Ok(report(errors))
-        }
-        SecretCommand::Rm { secrets } => {
-            let mut control = crate::connect::control(cfg).await?;
-            let mut errors = Vec::new();
-            for reference in secrets {
-                match control
-                    .remove_secret(RemoveSecretRequest {
-                        secret_id: reference.clone(),
-                    })
-                    .await
-                {
-                    Ok(_) => println!("{reference}"),
-                    Err(status) => errors.push(super::status_message(&status)),
-                }
-            }
-            Ok(report(errors))
+        SecretCommand::Ls(args) => ls::<Secret>(cfg, args).await,
+        SecretCommand::Inspect(args) => inspect::<Secret>(cfg, args).await,
+        SecretCommand::Rm { secrets } => rm::<Secret>(cfg, secrets).await,
+    }
+}
+
+/// What the commands do alike with secrets and configs: the Control API calls of each
+/// and how one reads.
+pub(crate) trait SwarmFile: Sized {
+    type Spec;
+    const KIND: Kind;
+    fn meta(&self) -> Option<&Meta>;
+    fn annotations(&self) -> Option<&Annotations>;
+    /// The payload driver's name (configs have none).
+    fn driver(&self) -> &str;
+    /// docker's inspect JSON.
+    fn inspect_json(&self) -> Value;
+    /// docker's `inspect --pretty`.
+    fn render_pretty(&self) -> String;
+    async fn list(control: &mut Control, filters: ListFilters) -> Result<Vec<Self>, Status>;
+    async fn get(control: &mut Control, reference: String) -> Result<Self, Status>;
+    async fn remove(control: &mut Control, reference: String) -> Result<(), Status>;
+    async fn create(control: &mut Control, spec: Self::Spec) -> Result<Self, Status>;
+    /// A new spec for the object at `meta` (its id and version).
+    async fn update(control: &mut Control, meta: &Meta, spec: Self::Spec) -> Result<(), Status>;
+
+    fn id(&self) -> &str {
+        meta_id(self.meta())
+    }
+
+    fn name(&self) -> &str {
+        annotations_name(self.annotations())
+    }
+
+    /// What `ls` shows of it.
+    fn row(&self) -> Row {
+        let meta = self.meta().cloned().unwrap_or_default();
+        Row {
+            id: meta.id,
+            name: self.name().to_string(),
+            driver: self.driver().to_string(),
+            labels: self
+                .annotations()
+                .map(|a| a.labels.clone())
+                .unwrap_or_default(),
+            created_at: meta.created_at,
+            updated_at: meta.updated_at,
         }
     }
+}
+
+impl SwarmFile for Secret {
+    type Spec = SecretSpec;
+    const KIND: Kind = Kind::Secret;
+    fn meta(&self) -> Option<&Meta> {
+        self.meta.as_ref()
+    }
+    fn annotations(&self) -> Option<&Annotations> {
+        self.spec.as_ref().and_then(|s| s.annotations.as_ref())
+    }
+    fn driver(&self) -> &str {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.driver.as_ref())
+            .map(|d| d.name.as_str())
+            .unwrap_or("")
+    }
+    fn inspect_json(&self) -> Value {
+        inspect_json(self)
+    }
+    fn render_pretty(&self) -> String {
+        render_pretty(self)
+    }
+    async fn list(control: &mut Control, filters: ListFilters) -> Result<Vec<Self>, Status> {
+        Ok(control
+            .list_secrets(ListSecretsRequest {
+                filters: Some(filters),
+            })
+            .await?
+            .into_inner()
+            .secrets)
+    }
+    async fn get(control: &mut Control, reference: String) -> Result<Self, Status> {
+        Ok(control
+            .get_secret(GetSecretRequest {
+                secret_id: reference,
+            })
+            .await?
+            .into_inner()
+            .secret
+            .unwrap_or_default())
+    }
+    async fn remove(control: &mut Control, reference: String) -> Result<(), Status> {
+        control
+            .remove_secret(RemoveSecretRequest {
+                secret_id: reference,
+            })
+            .await?;
+        Ok(())
+    }
+    async fn create(control: &mut Control, spec: SecretSpec) -> Result<Self, Status> {
+        Ok(control
+            .create_secret(CreateSecretRequest { spec: Some(spec) })
+            .await?
+            .into_inner()
+            .secret
+            .unwrap_or_default())
+    }
+    async fn update(control: &mut Control, meta: &Meta, spec: SecretSpec) -> Result<(), Status> {
+        control
+            .update_secret(UpdateSecretRequest {
+                secret_id: meta.id.clone(),
+                secret_version: meta.version,
+                spec: Some(spec),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// `create`: sends the spec, prints the new object's id.
+pub(crate) async fn create<T: SwarmFile>(
+    cfg: &CliConfig,
+    spec: T::Spec,
+) -> anyhow::Result<ExitCode> {
+    let mut control = crate::connect::control(cfg).await?;
+    let created = T::create(&mut control, spec)
+        .await
+        .map_err(super::rpc_error)?;
+    println!("{}", created.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ls`.
+pub(crate) async fn ls<T: SwarmFile>(cfg: &CliConfig, args: ListArgs) -> anyhow::Result<ExitCode> {
+    let filters = super::parse_filters(&args.filter)?;
+    let mut control = crate::connect::control(cfg).await?;
+    let found = T::list(&mut control, filters)
+        .await
+        .map_err(super::rpc_error)?;
+    let rows: Vec<Row> = found.iter().map(T::row).collect();
+    print!(
+        "{}",
+        render_ls(rows, args.format.as_deref(), args.quiet, T::KIND)?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `inspect`: what is found is printed, then an error line for each reference that
+/// is not (exit 1).
+pub(crate) async fn inspect<T: SwarmFile>(
+    cfg: &CliConfig,
+    args: InspectArgs,
+) -> anyhow::Result<ExitCode> {
+    let format = InspectFormat::parse(args.pretty, args.format.as_deref())?;
+    let mut control = crate::connect::control(cfg).await?;
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for reference in &args.names {
+        match T::get(&mut control, reference.clone()).await {
+            Ok(object) => found.push(object),
+            Err(status) => errors.push(super::status_message(&status)),
+        }
+    }
+    let values: Vec<Value> = found.iter().map(T::inspect_json).collect();
+    let pretty: Vec<String> = found.iter().map(T::render_pretty).collect();
+    print!("{}", format.render(&values, &pretty)?);
+    Ok(report(errors))
+}
+
+/// `rm`: each reference removed is printed, then an error line for each that is not.
+pub(crate) async fn rm<T: SwarmFile>(
+    cfg: &CliConfig,
+    references: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut control = crate::connect::control(cfg).await?;
+    let mut errors = Vec::new();
+    for reference in references {
+        match T::remove(&mut control, reference.clone()).await {
+            Ok(()) => println!("{reference}"),
+            Err(status) => errors.push(super::status_message(&status)),
+        }
+    }
+    Ok(report(errors))
 }
 
 /// Prints collected errors as the CLI prints one; exit 1 if there were any.
@@ -232,15 +355,11 @@ pub fn read_data(file: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn id(s: &Secret) -> &str {
-    s.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+    SwarmFile::id(s)
 }
 
 pub fn name(s: &Secret) -> &str {
-    s.spec
-        .as_ref()
-        .and_then(|s| s.annotations.as_ref())
-        .map(|a| a.name.as_str())
-        .unwrap_or("")
+    SwarmFile::name(s)
 }
 
 /// Which object an `ls` lists: secrets have a DRIVER column, configs do not.
@@ -248,6 +367,16 @@ pub fn name(s: &Secret) -> &str {
 pub enum Kind {
     Secret,
     Config,
+}
+
+impl Kind {
+    /// The object's name in messages: "secret", "config".
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::Config => "config",
+        }
+    }
 }
 
 /// What `ls` shows of a secret or config.
@@ -259,19 +388,6 @@ pub struct Row {
     pub labels: HashMap<String, String>,
     pub created_at: Option<prost_types::Timestamp>,
     pub updated_at: Option<prost_types::Timestamp>,
-}
-
-pub fn row(s: &Secret) -> Row {
-    let meta = s.meta.clone().unwrap_or_default();
-    let spec = s.spec.clone().unwrap_or_default();
-    Row {
-        id: meta.id,
-        name: name(s).to_string(),
-        driver: spec.driver.map(|d| d.name).unwrap_or_default(),
-        labels: spec.annotations.map(|a| a.labels).unwrap_or_default(),
-        created_at: meta.created_at,
-        updated_at: meta.updated_at,
-    }
 }
 
 /// One row as `--format` templates see it (docker's `secretContext` /
@@ -372,6 +488,17 @@ fn driver_json(d: &Driver) -> Value {
     Value::Object(out)
 }
 
+/// docker's JSON of a swarm object: its meta and `spec`.
+pub fn inspect_value(meta: Meta, spec: Value) -> Value {
+    json!({
+        "ID": meta.id,
+        "Version": { "Index": meta.version.map(|v| v.index).unwrap_or(0) },
+        "CreatedAt": rfc3339(meta.created_at.as_ref()),
+        "UpdatedAt": rfc3339(meta.updated_at.as_ref()),
+        "Spec": spec,
+    })
+}
+
 /// docker's `swarm.Secret` JSON: no data (the manager never returns it); `Driver` and
 /// `Templating` only when set.
 pub fn inspect_json(s: &Secret) -> Value {
@@ -387,13 +514,7 @@ pub fn inspect_json(s: &Secret) -> Value {
     if let Some(t) = &spec.templating {
         spec_json.insert("Templating".into(), driver_json(t));
     }
-    json!({
-        "ID": meta.id,
-        "Version": { "Index": meta.version.map(|v| v.index).unwrap_or(0) },
-        "CreatedAt": rfc3339(meta.created_at.as_ref()),
-        "UpdatedAt": rfc3339(meta.updated_at.as_ref()),
-        "Spec": Value::Object(spec_json),
-    })
+    inspect_value(meta, Value::Object(spec_json))
 }
 
 /// `Labels:` and one ` - k=v` line per label (sorted), as docker's pretty templates.
@@ -415,7 +536,7 @@ pub fn pretty_labels(out: &mut String, labels: &HashMap<String, String>) {
 
 /// `secret inspect --pretty`, docker's template (its uneven alignment included).
 pub fn render_pretty(s: &Secret) -> String {
-    let r = row(s);
+    let r = s.row();
     let mut out = format!("ID:              {}\nName:              {}", r.id, r.name);
     pretty_labels(&mut out, &r.labels);
     out.push_str(&format!(
@@ -431,7 +552,7 @@ pub fn render_pretty(s: &Secret) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use shoal_proto::v1::{Meta, Version};
+    use shoal_proto::v1::Version;
 
     fn secret(id: &str, name: &str, labels: &[(&str, &str)]) -> Secret {
         Secret {
@@ -464,8 +585,8 @@ mod tests {
     #[test]
     fn ls_table_has_dockers_columns_in_natural_order() {
         let rows = vec![
-            row(&secret("id10", "db10", &[])),
-            row(&secret("id2", "db2", &[])),
+            secret("id10", "db10", &[]).row(),
+            secret("id2", "db2", &[]).row(),
         ];
         let out = render_ls(rows.clone(), None, false, Kind::Secret).unwrap();
         let lines: Vec<&str> = out.lines().collect();

@@ -6,21 +6,19 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 use shoal_proto::v1::{IpamOptions, Network};
 
-use crate::output::{formatted, go_time, natural_cmp, rfc3339, truncate_id};
+use crate::output::{
+    annotations_name, formatted, go_time, meta_id, natural_cmp, rfc3339, truncate_id,
+};
 
 /// Every shoal network is swarm-scoped.
 pub const SCOPE: &str = "swarm";
 
 pub fn id(n: &Network) -> &str {
-    n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+    meta_id(n.meta.as_ref())
 }
 
 pub fn name(n: &Network) -> &str {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.annotations.as_ref())
-        .map(|a| a.name.as_str())
-        .unwrap_or("")
+    annotations_name(n.spec.as_ref().and_then(|s| s.annotations.as_ref()))
 }
 
 fn labels(n: &Network) -> HashMap<String, String> {

@@ -13,13 +13,11 @@ use shoal_compose::convert::{
     self, FilePlan, IMAGE_LABEL, NetworkPlan, ServicePlan, StackPlan, descope, is_builtin_network,
 };
 use shoal_proto::v1::{
-    ConfigSpec, CreateConfigRequest, CreateNetworkRequest, CreateSecretRequest,
-    CreateServiceRequest, ListConfigsRequest, ListFilters, ListNetworksRequest, ListSecretsRequest,
-    Meta, RemoveServiceRequest, SecretSpec, Service, ServiceSpec, UpdateConfigRequest,
-    UpdateSecretRequest, UpdateServiceRequest, task_spec,
+    Config, CreateNetworkRequest, CreateServiceRequest, ListFilters, ListNetworksRequest,
+    RemoveServiceRequest, Secret, Service, ServiceSpec, UpdateServiceRequest, task_spec,
 };
-use tonic::Status;
 
+use super::super::secret::SwarmFile;
 use super::super::service::progress::{self, FollowOptions, Intent, Outcome};
 use super::super::service::render as service_render;
 use crate::config::CliConfig;
@@ -255,8 +253,8 @@ async fn apply(
     done: &mut Done,
 ) -> anyhow::Result<Vec<(String, Intent)>> {
     let network_ids = networks(control, plan, done).await?;
-    let mut secret_ids = stack_files(control, &plan.secrets, done).await?;
-    let mut config_ids = stack_files(control, &plan.configs, done).await?;
+    let mut secret_ids = stack_files::<Secret>(control, &plan.secrets, done).await?;
+    let mut config_ids = stack_files::<Config>(control, &plan.configs, done).await?;
     let by_name: HashMap<&str, &Service> = existing
         .iter()
         .map(|s| (service_render::name(s), s))
@@ -368,118 +366,24 @@ async fn networks(
     all_networks(control).await
 }
 
-/// What deploy does alike with secrets and configs (their specs): look them up by
-/// name, update one, create one.
-trait StackFile: Clone {
-    /// "secret" or "config", as the messages name it.
-    const KIND: &'static str;
-    /// The name and meta of each object the `names` filter lists.
-    async fn list(control: &mut Control, names: Vec<String>)
-    -> Result<Vec<(String, Meta)>, Status>;
-    async fn update(control: &mut Control, meta: &Meta, spec: Self) -> Result<(), Status>;
-    /// The created object's meta.
-    async fn create(control: &mut Control, spec: Self) -> Result<Meta, Status>;
-}
-
-impl StackFile for SecretSpec {
-    const KIND: &'static str = "secret";
-    async fn list(
-        control: &mut Control,
-        names: Vec<String>,
-    ) -> Result<Vec<(String, Meta)>, Status> {
-        Ok(control
-            .list_secrets(ListSecretsRequest {
-                filters: Some(ListFilters {
-                    names,
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .secrets
-            .into_iter()
-            .map(|s| {
-                let name = spec_name(s.spec.as_ref().and_then(|s| s.annotations.as_ref()));
-                (name.to_string(), s.meta.unwrap_or_default())
-            })
-            .collect())
-    }
-    async fn update(control: &mut Control, meta: &Meta, spec: Self) -> Result<(), Status> {
-        control
-            .update_secret(UpdateSecretRequest {
-                secret_id: meta.id.clone(),
-                secret_version: meta.version,
-                spec: Some(spec),
-            })
-            .await?;
-        Ok(())
-    }
-    async fn create(control: &mut Control, spec: Self) -> Result<Meta, Status> {
-        Ok(control
-            .create_secret(CreateSecretRequest { spec: Some(spec) })
-            .await?
-            .into_inner()
-            .secret
-            .and_then(|s| s.meta)
-            .unwrap_or_default())
-    }
-}
-
-impl StackFile for ConfigSpec {
-    const KIND: &'static str = "config";
-    async fn list(
-        control: &mut Control,
-        names: Vec<String>,
-    ) -> Result<Vec<(String, Meta)>, Status> {
-        Ok(control
-            .list_configs(ListConfigsRequest {
-                filters: Some(ListFilters {
-                    names,
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .configs
-            .into_iter()
-            .map(|c| {
-                let name = spec_name(c.spec.as_ref().and_then(|s| s.annotations.as_ref()));
-                (name.to_string(), c.meta.unwrap_or_default())
-            })
-            .collect())
-    }
-    async fn update(control: &mut Control, meta: &Meta, spec: Self) -> Result<(), Status> {
-        control
-            .update_config(UpdateConfigRequest {
-                config_id: meta.id.clone(),
-                config_version: meta.version,
-                spec: Some(spec),
-            })
-            .await?;
-        Ok(())
-    }
-    async fn create(control: &mut Control, spec: Self) -> Result<Meta, Status> {
-        Ok(control
-            .create_config(CreateConfigRequest { spec: Some(spec) })
-            .await?
-            .into_inner()
-            .config
-            .and_then(|c| c.meta)
-            .unwrap_or_default())
-    }
-}
-
 /// Creates each secret or config, or updates it with the new spec (the manager
 /// accepts only label changes); ids by name.
-async fn stack_files<S: StackFile>(
+async fn stack_files<T: SwarmFile>(
     control: &mut Control,
-    plans: &[FilePlan<S>],
+    plans: &[FilePlan<T::Spec>],
     done: &mut Done,
-) -> anyhow::Result<HashMap<String, String>> {
-    let kind = S::KIND;
+) -> anyhow::Result<HashMap<String, String>>
+where
+    T::Spec: Clone,
+{
+    let kind = T::KIND.noun();
     let mut ids = HashMap::new();
     for p in plans {
-        let found = S::list(control, vec![p.name.clone()])
+        let filters = ListFilters {
+            names: vec![p.name.clone()],
+            ..Default::default()
+        };
+        let found = T::list(control, filters)
             .await
             .map_err(|s| {
                 anyhow::anyhow!(
@@ -489,10 +393,11 @@ async fn stack_files<S: StackFile>(
                 )
             })?
             .into_iter()
-            .find(|(name, _)| *name == p.name);
+            .find(|f| f.name() == p.name);
         match found {
-            Some((_, meta)) => {
-                S::update(control, &meta, p.spec.clone())
+            Some(found) => {
+                let meta = found.meta().cloned().unwrap_or_default();
+                T::update(control, &meta, p.spec.clone())
                     .await
                     .map_err(|s| {
                         anyhow::anyhow!(
@@ -505,7 +410,7 @@ async fn stack_files<S: StackFile>(
             }
             None => {
                 println!("Creating {kind} {}", p.name);
-                let created = S::create(control, p.spec.clone()).await.map_err(|s| {
+                let created = T::create(control, p.spec.clone()).await.map_err(|s| {
                     anyhow::anyhow!(
                         "failed to create {kind} {}: {}",
                         p.name,
@@ -513,7 +418,7 @@ async fn stack_files<S: StackFile>(
                     )
                 })?;
                 done.0.push(format!("{kind} {}", p.name));
-                ids.insert(p.name.clone(), created.id);
+                ids.insert(p.name.clone(), created.id().to_string());
             }
         }
     }
@@ -538,10 +443,6 @@ fn docker_rpc_error(s: &tonic::Status) -> String {
         "Error response from daemon: rpc error: code = {code} desc = {}",
         s.message()
     )
-}
-
-fn spec_name(a: Option<&shoal_proto::v1::Annotations>) -> &str {
-    a.map(|a| a.name.as_str()).unwrap_or("")
 }
 
 /// The ids of the secrets and configs the services name but the stack does not create
@@ -572,13 +473,13 @@ async fn lookup_refs(
             );
         }
     }
-    lookup_ids::<SecretSpec>(control, secrets, secret_ids).await?;
-    lookup_ids::<ConfigSpec>(control, configs, config_ids).await?;
+    lookup_ids::<Secret>(control, secrets, secret_ids).await?;
+    lookup_ids::<Config>(control, configs, config_ids).await?;
     Ok(())
 }
 
 /// Adds the ids of the objects named `names` (none asked for: no call).
-async fn lookup_ids<S: StackFile>(
+async fn lookup_ids<T: SwarmFile>(
     control: &mut Control,
     names: HashSet<String>,
     ids: &mut HashMap<String, String>,
@@ -586,10 +487,18 @@ async fn lookup_ids<S: StackFile>(
     if names.is_empty() {
         return Ok(());
     }
-    let found = S::list(control, names.into_iter().collect())
+    let filters = ListFilters {
+        names: names.into_iter().collect(),
+        ..Default::default()
+    };
+    let found = T::list(control, filters)
         .await
         .map_err(super::super::rpc_error)?;
-    ids.extend(found.into_iter().map(|(name, meta)| (name, meta.id)));
+    ids.extend(
+        found
+            .iter()
+            .map(|f| (f.name().to_string(), f.id().to_string())),
+    );
     Ok(())
 }
 
