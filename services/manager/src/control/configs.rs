@@ -2,6 +2,8 @@
 //! name, data of 1 byte to 1000 KiB, only labels change after creation, and no removal
 //! while a service uses the config.
 
+use std::collections::HashMap;
+
 use shoal_grpc_host::ClusterState;
 use shoal_proto::v1::{
     Annotations, Config, ConfigSpec, CreateConfigRequest, Service, UpdateConfigRequest, task_spec,
@@ -9,7 +11,7 @@ use shoal_proto::v1::{
 use shoal_store::Object;
 use tonic::Status;
 
-use super::store_status;
+use super::{delete_or_not_found, store_status};
 use crate::announce::announce;
 
 /// Swarm's limit on a config's data.
@@ -52,17 +54,13 @@ pub async fn update(
     }
     let name = spec_name(&old).to_string();
     let labels = spec.annotations.map(|a| a.labels).unwrap_or_default();
-    let mut updated = current;
-    updated.set_version(version);
-    if let Some(a) = updated
-        .spec
-        .get_or_insert_with(Default::default)
-        .annotations
-        .as_mut()
-    {
-        a.labels = labels;
-    }
-    let stored = state.store.update(updated).await.map_err(store_status)?;
+    let stored = store_labels(state, current, version, labels, |c: &mut Config| {
+        c.spec
+            .get_or_insert_with(Default::default)
+            .annotations
+            .as_mut()
+    })
+    .await?;
     announce(&state.bus, "update", &stored, &name).await;
     Ok(stored)
 }
@@ -73,6 +71,23 @@ pub async fn remove(state: &ClusterState, current: Config) -> Result<(), Status>
         .as_ref()
         .map(|s| spec_name(s).to_string())
         .unwrap_or_default();
+    refuse_if_used(state, "config", &name, |s| uses_config(s, current.id())).await?;
+    let removed: Config = delete_or_not_found(state, current.id(), Some(current.version()), || {
+        format!("could not find config {}", current.id())
+    })
+    .await?;
+    announce(&state.bus, "remove", &removed, &name).await;
+    Ok(())
+}
+
+/// swarmkit's refusal to remove the secret or config (`kind`) `name` while services
+/// use it (`uses`): the services by name (their id without one).
+pub async fn refuse_if_used(
+    state: &ClusterState,
+    kind: &str,
+    name: &str,
+    uses: impl Fn(&Service) -> bool,
+) -> Result<(), Status> {
     let services = state
         .store
         .list::<Service>()
@@ -81,7 +96,7 @@ pub async fn remove(state: &ClusterState, current: Config) -> Result<(), Status>
         .objects;
     let users: Vec<String> = services
         .iter()
-        .filter(|s| uses_config(s, current.id()))
+        .filter(|s| uses(s))
         .map(|s| {
             s.spec
                 .as_ref()
@@ -90,21 +105,28 @@ pub async fn remove(state: &ClusterState, current: Config) -> Result<(), Status>
                 .unwrap_or_else(|| s.id().to_string())
         })
         .collect();
-    if !users.is_empty() {
-        return Err(in_use_error("config", &name, &users));
+    if users.is_empty() {
+        Ok(())
+    } else {
+        Err(in_use_error(kind, name, &users))
     }
-    let removed = state
-        .store
-        .delete::<Config>(current.id(), Some(current.version()))
-        .await
-        .map_err(|e| match e {
-            shoal_store::Error::NotFound { .. } => {
-                Status::not_found(format!("could not find config {}", current.id()))
-            }
-            e => store_status(e),
-        })?;
-    announce(&state.bus, "remove", &removed, &name).await;
-    Ok(())
+}
+
+/// The labels-only update of a secret or config: `current` at the `version` read,
+/// with `labels` in the annotations `annotations` finds, stored.
+pub async fn store_labels<T: Object>(
+    state: &ClusterState,
+    current: T,
+    version: u64,
+    labels: HashMap<String, String>,
+    annotations: fn(&mut T) -> Option<&mut Annotations>,
+) -> Result<T, Status> {
+    let mut updated = current;
+    updated.set_version(version);
+    if let Some(a) = annotations(&mut updated) {
+        a.labels = labels;
+    }
+    state.store.update(updated).await.map_err(store_status)
 }
 
 /// swarmkit's refusal to remove a secret or config services use (InvalidArgument).

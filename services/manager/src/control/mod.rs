@@ -130,6 +130,24 @@ impl ControlService {
     }
 }
 
+/// Deletes the `T` `id` (at `version`; any when `None`) and returns it as it was; an
+/// object already gone is NotFound with `not_found`'s message.
+pub async fn delete_or_not_found<T: shoal_store::Object>(
+    state: &ClusterState,
+    id: &str,
+    version: Option<u64>,
+    not_found: impl FnOnce() -> String,
+) -> Result<T, Status> {
+    state
+        .store
+        .delete::<T>(id, version)
+        .await
+        .map_err(|e| match e {
+            shoal_store::Error::NotFound { .. } => Status::not_found(not_found()),
+            e => store_status(e),
+        })
+}
+
 /// A store error as the status a client sees.
 pub fn store_status(e: shoal_store::Error) -> Status {
     use shoal_store::Error as E;

@@ -18,8 +18,8 @@ use shoal_store::Object;
 use subtle::ConstantTimeEq;
 use tonic::Status;
 
-use super::configs::{in_use_error, validate_name, validate_templating};
-use super::store_status;
+use super::configs::{refuse_if_used, store_labels, validate_name, validate_templating};
+use super::{delete_or_not_found, store_status};
 use crate::announce::announce;
 
 /// swarmkit's `MaxSecretSize`: the data must be shorter than this.
@@ -98,17 +98,13 @@ pub async fn update(
         }
     }
     let labels = spec.annotations.map(|a| a.labels).unwrap_or_default();
-    let mut updated = current;
-    updated.set_version(version);
-    if let Some(a) = updated
-        .spec
-        .get_or_insert_with(Default::default)
-        .annotations
-        .as_mut()
-    {
-        a.labels = labels;
-    }
-    let stored = state.store.update(updated).await.map_err(store_status)?;
+    let stored = store_labels(state, current, version, labels, |c: &mut Secret| {
+        c.spec
+            .get_or_insert_with(Default::default)
+            .annotations
+            .as_mut()
+    })
+    .await?;
     tracing::info!(id = %stored.id(), %name, "secret updated");
     announce(&state.bus, "update", &stored, &name).await;
     Ok(stored)
@@ -120,36 +116,11 @@ pub async fn remove(state: &ClusterState, current: Secret) -> Result<(), Status>
         .as_ref()
         .map(|s| spec_name(s).to_string())
         .unwrap_or_default();
-    let services = state
-        .store
-        .list::<Service>()
-        .await
-        .map_err(store_status)?
-        .objects;
-    let users: Vec<String> = services
-        .iter()
-        .filter(|s| uses_secret(s, current.id()))
-        .map(|s| {
-            s.spec
-                .as_ref()
-                .and_then(|sp| sp.annotations.as_ref())
-                .map(|a| a.name.clone())
-                .unwrap_or_else(|| s.id().to_string())
-        })
-        .collect();
-    if !users.is_empty() {
-        return Err(in_use_error("secret", &name, &users));
-    }
-    let removed = state
-        .store
-        .delete::<Secret>(current.id(), Some(current.version()))
-        .await
-        .map_err(|e| match e {
-            shoal_store::Error::NotFound { .. } => {
-                Status::not_found(format!("could not find secret {}", current.id()))
-            }
-            e => store_status(e),
-        })?;
+    refuse_if_used(state, "secret", &name, |s| uses_secret(s, current.id())).await?;
+    let removed: Secret = delete_or_not_found(state, current.id(), Some(current.version()), || {
+        format!("could not find secret {}", current.id())
+    })
+    .await?;
     tracing::info!(id = %removed.id(), %name, "secret removed");
     announce(&state.bus, "remove", &removed, &name).await;
     Ok(())

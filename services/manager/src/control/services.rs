@@ -24,7 +24,7 @@ use shoal_proto::v1::{
 use shoal_store::Object;
 use tonic::Status;
 
-use super::{store_status, validate};
+use super::{delete_or_not_found, store_status, validate};
 use crate::announce::announce;
 
 fn now() -> prost_types::Timestamp {
@@ -205,16 +205,10 @@ pub fn seen_current_spec(current: &Service, version: u64) -> bool {
 
 pub async fn remove(state: &ClusterState, current: Service) -> Result<(), Status> {
     let name = spec_name(current.spec.as_ref()).to_string();
-    let removed = state
-        .store
-        .delete::<Service>(current.id(), None)
-        .await
-        .map_err(|e| match e {
-            shoal_store::Error::NotFound { .. } => {
-                Status::not_found(format!("service {} not found", current.id()))
-            }
-            e => store_status(e),
-        })?;
+    let removed: Service = delete_or_not_found(state, current.id(), None, || {
+        format!("service {} not found", current.id())
+    })
+    .await?;
     tracing::info!(id = %removed.id(), %name, "service removed");
     announce(&state.bus, "remove", &removed, &name).await;
     Ok(())
