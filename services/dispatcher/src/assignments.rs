@@ -274,18 +274,40 @@ impl Assignments {
         }
     }
 
+    /// A secret's or config's cache event (`dep` names the object by id): the streams
+    /// that use it look again; a restart or a lag resends complete sets. False once the
+    /// cache is gone.
+    fn dep_event<T: Object>(
+        &self,
+        ev: Result<CacheEvent<T>, RecvError>,
+        dep: fn(String) -> Dep,
+    ) -> bool {
+        match ev {
+            Ok(CacheEvent::Upserted(o)) | Ok(CacheEvent::Deleted(o)) => {
+                self.dep_changed(dep(o.id().to_string()))
+            }
+            Ok(CacheEvent::Restarted { .. }) | Err(RecvError::Lagged(_)) => self.resync_all(),
+            Err(RecvError::Closed) => return false,
+        }
+        true
+    }
+
+    /// Each placed task's node, by task id.
+    fn placements(&self) -> HashMap<String, String> {
+        self.tasks
+            .list()
+            .iter()
+            .filter(|t| !t.node_id.is_empty())
+            .map(|t| (t.id().to_string(), t.node_id.clone()))
+            .collect()
+    }
+
     /// Follows the cache's changes until shutdown.
     pub async fn fan_out(self: Arc<Self>, shutdown: ShutdownToken) {
         let mut events = self.tasks.subscribe();
         // Where each task is, to tell the node a task left (subscribed first: a change
         // in between is applied twice, which is harmless).
-        let mut placed: HashMap<String, String> = self
-            .tasks
-            .list()
-            .iter()
-            .filter(|t| !t.node_id.is_empty())
-            .map(|t| (t.id().to_string(), t.node_id.clone()))
-            .collect();
+        let mut placed = self.placements();
         let mut secrets = self.secrets.subscribe();
         let mut configs = self.configs.subscribe();
         loop {
@@ -293,26 +315,14 @@ impl Assignments {
                 _ = shutdown.cancelled() => return,
                 ev = events.recv() => ev,
                 ev = secrets.recv() => {
-                    match ev {
-                        Ok(CacheEvent::Upserted(s)) | Ok(CacheEvent::Deleted(s)) => {
-                            self.dep_changed(Dep::Secret(s.id().to_string()))
-                        }
-                        Ok(CacheEvent::Restarted { .. }) | Err(RecvError::Lagged(_)) => {
-                            self.resync_all()
-                        }
-                        Err(RecvError::Closed) => return,
+                    if !self.dep_event(ev, Dep::Secret) {
+                        return;
                     }
                     continue;
                 }
                 ev = configs.recv() => {
-                    match ev {
-                        Ok(CacheEvent::Upserted(c)) | Ok(CacheEvent::Deleted(c)) => {
-                            self.dep_changed(Dep::Config(c.id().to_string()))
-                        }
-                        Ok(CacheEvent::Restarted { .. }) | Err(RecvError::Lagged(_)) => {
-                            self.resync_all()
-                        }
-                        Err(RecvError::Closed) => return,
+                    if !self.dep_event(ev, Dep::Config) {
+                        return;
                     }
                     continue;
                 }
@@ -321,13 +331,7 @@ impl Assignments {
                 Ok(CacheEvent::Upserted(task)) => self.changed(&task, false, &mut placed),
                 Ok(CacheEvent::Deleted(task)) => self.changed(&task, true, &mut placed),
                 Ok(CacheEvent::Restarted { .. }) => {
-                    placed = self
-                        .tasks
-                        .list()
-                        .iter()
-                        .filter(|t| !t.node_id.is_empty())
-                        .map(|t| (t.id().to_string(), t.node_id.clone()))
-                        .collect();
+                    placed = self.placements();
                     self.resync_all()
                 }
                 Err(RecvError::Lagged(n)) => {
