@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use shoal_grpc_host::ClusterState;
 use shoal_proto::v1::{
-    Annotations, Config, ConfigSpec, CreateConfigRequest, Service, UpdateConfigRequest, task_spec,
+    Annotations, Config, ConfigReference, ConfigSpec, CreateConfigRequest, SecretReference,
+    Service, UpdateConfigRequest, task_spec,
 };
 use shoal_store::Object;
 use tonic::Status;
@@ -142,18 +143,25 @@ pub fn in_use_error(kind: &str, name: &str, users: &[String]) -> Status {
     ))
 }
 
-fn uses_config(service: &Service, config_id: &str) -> bool {
+/// The config and secret references of `service`'s spec (none without a runtime).
+pub fn file_refs(service: &Service) -> (&[ConfigReference], &[SecretReference]) {
     let runtime = service
         .spec
         .as_ref()
         .and_then(|s| s.task.as_ref())
         .and_then(|t| t.runtime.as_ref());
-    let refs = match runtime {
-        Some(task_spec::Runtime::Container(c)) => &c.configs,
-        Some(task_spec::Runtime::Process(p)) => &p.configs,
-        None => return false,
-    };
-    refs.iter().any(|r| r.config_id == config_id)
+    match runtime {
+        Some(task_spec::Runtime::Container(c)) => (&c.configs, &c.secrets),
+        Some(task_spec::Runtime::Process(p)) => (&p.configs, &p.secrets),
+        None => (&[], &[]),
+    }
+}
+
+fn uses_config(service: &Service, config_id: &str) -> bool {
+    file_refs(service)
+        .0
+        .iter()
+        .any(|r| r.config_id == config_id)
 }
 
 fn spec_name(spec: &ConfigSpec) -> &str {

@@ -18,7 +18,7 @@ use shoal_store::Object;
 use subtle::ConstantTimeEq;
 use tonic::Status;
 
-use super::configs::{refuse_if_used, store_labels, validate_name, validate_templating};
+use super::configs::{file_refs, refuse_if_used, store_labels, validate_name, validate_templating};
 use super::{delete_or_not_found, store_status};
 use crate::announce::announce;
 
@@ -128,18 +128,10 @@ pub async fn remove(state: &ClusterState, current: Secret) -> Result<(), Status>
 
 /// Whether `service`'s spec references the secret `secret_id`.
 pub fn uses_secret(service: &Service, secret_id: &str) -> bool {
-    use shoal_proto::v1::task_spec;
-    let runtime = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.task.as_ref())
-        .and_then(|t| t.runtime.as_ref());
-    let refs = match runtime {
-        Some(task_spec::Runtime::Container(c)) => &c.secrets,
-        Some(task_spec::Runtime::Process(p)) => &p.secrets,
-        None => return false,
-    };
-    refs.iter().any(|r| r.secret_id == secret_id)
+    file_refs(service)
+        .1
+        .iter()
+        .any(|r| r.secret_id == secret_id)
 }
 
 fn spec_name(spec: &SecretSpec) -> &str {
