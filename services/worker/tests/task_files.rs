@@ -179,6 +179,15 @@ fn message(
     }
 }
 
+/// A session's first assignment set: each item added.
+fn first_set(items: Vec<Item>) -> AssignmentsMessage {
+    let changes = items
+        .into_iter()
+        .map(|item| change(item, Action::Update))
+        .collect();
+    message(Type::Complete, "", "1", changes)
+}
+
 struct Setup {
     manager: TaskManager,
     reports: mpsc::Receiver<Report>,
@@ -312,23 +321,12 @@ async fn a_process_task_reads_its_files_and_templates_and_they_go_with_it() {
     );
     let templated = r#"x={{ env "X" }} pw={{ secret "pw" }} node={{ .Node.ID }} svc={{ .Service.Name }} missing=[{{ env "NOPE" }}]"#;
     s.manager
-        .apply(message(
-            Type::Complete,
-            "",
-            "1",
-            vec![
-                change(Item::Secret(secret("sec1", "pw", SECRET)), Action::Update),
-                change(
-                    Item::Config(config("cfg1", "app", templated, true)),
-                    Action::Update,
-                ),
-                change(
-                    Item::Config(config("cfg2", "plain", "{{ not a template }}", false)),
-                    Action::Update,
-                ),
-                change(Item::Task(t), Action::Update),
-            ],
-        ))
+        .apply(first_set(vec![
+            Item::Secret(secret("sec1", "pw", SECRET)),
+            Item::Config(config("cfg1", "app", templated, true)),
+            Item::Config(config("cfg2", "plain", "{{ not a template }}", false)),
+            Item::Task(t),
+        ]))
         .unwrap();
     until_state(&mut s.reports, &id, TaskState::Running).await;
     assert_eq!(
@@ -488,15 +486,10 @@ async fn stale_task_dirs_are_removed_at_start_and_a_disk_is_refused() {
             ..Default::default()
         }),
     );
-    m.apply(message(
-        Type::Complete,
-        "",
-        "1",
-        vec![
-            change(Item::Secret(secret("sec1", "pw", SECRET)), Action::Update),
-            change(Item::Task(t), Action::Update),
-        ],
-    ))
+    m.apply(first_set(vec![
+        Item::Secret(secret("sec1", "pw", SECRET)),
+        Item::Task(t),
+    ]))
     .unwrap();
     let failed = until_state(&mut rx, &id, TaskState::Failed).await;
     assert!(failed.err.contains("is not a tmpfs"), "{failed:?}");
@@ -571,31 +564,17 @@ async fn a_container_reads_its_secret_and_configs_read_only_with_mode_and_owner(
         }),
     );
     s.manager
-        .apply(message(
-            Type::Complete,
-            "",
-            "1",
-            vec![
-                change(
-                    Item::Secret(secret("sec1", "db_pw", SECRET)),
-                    Action::Update,
-                ),
-                change(
-                    Item::Config(config(
-                        "cfg1",
-                        "app",
-                        r#"{{ env "GREETING" }} from {{ .Task.Name }}: {{ secret "db_pw" }}"#,
-                        true,
-                    )),
-                    Action::Update,
-                ),
-                change(
-                    Item::Config(config("cfg2", "other", "plain\n", false)),
-                    Action::Update,
-                ),
-                change(Item::Task(t), Action::Update),
-            ],
-        ))
+        .apply(first_set(vec![
+            Item::Secret(secret("sec1", "db_pw", SECRET)),
+            Item::Config(config(
+                "cfg1",
+                "app",
+                r#"{{ env "GREETING" }} from {{ .Task.Name }}: {{ secret "db_pw" }}"#,
+                true,
+            )),
+            Item::Config(config("cfg2", "other", "plain\n", false)),
+            Item::Task(t),
+        ]))
         .unwrap();
     until_state(&mut s.reports, &id, TaskState::Running).await;
     let c = container_id(&s.manager, &id);
@@ -697,14 +676,7 @@ async fn the_compose_era_container_options_reach_the_engine() {
         }),
         ..Default::default()
     });
-    s.manager
-        .apply(message(
-            Type::Complete,
-            "",
-            "1",
-            vec![change(Item::Task(t), Action::Update)],
-        ))
-        .unwrap();
+    s.manager.apply(first_set(vec![Item::Task(t)])).unwrap();
     until_state(&mut s.reports, &id, TaskState::Running).await;
     let c = container_id(&s.manager, &id);
     let (code, _) = exec(&c, "touch /written");
