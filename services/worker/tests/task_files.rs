@@ -201,24 +201,31 @@ impl Drop for Setup {
     }
 }
 
+/// A task manager of node NODE (host name `host`) keeping its state in `state` and
+/// its tasks' files under `files_root`; reports go to `tx`.
+fn files_manager(
+    state: &Path,
+    docker: Option<Arc<DockerExecutor>>,
+    files_root: PathBuf,
+    host: &str,
+    tx: mpsc::Sender<Report>,
+) -> TaskManager {
+    let executors = Executors {
+        docker: docker.map(|d| d as Arc<dyn Executor>),
+        process: ProcessExecutor::new(state, NODE, "127.0.0.1"),
+    };
+    let options = TaskOptions {
+        files_root: Some(files_root),
+        node: NodeInfo::local(NODE, host),
+    };
+    TaskManager::with_options(state, executors, tx, None, options)
+}
+
 fn setup(docker: Option<Arc<DockerExecutor>>) -> Setup {
     let state = tempfile::tempdir().unwrap();
     let root = PathBuf::from(format!("/dev/shm/{}", unique("shoal-test-files-")));
     let (tx, rx) = mpsc::channel(1024);
-    let executors = Executors {
-        docker: docker.map(|d| d as Arc<dyn Executor>),
-        process: ProcessExecutor::new(state.path(), NODE, "127.0.0.1"),
-    };
-    let manager = TaskManager::with_options(
-        state.path(),
-        executors,
-        tx,
-        None,
-        TaskOptions {
-            files_root: Some(root.clone()),
-            node: NodeInfo::local(NODE, "files-host"),
-        },
-    );
+    let manager = files_manager(state.path(), docker, root.clone(), "files-host", tx);
     Setup {
         manager,
         reports: rx,
@@ -439,20 +446,7 @@ async fn stale_task_dirs_are_removed_at_start_and_a_disk_is_refused() {
     std::fs::create_dir_all(root.join("gone-task/run/secrets")).unwrap();
     std::fs::write(root.join("gone-task/run/secrets/x"), b"left").unwrap();
     let (tx, _rx) = mpsc::channel(64);
-    let executors = Executors {
-        docker: None,
-        process: ProcessExecutor::new(state.path(), NODE, "127.0.0.1"),
-    };
-    let _m = TaskManager::with_options(
-        state.path(),
-        executors,
-        tx,
-        None,
-        TaskOptions {
-            files_root: Some(root.clone()),
-            node: NodeInfo::local(NODE, "h"),
-        },
-    );
+    let _m = files_manager(state.path(), None, root.clone(), "h", tx);
     assert!(
         !root.join("gone-task").exists(),
         "a task the state file does not know"
@@ -463,20 +457,7 @@ async fn stale_task_dirs_are_removed_at_start_and_a_disk_is_refused() {
     // Under target/: a disk wherever the tests run (/tmp may be a tmpfs).
     let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (tx, mut rx) = mpsc::channel(64);
-    let executors = Executors {
-        docker: None,
-        process: ProcessExecutor::new(state.path(), NODE, "127.0.0.1"),
-    };
-    let m = TaskManager::with_options(
-        state.path(),
-        executors,
-        tx,
-        None,
-        TaskOptions {
-            files_root: Some(disk.path().join("files")),
-            node: NodeInfo::local(NODE, "h"),
-        },
-    );
+    let m = files_manager(state.path(), None, disk.path().join("files"), "h", tx);
     let id = unique("pd");
     let t = task(
         &id,
