@@ -354,14 +354,6 @@ pub fn read_data(file: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
     Ok(data)
 }
 
-pub fn id(s: &Secret) -> &str {
-    SwarmFile::id(s)
-}
-
-pub fn name(s: &Secret) -> &str {
-    SwarmFile::name(s)
-}
-
 /// Which object an `ls` lists: secrets have a DRIVER column, configs do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

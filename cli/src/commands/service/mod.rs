@@ -12,14 +12,14 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use shoal_proto::v1::{
-    ConfigReference, CreateServiceRequest, GetServiceRequest, ListConfigsRequest, ListFilters,
-    ListNodesRequest, ListSecretsRequest, ListServiceStatusesRequest, ListServicesRequest,
-    ListTasksRequest, LogMessage, NetworkAttachmentConfig, RemoveServiceRequest, SecretReference,
-    Service, ServiceLogsRequest, UpdateServiceRequest, log_message, service_spec,
-    update_service_request,
+    Config, ConfigReference, CreateServiceRequest, GetServiceRequest, ListFilters,
+    ListNodesRequest, ListServiceStatusesRequest, ListServicesRequest, ListTasksRequest,
+    LogMessage, NetworkAttachmentConfig, RemoveServiceRequest, Secret, SecretReference, Service,
+    ServiceLogsRequest, UpdateServiceRequest, log_message, service_spec, update_service_request,
 };
 use tokio_stream::StreamExt;
 
+use super::secret::SwarmFile;
 use super::{node, task};
 use crate::config::CliConfig;
 use crate::connect::Control;
@@ -316,33 +316,34 @@ fn by_names(refs: &[FileRefOpt]) -> ListFilters {
     }
 }
 
+/// Each reference with the id of the secret or config (`T`) it names (exact names),
+/// after docker's duplicate-target check; no lookup for none.
+async fn file_ids<T: SwarmFile>(
+    control: &mut Control,
+    refs: &[FileRefOpt],
+) -> anyhow::Result<Vec<(FileRefOpt, String)>> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kind = T::KIND.noun();
+    check_duplicate_targets(refs, kind)?;
+    let found: HashMap<String, String> = T::list(control, by_names(refs))
+        .await
+        .map_err(super::rpc_error)?
+        .iter()
+        .map(|f| (f.name().to_string(), f.id().to_string()))
+        .collect();
+    bind_ids(refs, &found, kind)
+}
+
 /// `--secret` references with the ids of the secrets they name (exact names), as
 /// docker resolves them before it sends a spec.
 pub async fn resolve_secrets(
     control: &mut Control,
     refs: &[FileRefOpt],
 ) -> anyhow::Result<Vec<SecretReference>> {
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    check_duplicate_targets(refs, "secret")?;
-    let found: HashMap<String, String> = control
-        .list_secrets(ListSecretsRequest {
-            filters: Some(by_names(refs)),
-        })
-        .await
-        .map_err(super::rpc_error)?
-        .into_inner()
-        .secrets
-        .iter()
-        .map(|s| {
-            (
-                super::secret::name(s).to_string(),
-                super::secret::id(s).to_string(),
-            )
-        })
-        .collect();
-    Ok(bind_ids(refs, &found, "secret")?
+    Ok(file_ids::<Secret>(control, refs)
+        .await?
         .into_iter()
         .map(|(r, id)| SecretReference {
             secret_id: id,
@@ -360,31 +361,8 @@ pub async fn resolve_configs(
     control: &mut Control,
     refs: &[FileRefOpt],
 ) -> anyhow::Result<Vec<ConfigReference>> {
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    check_duplicate_targets(refs, "config")?;
-    let found: HashMap<String, String> = control
-        .list_configs(ListConfigsRequest {
-            filters: Some(by_names(refs)),
-        })
-        .await
-        .map_err(super::rpc_error)?
-        .into_inner()
-        .configs
-        .iter()
-        .map(|c| {
-            let meta = c.meta.as_ref();
-            let name = c
-                .spec
-                .as_ref()
-                .and_then(|s| s.annotations.as_ref())
-                .map(|a| a.name.clone())
-                .unwrap_or_default();
-            (name, meta.map(|m| m.id.clone()).unwrap_or_default())
-        })
-        .collect();
-    Ok(bind_ids(refs, &found, "config")?
+    Ok(file_ids::<Config>(control, refs)
+        .await?
         .into_iter()
         .map(|(r, id)| ConfigReference {
             config_id: id,
