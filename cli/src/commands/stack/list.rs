@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use shoal_proto::v1::{
-    ListNodesRequest, ListServiceStatusesRequest, ListTasksRequest, RemoveConfigRequest,
-    RemoveNetworkRequest, RemoveSecretRequest, RemoveServiceRequest,
+    Config, ListNodesRequest, ListServiceStatusesRequest, ListTasksRequest, RemoveNetworkRequest,
+    RemoveServiceRequest, Secret,
 };
 
+use super::super::secret::SwarmFile;
 use super::super::service::render as service_render;
 use super::super::{network, node, task};
 use super::render;
@@ -181,14 +182,6 @@ pub async fn ps(cfg: &CliConfig, namespace: &str, opts: &PsOptions) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn spec_name(a: Option<&shoal_proto::v1::Annotations>) -> &str {
-    a.map(|a| a.name.as_str()).unwrap_or("")
-}
-
-fn meta_id(m: Option<&shoal_proto::v1::Meta>) -> String {
-    m.map(|m| m.id.clone()).unwrap_or_default()
-}
-
 /// `stack rm`: services (by name) → secrets → configs → networks, docker's lines; a
 /// failure is reported and the rest removed anyway.
 pub async fn rm(cfg: &CliConfig, stacks: &[String], detach: bool) -> anyhow::Result<ExitCode> {
@@ -211,6 +204,22 @@ pub async fn rm(cfg: &CliConfig, stacks: &[String], detach: bool) -> anyhow::Res
     Ok(ExitCode::FAILURE)
 }
 
+/// Removes the stack's secrets or configs, in name order; `fail` reports each refusal.
+async fn remove_files<T: SwarmFile>(
+    control: &mut Control,
+    mut files: Vec<T>,
+    fail: &mut impl FnMut(&str, &str, &tonic::Status),
+) {
+    files.sort_by(|a, b| a.name().cmp(b.name()));
+    let kind = T::KIND.noun();
+    for f in &files {
+        println!("Removing {kind} {}", f.name());
+        if let Err(status) = T::remove(control, f.id().to_string()).await {
+            fail(kind, f.id(), &status);
+        }
+    }
+}
+
 /// Removes one stack; false when something could not be removed.
 async fn remove_stack(
     control: &mut Control,
@@ -219,23 +228,13 @@ async fn remove_stack(
 ) -> anyhow::Result<bool> {
     let mut services = super::stack_services(control, super::stack_filter(namespace)).await?;
     let mut networks = super::stack_networks(control, namespace).await?;
-    let mut secrets = super::stack_secrets(control, namespace).await?;
-    let mut configs = super::stack_configs(control, namespace).await?;
+    let secrets: Vec<Secret> = super::stack_files(control, namespace).await?;
+    let configs: Vec<Config> = super::stack_files(control, namespace).await?;
     if services.is_empty() && networks.is_empty() && secrets.is_empty() && configs.is_empty() {
         eprintln!("Nothing found in stack: {namespace}");
         return Ok(true);
     }
     services.sort_by(|a, b| natural_cmp(service_render::name(a), service_render::name(b)));
-    secrets.sort_by(|a, b| {
-        spec_name(a.spec.as_ref().and_then(|s| s.annotations.as_ref())).cmp(spec_name(
-            b.spec.as_ref().and_then(|s| s.annotations.as_ref()),
-        ))
-    });
-    configs.sort_by(|a, b| {
-        spec_name(a.spec.as_ref().and_then(|s| s.annotations.as_ref())).cmp(spec_name(
-            b.spec.as_ref().and_then(|s| s.annotations.as_ref()),
-        ))
-    });
     networks.sort_by(|a, b| network::render::name(a).cmp(network::render::name(b)));
     let mut ok = true;
     let mut fail = |kind: &str, id: &str, status: &tonic::Status| {
@@ -264,32 +263,8 @@ async fn remove_stack(
             .collect();
         wait_tasks_stopped(control, namespace, ids).await;
     }
-    for s in &secrets {
-        let name = spec_name(s.spec.as_ref().and_then(|s| s.annotations.as_ref()));
-        println!("Removing secret {name}");
-        let id = meta_id(s.meta.as_ref());
-        if let Err(status) = control
-            .remove_secret(RemoveSecretRequest {
-                secret_id: id.clone(),
-            })
-            .await
-        {
-            fail("secret", &id, &status);
-        }
-    }
-    for c in &configs {
-        let name = spec_name(c.spec.as_ref().and_then(|s| s.annotations.as_ref()));
-        println!("Removing config {name}");
-        let id = meta_id(c.meta.as_ref());
-        if let Err(status) = control
-            .remove_config(RemoveConfigRequest {
-                config_id: id.clone(),
-            })
-            .await
-        {
-            fail("config", &id, &status);
-        }
-    }
+    remove_files(control, secrets, &mut fail).await;
+    remove_files(control, configs, &mut fail).await;
     for n in &networks {
         println!("Removing network {}", network::render::name(n));
         let id = network::render::id(n).to_string();

@@ -13,11 +13,9 @@ pub mod render;
 use std::process::ExitCode;
 
 use shoal_compose::convert::NAMESPACE_LABEL;
-use shoal_proto::v1::{
-    Config, ListConfigsRequest, ListFilters, ListNetworksRequest, ListSecretsRequest,
-    ListServicesRequest, Network, Secret, Service,
-};
+use shoal_proto::v1::{ListFilters, ListNetworksRequest, ListServicesRequest, Network, Service};
 
+use super::secret::SwarmFile;
 use crate::config::CliConfig;
 use crate::connect::Control;
 
@@ -188,28 +186,14 @@ pub async fn stack_networks(
         .networks)
 }
 
-/// The stack's secrets; a manager without secret support yet has none.
-pub async fn stack_secrets(control: &mut Control, namespace: &str) -> anyhow::Result<Vec<Secret>> {
-    match control
-        .list_secrets(ListSecretsRequest {
-            filters: Some(stack_filter(namespace)),
-        })
-        .await
-    {
-        Ok(resp) => Ok(resp.into_inner().secrets),
-        Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
-        Err(s) => Err(super::rpc_error(s)),
-    }
-}
-
-pub async fn stack_configs(control: &mut Control, namespace: &str) -> anyhow::Result<Vec<Config>> {
-    match control
-        .list_configs(ListConfigsRequest {
-            filters: Some(stack_filter(namespace)),
-        })
-        .await
-    {
-        Ok(resp) => Ok(resp.into_inner().configs),
+/// The stack's secrets or configs (`T`); a manager without support for them yet has
+/// none.
+pub(crate) async fn stack_files<T: SwarmFile>(
+    control: &mut Control,
+    namespace: &str,
+) -> anyhow::Result<Vec<T>> {
+    match T::list(control, stack_filter(namespace)).await {
+        Ok(found) => Ok(found),
         Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
         Err(s) => Err(super::rpc_error(s)),
     }
