@@ -441,10 +441,6 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     stack
         .cli_ok(&["network", "create", "--driver", "overlay", "proxy"])
         .await?;
-    let secrets_work = control
-        .list_secrets(ListSecretsRequest { filters: None })
-        .await
-        .is_ok();
     let out = stack
         .cli(&[
             "stack",
@@ -454,164 +450,165 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
             "ghost",
         ])
         .await?;
-    if secrets_work {
-        assert_eq!(out.code, 0, "{out:?}");
-        assert_eq!(
-            lines(&out.stdout),
-            set(&[
-                "Creating network ghost_ghost",
-                "Creating secret db-password",
-                "Creating service ghost_db",
-                "Creating service ghost_db-backup",
-                "Creating service ghost_ghost",
-            ])
-        );
-        let all = services(&mut control, "ghost").await?;
-        let ids_to_names = network_names(&mut control).await?;
-        let ghost = service(&all, "ghost_ghost");
-        assert_eq!(
-            labels_of(ghost)
-                .get("traefik.http.routers.ghost.entryPoints")
-                .map(String::as_str),
-            Some("websecure")
-        );
-        assert_eq!(
-            attachments(ghost, &ids_to_names),
-            vec![
-                ("ghost_ghost".to_string(), vec!["ghost".to_string()]),
-                ("proxy".to_string(), vec!["ghost".to_string()]),
-            ]
-        );
-        let db = service(&all, "ghost_db");
-        let endpoint = db.spec.as_ref().unwrap().endpoint.as_ref().unwrap();
-        assert_eq!(
-            endpoint.mode,
-            shoal_proto::v1::endpoint_spec::ResolutionMode::Dnsrr as i32
-        );
-        let secret = control
-            .list_secrets(ListSecretsRequest {
-                filters: Some(ListFilters {
-                    names: vec!["db-password".into()],
-                    ..Default::default()
-                }),
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        lines(&out.stdout),
+        set(&[
+            "Creating network ghost_ghost",
+            "Creating secret db-password",
+            "Creating service ghost_db",
+            "Creating service ghost_db-backup",
+            "Creating service ghost_ghost",
+        ])
+    );
+    let all = services(&mut control, "ghost").await?;
+    let ids_to_names = network_names(&mut control).await?;
+    let ghost = service(&all, "ghost_ghost");
+    assert_eq!(
+        labels_of(ghost)
+            .get("traefik.http.routers.ghost.entryPoints")
+            .map(String::as_str),
+        Some("websecure")
+    );
+    assert_eq!(
+        attachments(ghost, &ids_to_names),
+        vec![
+            ("ghost_ghost".to_string(), vec!["ghost".to_string()]),
+            ("proxy".to_string(), vec!["ghost".to_string()]),
+        ]
+    );
+    let db = service(&all, "ghost_db");
+    let endpoint = db.spec.as_ref().unwrap().endpoint.as_ref().unwrap();
+    assert_eq!(
+        endpoint.mode,
+        shoal_proto::v1::endpoint_spec::ResolutionMode::Dnsrr as i32
+    );
+    let secret = control
+        .list_secrets(ListSecretsRequest {
+            filters: Some(ListFilters {
+                names: vec!["db-password".into()],
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .secrets;
+    assert_eq!(secret.len(), 1);
+    let refs = container(db).secrets;
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0].secret_name, "db-password");
+    assert_eq!(refs[0].secret_id, id_of(secret[0].meta.as_ref()));
+    assert_eq!(refs[0].target, "db-password");
+    assert_eq!(
+        (refs[0].uid.as_str(), refs[0].gid.as_str(), refs[0].mode),
+        ("0", "0", Some(0o444))
+    );
+    // Redeploy: the identical secret is accepted silently.
+    let out = stack
+        .cli_ok(&[
+            "stack",
+            "deploy",
+            "-c",
+            &fixture("dogvscat-ghost.yml"),
+            "ghost",
+        ])
+        .await?;
+    assert!(
+        out.lines().all(|l| l.starts_with("Updating service ")),
+        "{out}"
+    );
+
+    // A changed secret file is refused by the manager, in docker's words.
+    std::fs::write(scratch.path().join("pw"), "one")?;
+    let sec = write(
+        scratch.path(),
+        "secret.yml",
+        "version: '3.8'\nservices:\n  app:\n    image: redis:alpine\n    secrets: [pw]\nsecrets:\n  pw:\n    file: ./pw\n",
+    );
+    let out = stack
+        .cli_ok(&["stack", "deploy", "-c", &sec, "sec"])
+        .await?;
+    assert!(out.contains("Creating secret sec_pw\n"), "{out}");
+    std::fs::write(scratch.path().join("pw"), "two")?;
+    let out = stack.cli(&["stack", "deploy", "-c", &sec, "sec"]).await?;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "failed to update secret sec_pw: Error response from daemon: rpc error: code = InvalidArgument desc = only updates to Labels are allowed"
+        ),
+        "{out:?}"
+    );
+    let out = stack.cli_ok(&["stack", "rm", "sec"]).await?;
+    assert_eq!(
+        out,
+        "Removing service sec_app\nRemoving secret sec_pw\nRemoving network sec_default\n"
+    );
+
+    // ---- docker's own e2e stack: `name:` on networks, secrets, configs. Its
+    // `volumes: [volume1]` are anonymous volumes at the relative target "volume1":
+    // as on Swarm, the stack deploys and the node rejects the task.
+    let out = stack
+        .cli(&[
+            "stack",
+            "deploy",
+            "-c",
+            &fixture("docker-cli/e2e-named-resources.yml"),
+            "named",
+        ])
+        .await?;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        lines(&out.stdout),
+        set(&[
+            "Creating network named-network",
+            "Creating network named_network2",
+            "Creating secret named-secret",
+            "Creating secret named_secret2",
+            "Creating config named-config",
+            "Creating config named_config2",
+            "Creating service named_web",
+        ])
+    );
+    let web = services(&mut control, "named").await?;
+    assert_eq!(web.len(), 1);
+    let rejected = wait_for(
+        "named_web's task rejected on its node",
+        DEADLINE,
+        || async {
+            let tasks = stack.tasks_of("named_web").await.ok()?;
+            tasks.into_iter().find_map(|t| {
+                let err = t.status?.err;
+                err.contains("invalid mount target, must be an absolute path: volume")
+                    .then_some(err)
             })
-            .await?
-            .into_inner()
-            .secrets;
-        assert_eq!(secret.len(), 1);
-        let refs = container(db).secrets;
-        assert_eq!(refs.len(), 1);
-        assert_eq!(refs[0].secret_name, "db-password");
-        assert_eq!(refs[0].secret_id, id_of(secret[0].meta.as_ref()));
-        assert_eq!(refs[0].target, "db-password");
-        assert_eq!(
-            (refs[0].uid.as_str(), refs[0].gid.as_str(), refs[0].mode),
-            ("0", "0", Some(0o444))
-        );
-        // Redeploy: the identical secret is accepted silently.
-        let out = stack
-            .cli_ok(&[
-                "stack",
-                "deploy",
-                "-c",
-                &fixture("dogvscat-ghost.yml"),
-                "ghost",
-            ])
-            .await?;
-        assert!(
-            out.lines().all(|l| l.starts_with("Updating service ")),
-            "{out}"
-        );
+        },
+    )
+    .await?;
+    assert!(rejected.starts_with("invalid mount target"), "{rejected}");
+    let secrets = control
+        .list_secrets(ListSecretsRequest {
+            filters: Some(by_label("named")),
+        })
+        .await?
+        .into_inner()
+        .secrets;
+    let mut secret_names: Vec<String> = secrets
+        .iter()
+        .filter_map(|s| s.spec.as_ref()?.annotations.as_ref())
+        .map(|a| a.name.clone())
+        .collect();
+    secret_names.sort();
+    assert_eq!(secret_names, vec!["named-secret", "named_secret2"]);
 
-        // A changed secret file is refused by the manager, in docker's words.
-        std::fs::write(scratch.path().join("pw"), "one")?;
-        let sec = write(
-            scratch.path(),
-            "secret.yml",
-            "version: '3.8'\nservices:\n  app:\n    image: redis:alpine\n    secrets: [pw]\nsecrets:\n  pw:\n    file: ./pw\n",
-        );
-        let out = stack
-            .cli_ok(&["stack", "deploy", "-c", &sec, "sec"])
-            .await?;
-        assert!(out.contains("Creating secret sec_pw\n"), "{out}");
-        std::fs::write(scratch.path().join("pw"), "two")?;
-        let out = stack.cli(&["stack", "deploy", "-c", &sec, "sec"]).await?;
-        assert_eq!(out.code, 1, "{out:?}");
-        assert!(
-            out.stderr.contains(
-                "failed to update secret sec_pw: Error response from daemon: rpc error: code = InvalidArgument desc = only updates to Labels are allowed"
-            ),
-            "{out:?}"
-        );
-        let out = stack.cli_ok(&["stack", "rm", "sec"]).await?;
-        assert_eq!(
-            out,
-            "Removing service sec_app\nRemoving secret sec_pw\nRemoving network sec_default\n"
-        );
-
-        // ---- docker's own e2e stack: `name:` on networks, secrets, configs. Its
-        // `volumes: [volume1]` are anonymous volumes at the relative target "volume1",
-        // which the manager refuses as swarmkit does: the objects before the service
-        // stay, and the error says what was done.
-        let out = stack
-            .cli(&[
-                "stack",
-                "deploy",
-                "-c",
-                &fixture("docker-cli/e2e-named-resources.yml"),
-                "named",
-            ])
-            .await?;
-        assert_eq!(out.code, 1, "{out:?}");
-        assert_eq!(
-            lines(&out.stdout),
-            set(&[
-                "Creating network named-network",
-                "Creating network named_network2",
-                "Creating secret named-secret",
-                "Creating secret named_secret2",
-                "Creating config named-config",
-                "Creating config named_config2",
-                "Creating service named_web",
-            ])
-        );
-        assert!(
-            out.stderr
-                .contains("Error: failed to create service named_web: ")
-                && out.stderr.contains("must be absolute")
-                && out.stderr.contains("left in place: network named-network"),
-            "{out:?}"
-        );
-        let secrets = control
-            .list_secrets(ListSecretsRequest {
-                filters: Some(by_label("named")),
-            })
-            .await?
-            .into_inner()
-            .secrets;
-        let mut secret_names: Vec<String> = secrets
-            .iter()
-            .filter_map(|s| s.spec.as_ref()?.annotations.as_ref())
-            .map(|a| a.name.clone())
-            .collect();
-        secret_names.sort();
-        assert_eq!(secret_names, vec!["named-secret", "named_secret2"]);
-        assert!(services(&mut control, "named").await?.is_empty());
-
-        let out = stack.cli_ok(&["stack", "rm", "ghost", "named"]).await?;
-        assert_eq!(
-            out,
-            "Removing service ghost_db\nRemoving service ghost_db-backup\nRemoving service ghost_ghost\n\
-             Removing secret db-password\nRemoving network ghost_ghost\n\
-             Removing secret named-secret\nRemoving secret named_secret2\n\
-             Removing config named-config\nRemoving config named_config2\n\
-             Removing network named-network\nRemoving network named_network2\n"
-        );
-    } else {
-        eprintln!("NOTICE: the manager has no secrets yet; dogvscat and named resources skipped");
-        assert_ne!(out.code, 0);
-        stack.cli(&["stack", "rm", "ghost"]).await?;
-    }
+    let out = stack.cli_ok(&["stack", "rm", "ghost", "named"]).await?;
+    assert_eq!(
+        out,
+        "Removing service ghost_db\nRemoving service ghost_db-backup\nRemoving service ghost_ghost\n\
+         Removing secret db-password\nRemoving network ghost_ghost\n\
+         Removing service named_web\nRemoving secret named-secret\nRemoving secret named_secret2\n\
+         Removing config named-config\nRemoving config named_config2\n\
+         Removing network named-network\nRemoving network named_network2\n"
+    );
 
     // ---- stack rm: services (sorted) → networks; volumes are never touched.
     let out = stack
