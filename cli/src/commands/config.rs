@@ -177,15 +177,12 @@ pub fn parse_labels(labels: &[String]) -> anyhow::Result<HashMap<String, String>
 pub fn inspect_json(c: &Config) -> Value {
     let meta = c.meta.clone().unwrap_or_default();
     let spec = c.spec.clone().unwrap_or_default();
-    let annotations = spec.annotations.unwrap_or_default();
     let mut spec_json = serde_json::Map::new();
-    spec_json.insert("Name".into(), json!(annotations.name));
-    spec_json.insert("Labels".into(), json!(annotations.labels));
     spec_json.insert("Data".into(), json!(base64(&spec.data)));
     if let Some(t) = &spec.templating {
         spec_json.insert("Templating".into(), json!({ "Name": t.name }));
     }
-    secret::inspect_value(meta, Value::Object(spec_json))
+    secret::inspect_value(meta, spec.annotations, spec_json)
 }
 
 #[cfg(test)]

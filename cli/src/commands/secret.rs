@@ -480,14 +480,24 @@ fn driver_json(d: &Driver) -> Value {
     Value::Object(out)
 }
 
-/// docker's JSON of a swarm object: its meta and `spec`.
-pub fn inspect_value(meta: Meta, spec: Value) -> Value {
+/// docker's JSON of a secret or config: its meta and a spec of its annotations' name
+/// and labels, then `rest`.
+pub fn inspect_value(
+    meta: Meta,
+    annotations: Option<Annotations>,
+    rest: serde_json::Map<String, Value>,
+) -> Value {
+    let annotations = annotations.unwrap_or_default();
+    let mut spec = serde_json::Map::new();
+    spec.insert("Name".into(), json!(annotations.name));
+    spec.insert("Labels".into(), json!(annotations.labels));
+    spec.extend(rest);
     json!({
         "ID": meta.id,
         "Version": { "Index": meta.version.map(|v| v.index).unwrap_or(0) },
         "CreatedAt": rfc3339(meta.created_at.as_ref()),
         "UpdatedAt": rfc3339(meta.updated_at.as_ref()),
-        "Spec": spec,
+        "Spec": Value::Object(spec),
     })
 }
 
@@ -496,17 +506,14 @@ pub fn inspect_value(meta: Meta, spec: Value) -> Value {
 pub fn inspect_json(s: &Secret) -> Value {
     let meta = s.meta.clone().unwrap_or_default();
     let spec = s.spec.clone().unwrap_or_default();
-    let annotations = spec.annotations.unwrap_or_default();
     let mut spec_json = serde_json::Map::new();
-    spec_json.insert("Name".into(), json!(annotations.name));
-    spec_json.insert("Labels".into(), json!(annotations.labels));
     if let Some(d) = &spec.driver {
         spec_json.insert("Driver".into(), driver_json(d));
     }
     if let Some(t) = &spec.templating {
         spec_json.insert("Templating".into(), driver_json(t));
     }
-    inspect_value(meta, Value::Object(spec_json))
+    inspect_value(meta, spec.annotations, spec_json)
 }
 
 /// `Labels:` and one ` - k=v` line per label (sorted), as docker's pretty templates.
