@@ -275,6 +275,16 @@ async fn seed_003_secrets_and_configs_reach_only_their_tasks() -> anyhow::Result
             "FIGURE secret delivery (service update --secret-add to readable in the new container): {:.2} s",
             readable.as_secs_f64()
         );
+        // The replaced task stays in the history, but its files go once it has stopped.
+        wait_for("the replaced task's files to go", DEADLINE, || async {
+            (!task_dirs(&stack).iter().any(|(_, t)| *t == old)).then_some(())
+        })
+        .await?;
+        let history = stack.tasks_of("sd-web").await?;
+        assert!(
+            history.iter().any(|t| task_id(t) == old),
+            "still in the history"
+        );
         stack.cli_ok(&["service", "rm", "sd-web"]).await?;
     } else {
         eprintln!("NOTICE: no Docker engine answers; the container half is skipped");

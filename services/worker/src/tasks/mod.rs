@@ -484,6 +484,12 @@ enum Outcome {
 
 impl Inner {
     async fn report(&self, id: &str, status: TaskStatus) {
+        // A task past RUNNING never runs again (a restart is a new task): its secret and
+        // config files go now, as the engine unmounts a stopped container's secrets,
+        // not when the task leaves the node's history.
+        if status.state >= TaskState::Complete as i32 {
+            self.files.remove(id);
+        }
         let _ = self
             .reports
             .send(Report::Status(id.to_string(), status))
