@@ -8,14 +8,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use shoal_proto::v1::control_client::ControlClient;
 use shoal_proto::v1::{
-    ListFilters, ListNetworksRequest, ListSecretsRequest, ListServicesRequest, ListTasksRequest,
-    Network, Service, Task, TaskState, service_spec, task_spec,
+    ListFilters, ListNetworksRequest, ListSecretsRequest, ListTasksRequest, Network, Service, Task,
+    TaskState,
 };
+use shoal_scenarios::stack_objects::*;
 use shoal_scenarios::{
     Stack, StackOptions, no_stack_containers, remove_stack_leftovers, stub_images,
 };
@@ -23,24 +24,7 @@ use shoal_testkit::docker::docker_available;
 use shoal_testkit::{Infra, wait_for};
 use tonic::transport::Channel;
 
-const NAMESPACE: &str = "com.docker.stack.namespace";
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/stacks")
-}
-
-fn fixture(name: &str) -> String {
-    fixtures().join(name).display().to_string()
-}
-
-fn name_of(s: &Service) -> &str {
-    s.spec
-        .as_ref()
-        .and_then(|s| s.annotations.as_ref())
-        .map(|a| a.name.as_str())
-        .unwrap_or("")
-}
 
 fn labels_of(s: &Service) -> HashMap<String, String> {
     s.spec
@@ -48,34 +32,6 @@ fn labels_of(s: &Service) -> HashMap<String, String> {
         .and_then(|s| s.annotations.as_ref())
         .map(|a| a.labels.clone())
         .unwrap_or_default()
-}
-
-fn net_name(n: &Network) -> &str {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.annotations.as_ref())
-        .map(|a| a.name.as_str())
-        .unwrap_or("")
-}
-
-fn id_of(meta: Option<&shoal_proto::v1::Meta>) -> String {
-    meta.map(|m| m.id.clone()).unwrap_or_default()
-}
-
-fn by_label(ns: &str) -> ListFilters {
-    ListFilters {
-        labels: [(NAMESPACE.to_string(), ns.to_string())].into(),
-        ..Default::default()
-    }
-}
-
-async fn services(c: &mut ControlClient<Channel>, ns: &str) -> anyhow::Result<Vec<Service>> {
-    Ok(c.list_services(ListServicesRequest {
-        filters: Some(by_label(ns)),
-    })
-    .await?
-    .into_inner()
-    .services)
 }
 
 async fn networks(c: &mut ControlClient<Channel>, ns: &str) -> anyhow::Result<Vec<Network>> {
@@ -97,64 +53,6 @@ async fn tasks(c: &mut ControlClient<Channel>, service_id: &str) -> anyhow::Resu
     .await?
     .into_inner()
     .tasks)
-}
-
-fn service<'a>(all: &'a [Service], name: &str) -> &'a Service {
-    all.iter()
-        .find(|s| name_of(s) == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
-fn replicas(s: &Service) -> Option<u64> {
-    match s.spec.as_ref().and_then(|s| s.mode.as_ref()) {
-        Some(service_spec::Mode::Replicated(r)) => Some(r.replicas),
-        _ => None,
-    }
-}
-
-fn container(s: &Service) -> shoal_proto::v1::ContainerSpec {
-    match s
-        .spec
-        .as_ref()
-        .and_then(|s| s.task.as_ref())
-        .and_then(|t| t.runtime.as_ref())
-    {
-        Some(task_spec::Runtime::Container(c)) => c.clone(),
-        other => panic!("not a container service: {other:?}"),
-    }
-}
-
-/// (network name, aliases) of a service's attachments.
-fn attachments(s: &Service, nets: &HashMap<String, String>) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = s
-        .spec
-        .as_ref()
-        .and_then(|s| s.task.as_ref())
-        .map(|t| t.networks.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| (nets.get(&a.target).cloned().unwrap_or(a.target), a.aliases))
-        .collect();
-    out.sort();
-    out
-}
-
-fn lines(out: &str) -> BTreeSet<String> {
-    out.lines().map(str::to_string).collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-async fn network_names(c: &mut ControlClient<Channel>) -> anyhow::Result<HashMap<String, String>> {
-    Ok(c.list_networks(ListNetworksRequest { filters: None })
-        .await?
-        .into_inner()
-        .networks
-        .iter()
-        .map(|n| (id_of(n.meta.as_ref()), net_name(n).to_string()))
-        .collect())
 }
 
 /// Live tasks of a service whose spec is the service's current one.
@@ -210,49 +108,28 @@ async fn stacks_deploy_update_prune_and_remove() -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
 
     // ---- Bad inputs: docker's message, non-zero exit, nothing created.
-    let schema = write(
-        scratch.path(),
-        "schema.yml",
-        "version: '3.8'\nservices:\n  web:\n    image: busybox\n    foo: 1\n",
-    );
-    let out = stack
-        .cli(&["stack", "deploy", "-c", &schema, "bad"])
-        .await?;
-    assert_ne!(out.code, 0);
-    assert!(
-        out.stderr
-            .contains("services.web Additional property foo is not allowed"),
-        "{out:?}"
-    );
-    let required = write(
-        scratch.path(),
-        "required.yml",
-        "version: '3.8'\nservices:\n  web:\n    image: \"busybox:${SHOAL_STACK_TEST_TAG:?tag required}\"\n",
-    );
-    let out = stack
-        .cli(&["stack", "deploy", "-c", &required, "bad"])
-        .await?;
-    assert_ne!(out.code, 0);
-    assert!(
-        out.stderr
-            .contains("required variable SHOAL_STACK_TEST_TAG is missing a value"),
-        "{out:?}"
-    );
-    let external = write(
-        scratch.path(),
-        "external.yml",
-        "version: '3.8'\nservices:\n  web:\n    image: busybox\n    networks: [public]\nnetworks:\n  public:\n    external: true\n",
-    );
-    let out = stack
-        .cli(&["stack", "deploy", "-c", &external, "bad"])
-        .await?;
-    assert_ne!(out.code, 0);
-    assert!(
-        out.stderr.contains(
-            "network \"public\" is declared as external, but could not be found. You need to create a swarm-scoped network before the stack is deployed"
+    for (file, text, want) in [
+        (
+            "schema.yml",
+            "version: '3.8'\nservices:\n  web:\n    image: busybox\n    foo: 1\n",
+            "services.web Additional property foo is not allowed",
         ),
-        "{out:?}"
-    );
+        (
+            "required.yml",
+            "version: '3.8'\nservices:\n  web:\n    image: \"busybox:${SHOAL_STACK_TEST_TAG:?tag required}\"\n",
+            "required variable SHOAL_STACK_TEST_TAG is missing a value",
+        ),
+        (
+            "external.yml",
+            "version: '3.8'\nservices:\n  web:\n    image: busybox\n    networks: [public]\nnetworks:\n  public:\n    external: true\n",
+            "network \"public\" is declared as external, but could not be found. You need to create a swarm-scoped network before the stack is deployed",
+        ),
+    ] {
+        let path = write(scratch.path(), file, text);
+        let out = stack.cli(&["stack", "deploy", "-c", &path, "bad"]).await?;
+        assert_ne!(out.code, 0, "{file}");
+        assert!(out.stderr.contains(want), "{file}: {out:?}");
+    }
     assert!(services(&mut control, "bad").await?.is_empty());
     assert!(networks(&mut control, "bad").await?.is_empty());
     let out = stack.cli(&["stack", "ls"]).await?;

@@ -10,24 +10,20 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use shoal_proto::v1::control_client::ControlClient;
 use shoal_proto::v1::{
-    ListConfigsRequest, ListFilters, ListNetworksRequest, ListServicesRequest, Service, Task,
-    service_spec, task_spec, task_status,
+    ListConfigsRequest, ListNetworksRequest, Service, Task, service_spec, task_status,
 };
+use shoal_scenarios::stack_objects::*;
 use shoal_scenarios::{
     Stack, StackOptions, docker, no_stack_containers, remove_stack_leftovers, stub_images,
 };
 use shoal_testkit::docker::docker_available;
 use shoal_testkit::wait_for;
-use tonic::transport::Channel;
 
-const NAMESPACE: &str = "com.docker.stack.namespace";
 const DEADLINE: Duration = Duration::from_secs(90);
 /// This scenario's stacks (their leftovers are removed by namespace).
 const STACKS: &[&str] = &["mon", "port", "wordpress_stack", "votefig"];
@@ -104,71 +100,11 @@ const SWARMPROM_ENV: &[(&str, &str)] = &[
     ("SLACK_USER", "shoal"),
 ];
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/stacks")
-}
-
-fn fixture(name: &str) -> String {
-    fixtures().join(name).display().to_string()
-}
-
-fn name_of(s: &Service) -> &str {
-    s.spec
-        .as_ref()
-        .and_then(|s| s.annotations.as_ref())
-        .map(|a| a.name.as_str())
-        .unwrap_or("")
-}
-
-fn id_of(meta: Option<&shoal_proto::v1::Meta>) -> String {
-    meta.map(|m| m.id.clone()).unwrap_or_default()
-}
-
-fn by_label(ns: &str) -> ListFilters {
-    ListFilters {
-        labels: [(NAMESPACE.to_string(), ns.to_string())].into(),
-        ..Default::default()
-    }
-}
-
-async fn services(c: &mut ControlClient<Channel>, ns: &str) -> anyhow::Result<Vec<Service>> {
-    Ok(c.list_services(ListServicesRequest {
-        filters: Some(by_label(ns)),
-    })
-    .await?
-    .into_inner()
-    .services)
-}
-
-fn service<'a>(all: &'a [Service], name: &str) -> &'a Service {
-    all.iter()
-        .find(|s| name_of(s) == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
 fn is_global(s: &Service) -> bool {
     matches!(
         s.spec.as_ref().and_then(|s| s.mode.as_ref()),
         Some(service_spec::Mode::Global(_))
     )
-}
-
-fn replicas(s: &Service) -> Option<u64> {
-    match s.spec.as_ref().and_then(|s| s.mode.as_ref()) {
-        Some(service_spec::Mode::Replicated(r)) => Some(r.replicas),
-        _ => None,
-    }
-}
-
-fn task_spec_of(s: &Service) -> shoal_proto::v1::TaskSpec {
-    s.spec.as_ref().and_then(|s| s.task.clone()).unwrap()
-}
-
-fn container(s: &Service) -> shoal_proto::v1::ContainerSpec {
-    match task_spec_of(s).runtime {
-        Some(task_spec::Runtime::Container(c)) => c,
-        other => panic!("not a container service: {other:?}"),
-    }
 }
 
 /// (limit, reservation) of memory in bytes.
@@ -185,44 +121,6 @@ fn constraints(s: &Service) -> Vec<String> {
         .placement
         .map(|p| p.constraints)
         .unwrap_or_default()
-}
-
-/// (network name, aliases) of a service's attachments.
-fn attachments(s: &Service, nets: &HashMap<String, String>) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = task_spec_of(s)
-        .networks
-        .into_iter()
-        .map(|a| (nets.get(&a.target).cloned().unwrap_or(a.target), a.aliases))
-        .collect();
-    out.sort();
-    out
-}
-
-async fn network_names(c: &mut ControlClient<Channel>) -> anyhow::Result<HashMap<String, String>> {
-    Ok(c.list_networks(ListNetworksRequest { filters: None })
-        .await?
-        .into_inner()
-        .networks
-        .iter()
-        .map(|n| {
-            (
-                id_of(n.meta.as_ref()),
-                n.spec
-                    .as_ref()
-                    .and_then(|s| s.annotations.as_ref())
-                    .map(|a| a.name.clone())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
-fn lines(out: &str) -> BTreeSet<String> {
-    out.lines().map(str::to_string).collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
 }
 
 /// `deploy` output in docker's order: every `Creating network` line before every
