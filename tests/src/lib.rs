@@ -4,6 +4,7 @@
 //! `swarm init`, TLS with the admin certificate after). The scenarios themselves are the
 //! files in `tests/`, each one walk-through.
 
+pub mod dns_query;
 pub mod stack_objects;
 
 use std::net::{IpAddr, Ipv4Addr};

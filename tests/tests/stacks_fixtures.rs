@@ -9,14 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
 use shoal_proto::v1::{
     ListConfigsRequest, ListNetworksRequest, Service, Task, service_spec, task_status,
 };
+use shoal_scenarios::dns_query::dns_a;
 use shoal_scenarios::stack_objects::*;
 use shoal_scenarios::{
     Stack, StackOptions, docker, no_stack_containers, remove_stack_leftovers, stub_images,
@@ -158,30 +158,6 @@ fn container_id(t: &Task) -> Option<String> {
 
 fn ip_of(cidr: &str) -> Option<Ipv4Addr> {
     cidr.split('/').next()?.parse().ok()
-}
-
-/// One A query from 127.0.0.1 to `server`: the response code and the addresses.
-async fn dns_a(
-    server: SocketAddr,
-    name: &str,
-) -> anyhow::Result<(ResponseCode, BTreeSet<Ipv4Addr>)> {
-    let sock = tokio::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await?;
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
-    sock.send_to(&msg.to_vec()?, server).await?;
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf)).await??;
-    let resp = Message::from_vec(&buf[..n])?;
-    let addrs = resp
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    Ok((resp.metadata.response_code, addrs))
 }
 
 /// `shoal stack config -c file` equals `docker stack config -c file` (docker's CLI works
@@ -601,7 +577,9 @@ async fn stacks_swarmprom_portainer_wordpress() -> anyhow::Result<()> {
     assert_eq!(agent_addrs.len(), 3, "{agents:?}");
     let dns = stack.dns_addr().expect("the stack runs shoal-dns");
     wait_for("tasks.agent to hold the 3 agents", DEADLINE, || async {
-        let (code, addrs) = dns_a(dns, "tasks.agent").await.ok()?;
+        let (code, addrs) = dns_a(dns, IpAddr::V4(Ipv4Addr::LOCALHOST), "tasks.agent")
+            .await
+            .ok()?;
         (code == ResponseCode::NoError && addrs == agent_addrs).then_some(())
     })
     .await
